@@ -1,0 +1,1 @@
+"""Integrations of tokenprune with model and serving libraries (installed as `tokenprune.adapters`)."""

@@ -1,0 +1,31 @@
+"""Pruning methods: tensors in, kept indices out."""
+
+from tokenprune.pruners.base import (
+    LayerContext,
+    LayerPruner,
+    PreLLMPruner,
+    Pruner,
+    Selection,
+    VisualTokens,
+)
+from tokenprune.pruners.baselines import RandomPrune, UniformPrune
+from tokenprune.pruners.divprune import DivPrune
+from tokenprune.pruners.fastv import FastV, Feather
+from tokenprune.pruners.fopru import FoPru
+from tokenprune.pruners.visionzip import VisionZip
+
+__all__ = [
+    "DivPrune",
+    "FastV",
+    "Feather",
+    "FoPru",
+    "LayerContext",
+    "LayerPruner",
+    "PreLLMPruner",
+    "Pruner",
+    "RandomPrune",
+    "Selection",
+    "UniformPrune",
+    "VisionZip",
+    "VisualTokens",
+]

@@ -1,0 +1,130 @@
+"""What every pruner shares: a validated budget, a position policy, and the inputs it selects from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+import torch
+
+from tokenprune.budget import resolve_budget, validate_budget
+
+Positions = Literal["keep", "reindex"]
+POSITIONS = ("keep", "reindex")
+
+
+@dataclass
+class Pruner:
+    """Base of all pruners.
+
+    budget: tokens to keep per image (or per prompt for prefill skipping), as an int, or a fraction
+    in (0, 1] of the tokens available. positions: "keep" gives kept tokens their original position
+    ids (decoding continues after the unpruned length); "reindex" renumbers them contiguously.
+    """
+
+    budget: int | float
+    positions: Positions = "keep"
+
+    stage: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        self.budget = validate_budget(self.budget)
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def keep_count(self, available: int) -> int:
+        return resolve_budget(self.budget, available)
+
+
+@dataclass
+class VisualTokens:
+    """The visual tokens of one image (or video) as the language model would receive them.
+
+    features: (N, D) tokens after the projector. grid: (h, w) or (t, h, w), prod(grid) == N, tokens in
+    row-major grid order. attention: (N,) significance from the vision tower ([CLS] attention or mean
+    attention received), present when the pruner asks for it. keys: (N, d) head-averaged vision keys
+    of that layer. pre_projection / project: the tokens before the projector and the projector itself,
+    for methods that merge tokens where the original method does.
+    """
+
+    features: torch.Tensor
+    grid: tuple[int, ...]
+    attention: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    pre_projection: torch.Tensor | None = None
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+
+@dataclass
+class Selection:
+    """Kept token indices (ascending, into the original grid order) and, for merging methods,
+    the features that replace the kept tokens (k, D)."""
+
+    indices: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+class PreLLMPruner(Pruner):
+    """Selects visual tokens before they enter the language model."""
+
+    stage: ClassVar[str] = "pre_llm"
+    #: what the adapter must provide in VisualTokens besides features: {"attention", "keys", "pre_projection"}
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def select(self, tokens: VisualTokens) -> Selection:
+        raise NotImplementedError
+
+
+class AttentionRows(Protocol):
+    """Attention logits of one decoder layer, recomputed for the last query tokens of each sample."""
+
+    def logits(self, window: int = 1, rope: bool = True) -> torch.Tensor:
+        """(B, H, window, L) scaled q.k for the last `window` real tokens, -inf on padding and future keys."""
+        ...
+
+
+@dataclass
+class LayerContext:
+    """What an in-LLM pruner sees just before decoder layer `layer` runs.
+
+    groups[b][g]: current sequence positions of group g of sample b (an image's tokens, or the
+    prunable prompt tokens); origins[b][g]: the same tokens' original indices (patch-grid order);
+    grids[b][g]: the group's original grid, or None for text. attention: rows of layer `layer - 1`.
+    """
+
+    layer: int
+    step: int
+    attention: AttentionRows
+    groups: list[list[torch.Tensor]]
+    origins: list[list[torch.Tensor]]
+    grids: list[list[tuple[int, ...] | None]]
+    valid: torch.Tensor
+
+
+class LayerPruner(Pruner):
+    """Drops tokens from the hidden states before some decoder layers; later layers run shorter."""
+
+    stage: ClassVar[str] = "llm"
+
+    def layers(self) -> tuple[int, ...]:
+        """Decoder layers (ascending, >= 1) before which this pruner selects."""
+        raise NotImplementedError
+
+    def select_layer(self, ctx: LayerContext) -> list[list[torch.Tensor]]:
+        """Per sample, per group: kept positions local to the group (ascending)."""
+        raise NotImplementedError
+
+    def check_layers(self, num_layers: int) -> None:
+        layers = self.layers()
+        if any(b <= a for a, b in zip(layers, layers[1:])):
+            raise ValueError(f"{self.name}: layers must be strictly increasing, got {list(layers)}")
+        if layers and not (layers[0] >= 1 and layers[-1] < num_layers):
+            raise ValueError(f"{self.name}: layers must lie in [1, {num_layers - 1}], got {list(layers)}")

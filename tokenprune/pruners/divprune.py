@@ -1,0 +1,46 @@
+"""DivPrune: Max-Min diversity selection on the projected visual tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tokenprune.pruners.base import PreLLMPruner, Selection, VisualTokens
+
+
+def max_min_diverse(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy farthest-point selection on cosine distance; returns k indices in selection order.
+
+    The first pick is the token farthest from its nearest neighbour; each next pick maximises its
+    minimum distance to the picks so far. Keeping the running minimum makes this O(kN) instead of the
+    reference code's O(k^2 N) recomputation, with the same picks; picked tokens are masked so exact
+    duplicates can never be chosen twice.
+    """
+    n = features.shape[0]
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    distance = 1.0 - unit @ unit.T
+    picks = torch.empty(k, dtype=torch.long, device=features.device)
+    if k == 0:
+        return picks
+    if n == 1:
+        picks[0] = 0
+        return picks
+    nearest = distance.topk(2, dim=0, largest=False).values[1]
+    picks[0] = nearest.argmax()
+    min_distance = distance[picks[0]].clone()
+    min_distance[picks[0]] = float("-inf")
+    for i in range(1, k):
+        picks[i] = min_distance.argmax()
+        min_distance = torch.minimum(min_distance, distance[picks[i]])
+        min_distance[picks[: i + 1]] = float("-inf")
+    return picks
+
+
+@dataclass
+class DivPrune(PreLLMPruner):
+    """Keep the `budget` most mutually diverse visual tokens (DivPrune, CVPR 2025)."""
+
+    def select(self, tokens: VisualTokens) -> Selection:
+        k = self.keep_count(len(tokens))
+        return Selection(max_min_diverse(tokens.features, k).sort().values)
