@@ -1,0 +1,273 @@
+"""Block tree: a cleaned page split top-down into blocks of at most ``max_words`` words.
+
+An element with more words than the limit is *expanded*: its content (child elements and text) is
+cut into blocks. A small block-level child is a block; consecutive text and small inline children
+form one block; an over-long text is cut into sentence chunks; a child over the limit is expanded in
+turn. Original tag names are kept, and every block knows the XPath of the element holding it.
+"""
+
+from __future__ import annotations
+
+import copy
+import html as html_escape
+from dataclasses import dataclass
+
+from lxml import etree
+
+from tokenprune.context.clean import BLOCK_TAGS
+from tokenprune.context.text import chunk_words
+
+# Elements that stand as blocks of their own; <br> flows with the text around it.
+_STANDALONE_TAGS = BLOCK_TAGS - {"br"}
+MIN_MAX_WORDS = 8
+
+
+@dataclass(frozen=True)
+class Block:
+    """A prunable piece of the page.
+
+    ``path`` is the XPath of the element holding the block. ``span`` is None when the block is
+    that whole element, else the ``[start, end)`` range of the element's content pieces (text
+    chunks and inline children) that the block covers.
+    """
+
+    path: str
+    span: tuple[int, int] | None
+    text: str
+    words: int
+
+
+@dataclass
+class _Piece:
+    value: str | etree._Element  # a text chunk or a child element
+    owner: int | None  # block index, or -1 - container index for an expanded child
+
+
+@dataclass
+class _Container:
+    element: etree._Element
+    parent: int | None
+    pieces: list[_Piece]
+
+
+def _words(text: str | None) -> int:
+    return len(text.split()) if text else 0
+
+
+def _subtree_words(root: etree._Element) -> dict[etree._Element, int]:
+    words: dict[etree._Element, int] = {}
+    for element in reversed(list(root.iter(etree.Element))):  # children before parents
+        words[element] = _words(element.text) + sum(words[child] + _words(child.tail) for child in element)
+    return words
+
+
+def _text_of(value: str | etree._Element) -> str:
+    return value if isinstance(value, str) else " ".join(" ".join(value.itertext()).split())
+
+
+class BlockTree:
+    """Blocks of one cleaned page, and re-assembly of any subset of them with their ancestors."""
+
+    def __init__(self, root: etree._Element, max_words: int = 256):
+        if max_words < 1:
+            raise ValueError(f"max_words must be >= 1, got {max_words}")
+        self.root = root
+        self.max_words = max_words
+        self.containers: list[_Container] = []
+        self.blocks: list[Block] = []
+        self._block_pieces: list[list[etree._Element | str]] = []
+        self._block_container: list[int] = []
+        self._build(_subtree_words(root))
+
+    @classmethod
+    def split(cls, root: etree._Element, max_words: int = 256, min_blocks: int = 2) -> BlockTree:
+        """Build the tree, halving ``max_words`` while the page collapses into fewer than ``min_blocks``
+        blocks (a page of one big block cannot be pruned)."""
+        tree = cls(root, max_words)
+        while len(tree.blocks) < min_blocks and tree.max_words > MIN_MAX_WORDS:
+            smaller = cls(root, max(tree.max_words // 2, MIN_MAX_WORDS))
+            if len(smaller.blocks) <= len(tree.blocks) and tree.blocks:
+                break  # nothing left to split (e.g. one short sentence)
+            tree = smaller
+        return tree
+
+    def _build(self, words: dict[etree._Element, int]) -> None:
+        getpath = self.root.getroottree().getpath
+        stack: list[tuple[etree._Element, int | None]] = [(self.root, None)]
+        while stack:  # depth-first, document order, no recursion (pages can be 2,048 deep)
+            element, parent = stack.pop()
+            self.containers.append(_Container(element, parent, []))
+            index = len(self.containers) - 1
+            for child in reversed(self._expand(index, words, getpath)):
+                stack.append((child, index))
+        # Point each expanded child's piece at its container.
+        container_of = {id(c.element): i for i, c in enumerate(self.containers)}
+        for container in self.containers:
+            for piece in container.pieces:
+                if piece.owner is None:
+                    piece.owner = -1 - container_of[id(piece.value)]
+        self._number_in_document_order()
+
+    def _expand(self, index: int, words: dict[etree._Element, int], getpath) -> list[etree._Element]:
+        """Cut one container's content into blocks; return the children that need expanding."""
+        container = self.containers[index]
+        element = container.element
+        path = getpath(element)
+        expanded: list[etree._Element] = []
+        run: list[_Piece] = []  # consecutive text and inline children, becoming one block
+        run_words = 0
+        for value in self._content(element):
+            if isinstance(value, str):
+                size = _words(value)
+                chunks = [value] if size <= self.max_words else chunk_words(value, self.max_words)
+                pieces = [(chunk, _words(chunk)) for chunk in chunks]
+            elif words[value] > self.max_words or element is self.root or value.tag == "body":
+                pieces = []
+                self._close_run(index, path, run, run_words)
+                run, run_words = [], 0
+                expanded.append(value)
+                container.pieces.append(_Piece(value, None))  # owner set once the child is built
+            elif value.tag in _STANDALONE_TAGS:
+                pieces = []
+                self._close_run(index, path, run, run_words)
+                run, run_words = [], 0
+                piece = _Piece(value, None)
+                self._add_block(index, getpath(value), None, [piece], words[value])
+                container.pieces.append(piece)
+            else:
+                pieces = [(value, words[value])]
+            for piece_value, size in pieces:
+                if run and run_words + size > self.max_words:
+                    self._close_run(index, path, run, run_words)
+                    run, run_words = [], 0
+                run.append(_Piece(piece_value, None))
+                run_words += size
+        self._close_run(index, path, run, run_words)
+        return expanded
+
+    def _close_run(self, index: int, path: str, run: list[_Piece], run_words: int) -> None:
+        if any(not isinstance(piece.value, str) or piece.value.strip() for piece in run):
+            pieces = self.containers[index].pieces
+            self._add_block(index, path, (len(pieces), len(pieces) + len(run)), run, run_words)
+            pieces.extend(run)
+
+    def _number_in_document_order(self) -> None:
+        """Blocks were numbered container by container; renumber them in reading order."""
+        order: list[int] = []
+        stack = [(0, 0)]  # (container, next piece)
+        while stack:
+            container, position = stack.pop()
+            pieces = self.containers[container].pieces
+            while position < len(pieces):
+                owner = pieces[position].owner
+                position += 1
+                if owner < 0:
+                    stack.append((container, position))
+                    stack.append((-1 - owner, 0))
+                    break
+                if not order or order[-1] != owner:
+                    order.append(owner)
+        new_index = {old: new for new, old in enumerate(order)}
+        for container in self.containers:
+            for piece in container.pieces:
+                if piece.owner >= 0:
+                    piece.owner = new_index[piece.owner]
+        self.blocks = [self.blocks[old] for old in order]
+        self._block_pieces = [self._block_pieces[old] for old in order]
+        self._block_container = [self._block_container[old] for old in order]
+
+    @staticmethod
+    def _content(element: etree._Element):
+        if element.text:
+            yield element.text
+        for child in element:
+            yield child
+            if child.tail:
+                yield child.tail
+
+    def _add_block(self, container: int, path: str, span, pieces: list[_Piece], words: int) -> None:
+        for piece in pieces:
+            piece.owner = len(self.blocks)
+        text = " ".join(_text_of(p.value) for p in pieces).strip()
+        self.blocks.append(Block(path, span, " ".join(text.split()), words))
+        self._block_pieces.append([p.value for p in pieces])
+        self._block_container.append(container)
+
+    def ancestors(self, block: int) -> list[int]:
+        """Indices of the containers a block needs, innermost first."""
+        chain = []
+        container: int | None = self._block_container[block]
+        while container is not None:
+            chain.append(container)
+            container = self.containers[container].parent
+        return chain
+
+    def container_markup(self, container: int) -> str:
+        """The container's own tags (what it costs in HTML output beyond its blocks)."""
+        element = self.containers[container].element
+        return etree.tostring(
+            etree.Element(element.tag, dict(element.attrib)), method="html", encoding="unicode"
+        )
+
+    def block_html(self, block: int) -> str:
+        return "".join(
+            html_escape.escape(value, quote=False)
+            if isinstance(value, str)
+            else etree.tostring(_detached(value), method="html", encoding="unicode")
+            for value in self._block_pieces[block]
+        )
+
+    def block_fragment(self, block: int) -> etree._Element:
+        """The block inside a copy of its holding element (for Markdown/text rendering)."""
+        element = self.containers[self._block_container[block]].element
+        return _assemble(element, [(value, block) for value in self._block_pieces[block]])
+
+    def assemble(self, kept: set[int]) -> etree._Element | None:
+        """A new tree holding the kept blocks with their ancestors, in document order; None if empty."""
+        built: list[etree._Element | None] = [None] * len(self.containers)
+        for index in reversed(range(len(self.containers))):  # children are built before their parent
+            parts = []
+            for piece in self.containers[index].pieces:
+                if piece.owner < 0:
+                    child = built[-1 - piece.owner]
+                    if child is not None:
+                        parts.append((child, piece.owner))
+                elif piece.owner in kept:
+                    parts.append((piece.value, piece.owner))
+            if parts:
+                built[index] = _assemble(self.containers[index].element, parts, copy_elements=True)
+        return built[0]
+
+
+def _detached(element: etree._Element) -> etree._Element:
+    copied = copy.deepcopy(element)
+    copied.tail = None
+    return copied
+
+
+def _assemble(template: etree._Element, parts, copy_elements: bool = True) -> etree._Element:
+    """An element with ``template``'s tag and attributes holding ``parts`` ((value, owner) pairs);
+    a space separates inline content that came from different blocks."""
+    out = etree.Element(template.tag, dict(template.attrib))
+    last: etree._Element | None = None
+    previous_owner = None
+    previous_inline = False
+    for value, owner in parts:
+        inline = isinstance(value, str) or value.tag not in _STANDALONE_TAGS
+        if previous_owner is not None and owner != previous_owner and (inline or previous_inline):
+            _append_text(out, last, " ")
+        if isinstance(value, str):
+            _append_text(out, last, value)
+        else:
+            child = _detached(value) if copy_elements and owner >= 0 else value
+            out.append(child)
+            last = child
+        previous_owner, previous_inline = owner, inline
+    return out
+
+
+def _append_text(out: etree._Element, last: etree._Element | None, text: str) -> None:
+    if last is None:
+        out.text = (out.text or "") + text
+    else:
+        last.tail = (last.tail or "") + text

