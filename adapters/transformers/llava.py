@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import ExitStack
 
 import torch
 from tokenprune.adapters.transformers.base import Adapter
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
+from tokenprune.adapters.transformers.prefill_select import prefill_engine
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
-from tokenprune.adapters.transformers.vision import (
-    capture_cls_attention,
-    capture_input,
-    feature_layer_index,
-    split_runs,
-)
+from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
 
 from tokenprune.pruners.base import Selection, VisualTokens
 from tokenprune.stats import PruneRecord
 
 
 class LlavaAdapter(Adapter):
-    supported_stages = ("pre_llm", "llm")
+    supported_stages = ("pre_llm", "prefill", "llm")
 
     def __init__(self, model, pruner, stats) -> None:
         super().__init__(model, pruner, stats)
@@ -46,14 +41,34 @@ class LlavaAdapter(Adapter):
             if inner is not None
             else None
         )
+        # "prefill" stage (GemFilter): select-then-prefill on the language model's input
+        self.select = prefill_engine(DecoderStack(self.llava.language_model), pruner, stats)
         self._groups: TokenGroups | None = None
         self._prefill: PackedPrefill | None = None
 
     def install(self) -> None:
         self.hook_before(self.llava, self._before_forward)
         self.hook_after(self.llava, self._after_forward)
+        if self.pre is not None and self.pre.needs:
+            self._install_vision_capture()
+        if self.select is not None:
+            self.select.install(self)
         if self.engine is not None:
             self.engine.install(self)
+
+    def _install_vision_capture(self) -> None:
+        """Vision-side inputs a pruner needs are captured whenever the tower runs: inside this
+        adapter's own encoding, and when generate() encodes images before prefill."""
+        self._vision: dict = {}
+        if self.pre.needs & {"attention", "keys"}:
+            tower = self.llava.vision_tower
+            layers = getattr(tower, "vision_model", tower).encoder.layers  # older releases nest it
+            layer = layers[feature_layer_index(self.model.config.vision_feature_layer, len(layers))]
+            self.hook_before(layer, cls_attention_hook(self._vision))
+        self.hook_after(self.llava.multi_modal_projector, self._capture_projection)
+
+    def _capture_projection(self, module, args, kwargs, output):
+        self._vision["pre_projection"], self._vision["projected"] = args[0], output
 
     def _groups_for(self, valid: torch.Tensor) -> TokenGroups | None:
         return self._groups
@@ -68,14 +83,14 @@ class LlavaAdapter(Adapter):
                 return args, {**kwargs, **self._prefill.decode_kwargs(kwargs, past)}
             return None
         self._prefill, self._groups = None, None
-        pixel_values = kwargs.get("pixel_values")
-        if pixel_values is None:
+        features = self._image_features(module, kwargs)
+        if features is None:
             return None
         if input_ids is None:
             raise ValueError(
                 "tokenprune needs input_ids (not inputs_embeds) to find the image tokens of LLaVA"
             )
-        runs = self._image_runs(input_ids, pixel_values.shape[0])
+        runs = self._image_runs(input_ids, len(features))
         if self.pre is None:
             self._groups = TokenGroups(
                 runs,
@@ -83,7 +98,7 @@ class LlavaAdapter(Adapter):
                 [[self.grid] * len(per) for per in runs],
             )
             return None
-        return self._prune_before_llm(module, kwargs, input_ids, runs)
+        return self._prune_before_llm(module, kwargs, input_ids, runs, features)
 
     def _after_forward(self, module, args, kwargs, output):
         if self._prefill is not None and self._prefill.cache is None:
@@ -101,38 +116,56 @@ class LlavaAdapter(Adapter):
             split_runs(is_image[b].nonzero().squeeze(1), self.tokens_per_image) for b in range(len(input_ids))
         ]
 
-    def _image_tokens(self, module, kwargs) -> list[VisualTokens]:
+    def _image_features(self, module, kwargs) -> list[torch.Tensor] | None:
+        """Projected features per image: encoded here from pixel_values, or as generate() pre-encoded
+        them (mm_encoder_outputs). None when the prompt has no image."""
         config = self.model.config
-        feature_layer = kwargs.get("vision_feature_layer") or config.vision_feature_layer
-        captured: dict = {}
-        with ExitStack() as stack:
-            if self.pre.needs & {"attention", "keys"}:
-                tower = module.vision_tower
-                layers = getattr(tower, "vision_model", tower).encoder.layers  # older releases nest it
-                layer = layers[feature_layer_index(feature_layer, len(layers))]
-                stack.enter_context(capture_cls_attention(layer, captured))
-            if "pre_projection" in self.pre.needs:
-                stack.enter_context(capture_input(module.multi_modal_projector, captured, "pre_projection"))
+        layer = kwargs.get("vision_feature_layer")
+        if layer is not None and layer != config.vision_feature_layer:
+            raise ValueError(
+                f"tokenprune prunes at the config's vision_feature_layer ({config.vision_feature_layer}), got {layer}"
+            )
+        if kwargs.get("pixel_values") is not None:
+            if self.pre is None:
+                return list(kwargs["pixel_values"])  # only the count matters for in-LLM pruning
             output = module.get_image_features(
                 pixel_values=kwargs["pixel_values"],
-                vision_feature_layer=feature_layer,
+                vision_feature_layer=config.vision_feature_layer,
                 vision_feature_select_strategy=config.vision_feature_select_strategy,
             )
+        else:
+            output = (kwargs.get("mm_encoder_outputs") or {}).get("image")
+            if output is None:
+                return None
         features = output.pooler_output if hasattr(output, "pooler_output") else output
+        return list(features)
+
+    def _image_tokens(self, module, features: list[torch.Tensor]) -> list[VisualTokens]:
+        vision = getattr(self, "_vision", {})
+        if self.pre.needs:
+            projected = vision.get("projected")
+            if (
+                projected is None
+                or projected.untyped_storage().data_ptr() != features[0].untyped_storage().data_ptr()
+            ):
+                raise ValueError(
+                    f"{self.pre.name} needs vision-tower internals captured while the images were encoded; "
+                    "encode images while the pruner is applied (pass pixel_values)"
+                )
         return [
             VisualTokens(
                 features=f,
                 grid=self.grid,
-                attention=captured["attention"][i] if "attention" in captured else None,
-                keys=captured["keys"][i] if "keys" in captured else None,
-                pre_projection=captured["pre_projection"][i] if "pre_projection" in captured else None,
+                attention=vision["attention"][i] if "attention" in vision else None,
+                keys=vision["keys"][i] if "keys" in vision else None,
+                pre_projection=vision["pre_projection"][i] if "pre_projection" in self.pre.needs else None,
                 project=module.multi_modal_projector,
             )
             for i, f in enumerate(features)
         ]
 
-    def _prune_before_llm(self, module, kwargs, input_ids, runs):
-        images = self._image_tokens(module, kwargs)
+    def _prune_before_llm(self, module, kwargs, input_ids, runs, features):
+        images = self._image_tokens(module, features)
         embeds = module.get_input_embeddings()(input_ids)
         all_features = torch.cat([t.features for t in images]).to(embeds.device, embeds.dtype)
         is_image = (input_ids == self.image_token_id)[..., None]
@@ -186,6 +219,7 @@ class LlavaAdapter(Adapter):
             **kwargs,
             "input_ids": None,
             "pixel_values": None,
+            "mm_encoder_outputs": None,
             "inputs_embeds": packed.embeds,
             "attention_mask": packed.mask,
             "position_ids": packed.position_ids,

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
-from torch import nn
 
 from tokenprune.attention import cls_attention
 
@@ -22,41 +19,23 @@ def feature_layer_index(vision_feature_layer: int | list[int], num_layers: int) 
     return index - 1
 
 
-@contextmanager
-def capture_cls_attention(layer: nn.Module, into: dict):
-    """While active, each forward of `layer` stores into `into`: "attention" (B, N) [CLS]->patch
-    attention summed over heads, and "keys" (B, N, d) head-averaged patch keys."""
+def cls_attention_hook(into: dict):
+    """A forward pre-hook for a CLIP encoder layer that stores into `into`: "attention" (B, N)
+    [CLS]->patch attention summed over heads, and "keys" (B, N, d) head-averaged patch keys."""
 
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         attention = module.self_attn
-        x = module.layer_norm1(hidden)
-        batch, length, _ = x.shape
-        heads, head_dim = attention.num_heads, attention.head_dim
-        query = attention.q_proj(x[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
-        keys = attention.k_proj(x).view(batch, length, heads, head_dim).transpose(1, 2)
-        into["attention"] = cls_attention(query, keys, attention.scale).detach()
-        into["keys"] = keys.mean(dim=1)[:, 1:].detach()
+        with torch.no_grad():
+            x = module.layer_norm1(hidden)
+            batch, length, _ = x.shape
+            heads, head_dim = attention.num_heads, attention.head_dim
+            query = attention.q_proj(x[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
+            keys = attention.k_proj(x).view(batch, length, heads, head_dim).transpose(1, 2)
+            into["attention"] = cls_attention(query, keys, attention.scale)
+            into["keys"] = keys.mean(dim=1)[:, 1:]
 
-    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield into
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def capture_input(module: nn.Module, into: dict, key: str):
-    """While active, store the first positional input of each forward of `module` under `key`."""
-
-    def hook(mod, args):
-        into[key] = args[0]
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield into
-    finally:
-        handle.remove()
+    return hook
 
 
 def split_runs(positions: torch.Tensor, run_length: int) -> list[torch.Tensor]:
