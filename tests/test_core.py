@@ -9,8 +9,8 @@ import torch
 
 import tokenprune as tp
 from tokenprune.budget import resolve_budget
-from tokenprune.pruners.baselines import strided_grid
 from tokenprune.pruners.base import LayerContext, VisualTokens
+from tokenprune.pruners.baselines import strided_grid
 from tokenprune.pruners.divprune import max_min_diverse
 from tokenprune.pruners.visionzip import merge_into_targets
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from tiny_models import IMAGE_TOKEN, llava_inputs, tiny_llava
 
 import tokenprune as tp
+from tiny_models import IMAGE_TOKEN, llava_inputs, tiny_llava
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.attention import head_mean_probabilities
 from tokenprune.pruners.base import LayerPruner
