@@ -1,0 +1,216 @@
+"""Prefill latency of visual-token pruners on LLaVA-1.5 geometry, against the FLOP-ideal speedup.
+
+A CLIP-shaped tower yields 576 patch tokens (336 px, patch 14), the prompt adds ~60 text tokens,
+and the language model is scaled so an unpruned prefill takes a few seconds on a laptop-class CPU
+(random weights: the FLOPs do not depend on the values). For every pruner and budget it prints
+the median prefill time, speedup vs unpruned, the FLOP-ideal speedup (vision tower + LLM),
+speedup / ideal, selection time as % of the unpruned prefill, and peak extra memory.
+
+    python benchmarks/visual_prefill.py [--runs 5] [--budgets 64,128,192] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import tokenprune as tp
+
+IMAGE_TOKEN = 32000
+
+
+@dataclass(frozen=True)
+class Geometry:
+    image_size: int = 336
+    patch_size: int = 14
+    vision_hidden: int = 384
+    vision_layers: int = 8
+    vision_heads: int = 6
+    vision_ffn: int = 1536
+    text_hidden: int = 768
+    text_layers: int = 16
+    text_heads: int = 12
+    text_ffn: int = 2048
+    vocab: int = 32064
+    text_tokens: int = 60
+
+    @property
+    def patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+QUICK = Geometry(image_size=112, vision_hidden=64, vision_layers=2, vision_heads=2, vision_ffn=128,
+                 text_hidden=128, text_layers=8, text_heads=4, text_ffn=256, vocab=32064, text_tokens=20)
+
+
+def build_model(g: Geometry):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=g.vision_hidden, intermediate_size=g.vision_ffn, num_hidden_layers=g.vision_layers,
+            num_attention_heads=g.vision_heads, image_size=g.image_size, patch_size=g.patch_size,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=g.vocab, hidden_size=g.text_hidden, intermediate_size=g.text_ffn,
+            num_hidden_layers=g.text_layers, num_attention_heads=g.text_heads, num_key_value_heads=g.text_heads,
+            max_position_embeddings=4096,
+        ),
+        image_token_index=IMAGE_TOKEN,
+    )
+    config._attn_implementation = "sdpa"
+    return LlavaForConditionalGeneration(config).eval()
+
+
+def build_inputs(g: Geometry) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    before = g.text_tokens // 4
+    text = torch.randint(3, 32000, (g.text_tokens,), generator=generator)
+    ids = torch.cat([text[:before], torch.full((g.patches,), IMAGE_TOKEN), text[before:]])[None]
+    return {
+        "input_ids": ids,
+        "pixel_values": torch.randn(1, 3, g.image_size, g.image_size, generator=generator),
+        "logits_to_keep": 1,  # generate() computes only the last logits at prefill too
+    }
+
+
+def vision_flops(g: Geometry) -> float:
+    n, d = g.patches + 1, g.vision_hidden
+    per_layer = 2 * n * (4 * d * d + 2 * d * g.vision_ffn) + 4 * n * n * d
+    return g.vision_layers * per_layer + 2 * g.patches * (g.vision_hidden * g.text_hidden + g.text_hidden**2)
+
+
+def text_layer_flops(g: Geometry, n: int) -> float:
+    d = g.text_hidden
+    return 2 * n * (4 * d * d + 3 * d * g.text_ffn) + 2 * n * n * d  # causal: half of QK^T and AV
+
+
+def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
+    return vision_flops(g) + sum(text_layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
+
+
+class PeakRss:
+    """Peak resident memory above the level at start, sampled every millisecond."""
+
+    def __enter__(self):
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def extra_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def time_prefill(model, inputs, runs: int, pruner=None):
+    times, selection, peaks = [], [], []
+    handle = tp.apply(model, pruner) if pruner is not None else None
+    try:
+        with torch.no_grad():
+            model(**inputs)  # warm-up
+            for _ in range(runs):
+                if handle is not None:
+                    handle.stats.clear()
+                with PeakRss() as memory:
+                    started = time.perf_counter()
+                    model(**inputs)
+                    times.append(time.perf_counter() - started)
+                peaks.append(memory.extra_mb)
+                selection.append(sum(r.seconds for r in handle.stats) if handle else 0.0)
+        records = list(handle.stats) if handle else []
+    finally:
+        if handle is not None:
+            handle.remove()
+    return statistics.median(times), statistics.median(selection), max(peaks), records
+
+
+def tokens_per_layer(g: Geometry, records, pruner) -> list[int]:
+    full = g.patches + g.text_tokens
+    counts = [full] * g.text_layers
+    for r in records:
+        start = 0 if r.stage == "pre_llm" else r.layer
+        for layer in range(start, g.text_layers):
+            counts[layer] = g.text_tokens + r.tokens_after
+    return counts
+
+
+def pruners_for(budget: int, g: Geometry) -> dict:
+    depth = g.text_layers
+    return {
+        "DivPrune": tp.DivPrune(budget),
+        "VisionZip": tp.VisionZip(budget),
+        "FoPru (rank)": tp.FoPru(budget),
+        "FoPru (row)": tp.FoPru(budget, strategy="row"),
+        "Random": tp.RandomPrune(budget),
+        "Uniform": tp.UniformPrune(budget),
+        "FastV (K=2)": tp.FastV(budget, layer=2),
+        f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--budgets", default="64,128,192")
+    parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill.json"))
+    args = parser.parse_args()
+    g = QUICK if args.quick else Geometry()
+    model, inputs = build_model(g), build_inputs(g)
+    base_time, _, base_peak, _ = time_prefill(model, inputs, args.runs)
+    base_flops = prefill_flops(g, [g.patches + g.text_tokens] * g.text_layers)
+    rows = []
+    for budget in [int(b) for b in args.budgets.split(",")]:
+        for name, pruner in pruners_for(budget, g).items():
+            seconds, selecting, peak, records = time_prefill(model, inputs, args.runs, pruner)
+            ideal = base_flops / prefill_flops(g, tokens_per_layer(g, records, pruner))
+            speedup = base_time / seconds
+            rows.append({
+                "pruner": name, "budget": budget, "prefill_s": seconds, "speedup": speedup, "ideal": ideal,
+                "ratio": speedup / ideal, "selection_pct": 100 * selecting / base_time, "peak_mb": peak,
+            })
+    header = "| pruner | tokens | prefill (s) | speedup | FLOP-ideal | speedup/ideal | selection % | peak extra MB |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|",
+             f"| unpruned | {g.patches} | {base_time:.3f} | 1.00 | 1.00 | 1.00 | 0.0 | {base_peak:.0f} |"]
+    lines += [
+        f"| {r['pruner']} | {r['budget']} | {r['prefill_s']:.3f} | {r['speedup']:.2f} | {r['ideal']:.2f} | "
+        f"{r['ratio']:.2f} | {r['selection_pct']:.2f} | {r['peak_mb']:.0f} |"
+        for r in rows
+    ]
+    print(f"LLaVA-1.5 geometry: {g.patches} patches + {g.text_tokens} text tokens; tower {g.vision_layers}x{g.vision_hidden}, "
+          f"LLM {g.text_layers}x{g.text_hidden}; {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+          f"median of {args.runs}")
+    print("\n".join(lines))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
