@@ -11,6 +11,15 @@ import importlib
 # model class name -> "module:AdapterClass", looked up along the model's class hierarchy
 ADAPTERS: dict[str, str] = {
     "LlavaForConditionalGeneration": "tokenprune.adapters.transformers.llava:LlavaAdapter",
+    "Qwen2VLForConditionalGeneration": "tokenprune.adapters.transformers.qwen_vl:QwenVLAdapter",
+    "Qwen2_5_VLForConditionalGeneration": "tokenprune.adapters.transformers.qwen_vl:Qwen2_5_VLAdapter",
+    "Qwen3VLForConditionalGeneration": "tokenprune.adapters.transformers.qwen3_vl:Qwen3VLAdapter",
+    "LlavaNextForConditionalGeneration": "tokenprune.adapters.transformers.llava_next:LlavaNextAdapter",
+    "LlavaOnevisionForConditionalGeneration": "tokenprune.adapters.transformers.llava_onevision:LlavaOnevisionAdapter",
+    "LlamaForCausalLM": "tokenprune.adapters.transformers.causal_lm:CausalLMAdapter",
+    "MistralForCausalLM": "tokenprune.adapters.transformers.causal_lm:CausalLMAdapter",
+    "Qwen2ForCausalLM": "tokenprune.adapters.transformers.causal_lm:CausalLMAdapter",
+    "Qwen3ForCausalLM": "tokenprune.adapters.transformers.causal_lm:CausalLMAdapter",
 }
 
 

@@ -153,6 +153,7 @@ class LayerPruningEngine:
         stats: RunStats,
         groups_for: Callable[[torch.Tensor], TokenGroups | None],
     ) -> None:
+        pruner = pruner.for_depth(len(stack.layers))
         pruner.check_layers(len(stack.layers))
         self.stack = stack
         self.pruner = pruner
@@ -195,7 +196,9 @@ class LayerPruningEngine:
             groups = self.groups_for(valid)
             self.prefill = None
             if groups is not None and any(len(g) for g in groups.positions):
-                self.prefill = Prefill(length, valid, position_ids.expand(batch, -1), [])
+                # M-RoPE ids carry leading dims (3, B, L)
+                full = position_ids.expand(*position_ids.shape[:-2], batch, length)
+                self.prefill = Prefill(length, valid, full, [])
                 self._step.update(mode="prefill", groups=groups, valid=valid)
             return None
         if self.prefill is None or cache is not self.prefill.cache:
@@ -321,11 +324,14 @@ class LayerPruningEngine:
             position_ids = (stage.valid.long().cumsum(1) - 1).clamp(min=0)
             position_embeddings = self.stack.rope(hidden, position_ids)
         else:
-            position_ids = self.prefill.position_ids.gather(1, stage.index)
+            full = self.prefill.position_ids
+            position_ids = full.gather(-1, stage.index.expand(*full.shape[:-2], -1, -1))
             cos, sin = kwargs["position_embeddings"]
             pick = stage.index[..., None].expand(-1, -1, cos.shape[-1])
             position_embeddings = tuple(t.expand(batch, *t.shape[1:]).gather(1, pick) for t in (cos, sin))
-        update = {"position_ids": position_ids, "position_embeddings": position_embeddings}
+        update = {"position_embeddings": position_embeddings}
+        if kwargs.get("position_ids") is not None:  # M-RoPE text models pass None to their layers
+            update["position_ids"] = position_ids
         update["attention_mask"] = (
             _causal_mask(stage.valid, stage.valid.shape[1]) if stage.needs_mask else None
         )
@@ -337,11 +343,14 @@ class LayerPruningEngine:
         query_count = self._step["query_count"]
         kv_valid = torch.cat([stage.valid, self._step["new_valid"]], dim=1)
         update: dict = {}
-        if stage.needs_mask or query_count > 1:
+        if stage.needs_mask or query_count > 1 or not bool(kv_valid.all()):
             update["attention_mask"] = _causal_mask(kv_valid, query_count)
+        else:  # the model's own mask spans the unpruned cache (padding elsewhere in the batch)
+            update["attention_mask"] = None
         if self.reindex:
             position_ids = self._step["position_ids"] - stage.dropped[:, None]
-            update["position_ids"] = position_ids
+            if kwargs.get("position_ids") is not None:
+                update["position_ids"] = position_ids
             update["position_embeddings"] = self.stack.rope(hidden, position_ids)
         if "cache_position" in kwargs:
             update["cache_position"] = torch.arange(

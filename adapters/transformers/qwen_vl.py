@@ -1,0 +1,382 @@
+"""Qwen2-VL and Qwen2.5-VL (`Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`):
+dynamic resolution, 2x2 patch merging before the language model, M-RoPE, images and videos.
+
+Pre-LLM pruners see the merged tokens of each image or video (grid (h, w) or (t, h, w) in merged
+tokens). M-RoPE ids are computed by the model's own `get_rope_index` on the unpruned prompt and
+sliced; decoding continues from the unpruned positions (`positions="keep"`) or right after the kept
+tokens (`"reindex"`, where every kept token gets a contiguous 1-D position, as text has).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+from tokenprune.adapters.transformers.base import Adapter
+from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
+from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
+from torch import nn
+
+from tokenprune.attention import mean_attention_received
+from tokenprune.pruners.base import VisualTokens
+from tokenprune.pruners.views import ViewTokens
+from tokenprune.stats import PruneRecord
+
+# (kind, pixel kwarg, grid kwarg, feature getter, mm_token_type value)
+KINDS = (
+    ("image", "pixel_values", "image_grid_thw", "get_image_features", 1),
+    ("video", "pixel_values_videos", "video_grid_thw", "get_video_features", 2),
+)
+# bound on the float32 attention block recomputed at once in the vision tower (elements)
+ATTENTION_CHUNK = 1 << 26
+
+
+@dataclass
+class VisualGroup:
+    """One image or video of one sample: its placeholder positions and merged-token grid."""
+
+    kind: str
+    item: int  # index among the batch's images (or videos), in grid_thw order
+    positions: torch.Tensor
+    grid: tuple[int, ...]  # (h, w) for images, (t, h, w) for videos
+
+
+def visual_groups(
+    input_ids: torch.Tensor, token_ids: dict[str, int], grids: dict[str, torch.Tensor | None], merge: int
+) -> list[list[VisualGroup]]:
+    """Assign placeholder tokens to images and videos in the order the model consumes grid_thw rows
+    (batch-major); a video may span several placeholder runs (Qwen3-VL puts timestamps between frames)."""
+    per_sample: list[list[VisualGroup]] = [[] for _ in range(len(input_ids))]
+    for kind, token in token_ids.items():
+        grid_thw = grids.get(kind)
+        rows = grid_thw.tolist() if grid_thw is not None else []
+        item = 0
+        for b in range(len(input_ids)):
+            positions = (input_ids[b] == token).nonzero().squeeze(1)
+            start = 0
+            while start < len(positions):
+                if item >= len(rows):
+                    raise ValueError(
+                        f"the prompt has more {kind} tokens than {kind}_grid_thw describes ({len(rows)} {kind}s)"
+                    )
+                t, h, w = rows[item]
+                grid = (h // merge, w // merge) if kind == "image" else (t, h // merge, w // merge)
+                count = t * (h // merge) * (w // merge)
+                if start + count > len(positions):
+                    raise ValueError(
+                        f"sample {b} has {len(positions) - start} {kind} tokens left for a {kind} of {count} "
+                        f"merged tokens (grid_thw {rows[item]})"
+                    )
+                per_sample[b].append(VisualGroup(kind, item, positions[start : start + count], grid))
+                start += count
+                item += 1
+        if item != len(rows):
+            raise ValueError(f"{kind}_grid_thw describes {len(rows)} {kind}s, the prompt holds {item}")
+    for groups in per_sample:
+        groups.sort(key=lambda g: int(g.positions[0]))
+    return per_sample
+
+
+def _mean_received_chunked(queries: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """mean_attention_received over query chunks, so long videos never materialise an N x N block per head."""
+    heads, n = queries.shape[1], queries.shape[2]
+    step = max(1, ATTENTION_CHUNK // (heads * n))
+    total = torch.zeros(n, dtype=torch.float32, device=queries.device)
+    for start in range(0, n, step):
+        chunk = queries[:, :, start : start + step]
+        total += mean_attention_received(chunk, keys, scale)[0] * chunk.shape[2]
+    return total / n
+
+
+@contextmanager
+def capture_merged_attention(block: nn.Module, merge_unit: int, into: dict, order: torch.Tensor | None):
+    """While active, each forward of the vision `block` stores into `into`: "attention" (N,) the mean
+    attention each merged token's patches receive within their image (or frame), head-averaged and
+    pooled over the merge group, and "keys" (N, d) the head-averaged keys pooled the same way.
+
+    The block's q/k are recomputed from its fused qkv and 2-D rotary embedding, per attention segment
+    (cu_seqlens). `order` maps the tower's merge-group order to the original one (Qwen2.5-VL's window
+    permutation); None when the tower keeps the original order.
+    """
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        attention = module.attn
+        x = module.norm1(hidden)
+        n = x.shape[0]
+        q, k, _ = attention.qkv(x).reshape(n, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
+        q, k = rotary(q, k, *kwargs["position_embeddings"])
+        q, k = q.transpose(0, 1)[None], k.transpose(0, 1)[None]  # (1, H, N, d)
+        bounds = kwargs["cu_seqlens"].tolist()
+        scores = torch.cat(
+            [
+                _mean_received_chunked(q[:, :, s:e], k[:, :, s:e], attention.scaling)
+                for s, e in zip(bounds[:-1], bounds[1:])
+            ]
+        )
+        keys = k[0].mean(dim=0).float()
+        scores = scores.view(-1, merge_unit).mean(dim=1)
+        keys = keys.view(-1, merge_unit, keys.shape[-1]).mean(dim=1)
+        if order is not None:
+            scores, keys = scores[order], keys[order]
+        into["attention"], into["keys"] = scores.detach(), keys.detach()
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield into
+    finally:
+        handle.remove()
+
+
+@dataclass
+class QwenPrefill:
+    """Decode-time state of a prefill whose visual tokens were pruned before the language model."""
+
+    packed: PackedPrefill
+    rope_deltas: torch.Tensor  # (B, 1) of the unpruned prompt
+
+
+class QwenVLAdapter(Adapter):
+    supported_stages = ("pre_llm", "llm")
+
+    def __init__(self, model, pruner, stats) -> None:
+        super().__init__(model, pruner, stats)
+        self.vlm = model.model
+        config = model.config
+        self.merge = config.vision_config.spatial_merge_size
+        self.token_ids = {"image": config.image_token_id, "video": config.video_token_id}
+        self.pre = pruner.at("pre_llm")
+        self.reindex = pruner.positions == "reindex"
+        inner = pruner.at("llm")
+        if inner is not None and self.reindex and self.pre is None:
+            raise ValueError(
+                f"{inner.name} with positions='reindex' needs a pre-LLM pruner before it on M-RoPE models "
+                "(layers before the pruning layer run on 3-D positions that cannot be renumbered); "
+                "use positions='keep', or compose a pre-LLM pruner with positions='reindex'"
+            )
+        self.text_model = self.vlm.language_model
+        self.engine = (
+            LayerPruningEngine(DecoderStack(self.text_model), inner, stats, self._groups_for)
+            if inner is not None
+            else None
+        )
+        self._groups: TokenGroups | None = None
+        self._prefill: QwenPrefill | None = None
+
+    def install(self) -> None:
+        self.hook_before(self.vlm, self._before_forward)
+        self.hook_after(self.vlm, self._after_forward)
+        if self.engine is not None:
+            self.engine.install(self)
+
+    def _groups_for(self, valid: torch.Tensor) -> TokenGroups | None:
+        return self._groups
+
+    # -- family specifics ----------------------------------------------------------------------
+    def attention_block(self) -> int:
+        """Vision block whose attention scores the merged tokens: the last full-attention block."""
+        return len(self.vlm.visual.blocks) - 1
+
+    def merge_order(self, grid_thw: torch.Tensor) -> torch.Tensor | None:
+        """Original merge-group index of each group in the tower's internal order (None: identity)."""
+        return None
+
+    def visual_extras(self, output, kind: str) -> None:
+        """Family hook: receives each vision-tower output the adapter computes itself."""
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _before_forward(self, module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("past_key_values")
+        past = cache.get_seq_length() if cache is not None else 0
+        position_ids = kwargs.get("position_ids")
+        if position_ids is not None and position_ids.dim() == 3 and position_ids.shape[0] == 4:
+            # generate() prepends 1-D text positions (only used to detect packed sequences): drop them
+            position_ids = position_ids[1:]
+            kwargs = {**kwargs, "position_ids": position_ids}
+        if past > 0:
+            if self._prefill is not None and cache is self._prefill.packed.cache:
+                return args, {**kwargs, **self._decode_kwargs(kwargs, past)}
+            return args, kwargs
+        self._prefill, self._groups = None, None
+        grids = {
+            kind: kwargs.get(grid_key)
+            for kind, pixel_key, grid_key, *_ in KINDS
+            if kwargs.get(pixel_key) is not None
+        }
+        if not grids:
+            return args, kwargs
+        if input_ids is None:
+            raise ValueError(
+                "tokenprune needs input_ids (not inputs_embeds) to find the visual tokens of Qwen-VL"
+            )
+        if any(grid is None for grid in grids.values()):
+            raise ValueError("pixel values were given without their image_grid_thw / video_grid_thw")
+        groups = visual_groups(input_ids, {k: self.token_ids[k] for k in grids}, grids, self.merge)
+        if self.pre is None:
+            self._groups = TokenGroups(
+                [[g.positions for g in per] for per in groups],
+                [[torch.arange(len(g.positions), device=input_ids.device) for g in per] for per in groups],
+                [[g.grid for g in per] for per in groups],
+            )
+            return args, kwargs
+        return (), self._prune_before_llm(module, kwargs, input_ids, groups, position_ids)
+
+    def _after_forward(self, module, args, kwargs, output):
+        if self._prefill is not None and self._prefill.packed.cache is None:
+            self._prefill.packed.cache = output.past_key_values
+
+    def _decode_kwargs(self, kwargs: dict, past: int) -> dict:
+        """Positions of decoding steps in the coordinates the pruned prefill used."""
+        packed = self._prefill.packed
+        update = {}
+        if kwargs.get("attention_mask") is not None:
+            update["attention_mask"] = packed.decode_kwargs(kwargs, past)["attention_mask"]
+        position_ids = kwargs.get("position_ids")
+        if position_ids is None:  # the model's own rule on unpruned coordinates: arange + rope_deltas
+            tokens = next(kwargs[k] for k in ("input_ids", "inputs_embeds") if kwargs.get(k) is not None)
+            start = past + packed.length - packed.packed_length
+            text = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+            position_ids = (text[None] + self._prefill.rope_deltas).expand(3, -1, -1)
+        if self.reindex:  # unpruned M-RoPE position -> count of kept tokens before it
+            shift = self._prefill.rope_deltas + packed.dropped[:, None]
+            position_ids = position_ids - shift.to(position_ids.device)
+        update["position_ids"] = position_ids
+        return update
+
+    # -- pre-LLM selection -----------------------------------------------------------------------
+    def _visual_tokens(self, module, kwargs, kind: str, pixel_key: str, grid_key: str, getter: str):
+        grid_thw = kwargs[grid_key]
+        captured: dict = {}
+        with ExitStack() as stack:
+            if self.pre.needs & {"attention", "keys"}:
+                block = module.visual.blocks[self.attention_block()]
+                order = self.merge_order(grid_thw)
+                stack.enter_context(capture_merged_attention(block, self.merge**2, captured, order))
+            output = getattr(module, getter)(kwargs[pixel_key], grid_thw, return_dict=True)
+        self.visual_extras(output, kind)
+        features = output.pooler_output
+        sizes = [len(f) for f in features]
+        attention = captured["attention"].split(sizes) if "attention" in captured else [None] * len(sizes)
+        keys = captured["keys"].split(sizes) if "keys" in captured else [None] * len(sizes)
+        return list(features), attention, keys
+
+    def _prune_before_llm(self, module, kwargs, input_ids, groups, position_ids):
+        attention_mask = kwargs.get("attention_mask")
+        full_positions, rope_deltas = self._rope_index(module, kwargs, input_ids, attention_mask)
+        if position_ids is None:
+            position_ids = full_positions
+        embeds = module.get_input_embeddings()(input_ids)
+        tokens: dict[str, tuple] = {}
+        for kind, pixel_key, grid_key, getter, _ in KINDS:
+            if kwargs.get(pixel_key) is None:
+                continue
+            tokens[kind] = self._visual_tokens(module, kwargs, kind, pixel_key, grid_key, getter)
+            is_kind = (input_ids == self.token_ids[kind])[..., None]
+            features = torch.cat(tokens[kind][0]).to(embeds.device, embeds.dtype)
+            embeds = embeds.masked_scatter(is_kind, features)
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        kept_origins: list[list[torch.Tensor]] = []
+        for b, per_sample in enumerate(groups):
+            origins = []
+            for g, group in enumerate(per_sample):
+                features, attention, keys = (t[group.item] for t in tokens[group.kind])
+                visual = (
+                    VisualTokens(features=features, grid=group.grid, attention=attention, keys=keys)
+                    if group.kind == "image"
+                    # frames as views: SplitByArea(pruner) turns the per-video budget into per-frame ones
+                    else ViewTokens(
+                        features, group.grid, attention, keys, views=(group.grid[1:],) * group.grid[0]
+                    )
+                )
+                started = time.perf_counter()
+                selection = self.pre.select(visual)
+                seconds = time.perf_counter() - started
+                dropped = torch.ones(len(group.positions), dtype=torch.bool, device=keep.device)
+                dropped[selection.indices] = False
+                keep[b, group.positions[dropped]] = False
+                if selection.features is not None:
+                    embeds[b, group.positions[selection.indices]] = selection.features.to(embeds.dtype)
+                origins.append(selection.indices)
+                self.stats.records.append(
+                    PruneRecord(
+                        stage="pre_llm",
+                        method=self.pre.name,
+                        sample=b,
+                        group=g,
+                        tokens_before=len(visual),
+                        tokens_after=len(selection.indices),
+                        kept_indices=tuple(selection.indices.tolist()),
+                        grid=group.grid,
+                        seconds=seconds,
+                    )
+                )
+            kept_origins.append(origins)
+        packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)
+        prefill = PackedPrefill(
+            input_ids.shape[1], packed.index.shape[1], packed.mask, packed.dropped, self.reindex
+        )
+        self._prefill = QwenPrefill(prefill, rope_deltas)
+        # rope_deltas maps unpruned text positions to the positions the model now uses
+        module.rope_deltas = -packed.dropped[:, None] if self.reindex else rope_deltas
+        self.after_pack(input_ids, packed)
+        if self.engine is not None:
+            slot_of = torch.full_like(input_ids, -1)
+            for b in range(len(groups)):
+                real = packed.valid[b].nonzero().squeeze(1)
+                slot_of[b, packed.index[b, real]] = real
+            self._groups = TokenGroups(
+                [
+                    [slot_of[b, g.positions[o]] for g, o in zip(groups[b], kept_origins[b])]
+                    for b in range(len(groups))
+                ],
+                kept_origins,
+                [[g.grid for g in per] for per in groups],
+            )
+        return {
+            **kwargs,
+            "input_ids": None,
+            "pixel_values": None,
+            "pixel_values_videos": None,
+            "inputs_embeds": packed.embeds,
+            "attention_mask": packed.mask,
+            "position_ids": packed.position_ids,
+        }
+
+    def after_pack(self, input_ids: torch.Tensor, packed) -> None:
+        """Family hook: called with the packed prefill before the language model runs."""
+
+    def _rope_index(self, module, kwargs, input_ids, attention_mask):
+        token_types = kwargs.get("mm_token_type_ids")
+        if token_types is None:
+            token_types = torch.zeros_like(input_ids, dtype=torch.int32)
+            for kind, *_, value in KINDS:
+                token_types[input_ids == self.token_ids[kind]] = value
+        return module.get_rope_index(
+            input_ids,
+            mm_token_type_ids=token_types,
+            image_grid_thw=kwargs.get("image_grid_thw"),
+            video_grid_thw=kwargs.get("video_grid_thw"),
+            attention_mask=attention_mask,
+        )
+
+
+class Qwen2_5_VLAdapter(QwenVLAdapter):
+    """Qwen2.5-VL: the tower runs windowed attention on merge groups permuted by window; scores come
+    from its last full-attention block and are mapped back to the original order."""
+
+    def attention_block(self) -> int:
+        return max(self.vlm.visual.fullatt_block_indexes)
+
+    def merge_order(self, grid_thw: torch.Tensor) -> torch.Tensor:
+        from transformers.vision_utils import get_vision_window_index
+
+        tower = self.vlm.visual
+        window_index, _ = get_vision_window_index(
+            grid_thw, tower.spatial_merge_size, tower.window_size, tower.patch_size
+        )
+        return torch.argsort(window_index.to(grid_thw.device))
