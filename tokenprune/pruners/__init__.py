@@ -12,6 +12,7 @@ from tokenprune.pruners.baselines import RandomPrune, UniformPrune
 from tokenprune.pruners.divprune import DivPrune
 from tokenprune.pruners.fastv import FastV, Feather
 from tokenprune.pruners.fopru import FoPru
+from tokenprune.pruners.prefill import GemFilter, LazySkip, PrefillPruner, PromptContext
 from tokenprune.pruners.visionzip import VisionZip
 
 __all__ = [
@@ -19,9 +20,13 @@ __all__ = [
     "FastV",
     "Feather",
     "FoPru",
+    "GemFilter",
     "LayerContext",
     "LayerPruner",
+    "LazySkip",
     "PreLLMPruner",
+    "PrefillPruner",
+    "PromptContext",
     "Pruner",
     "RandomPrune",
     "Selection",

@@ -122,6 +122,11 @@ class LayerPruner(Pruner):
         """Per sample, per group: kept positions local to the group (ascending)."""
         raise NotImplementedError
 
+    def for_depth(self, num_layers: int) -> LayerPruner:
+        """This pruner for a decoder of `num_layers` layers; pruners whose layers are given relative to
+        the depth return a copy with layer indices."""
+        return self
+
     def check_layers(self, num_layers: int) -> None:
         layers = self.layers()
         if any(b <= a for a, b in zip(layers, layers[1:])):
