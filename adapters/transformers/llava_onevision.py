@@ -50,7 +50,9 @@ class LlavaOnevisionAdapter(AnyresAdapter):
     def _encode(self, module, kwargs) -> dict:
         ratio, configured = kwargs.get("vision_aspect_ratio"), self.model.config.vision_aspect_ratio
         if ratio is not None and ratio != configured:
-            raise ValueError(f"tokenprune prunes with the config's vision_aspect_ratio ({configured!r}), got {ratio!r}")
+            raise ValueError(
+                f"tokenprune prunes with the config's vision_aspect_ratio ({configured!r}), got {ratio!r}"
+            )
         return super()._encode(module, kwargs)
 
     def _video_media(self, module, features: torch.Tensor, capture: dict | None) -> list[Media]:
