@@ -1,0 +1,117 @@
+"""LLaVA-1.5 in vLLM with fewer image tokens: `TokenPruneLlavaForConditionalGeneration`.
+
+The processor gives each image min(budget, natural) placeholders, so scheduling, profiling and KV
+usage follow the pruned count; the model returns exactly that many projector outputs per image,
+in original order. LLaVA uses 1-D RoPE, so contiguous positions over the shorter prompt are all the
+language model needs.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+from transformers import CLIPVisionConfig, SiglipVisionConfig
+from vllm.distributed import tensor_model_parallel_all_reduce
+from vllm.model_executor.models.llava import (
+    LlavaDummyInputsBuilder,
+    LlavaForConditionalGeneration,
+    LlavaMultiModalProcessor,
+    LlavaProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+
+from tokenprune.adapters.vllm.config import PruneConfig, parse_config
+from tokenprune.adapters.vllm.select import select_rows
+from tokenprune.attention import cls_attention
+from tokenprune.pruners import VisualTokens
+
+FAMILY = "LLaVA"
+METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
+ATTENTION_METHODS = ("visionzip", "fopru")
+
+
+def llava_prune_config(hf_config) -> PruneConfig:
+    """Validate that this LLaVA checkpoint can be pruned with the requested method."""
+    vision = hf_config.vision_config
+    if not isinstance(vision, (CLIPVisionConfig, SiglipVisionConfig)):
+        raise ValueError(
+            f"tokenprune supports LLaVA with CLIP or SigLIP vision towers in vLLM, got {type(vision).__name__}"
+        )
+    config = parse_config(hf_config, FAMILY, METHODS)
+    if config.method in ATTENTION_METHODS:
+        if not isinstance(vision, CLIPVisionConfig) or hf_config.vision_feature_select_strategy != "default":
+            raise ValueError(
+                f"tokenprune: {config.method} ranks patches by [CLS] attention, which needs a CLIP tower with "
+                "vision_feature_select_strategy='default'; use divprune, uniform or random for this checkpoint"
+            )
+        if not isinstance(hf_config.vision_feature_layer, int):
+            raise ValueError(
+                f"tokenprune: {config.method} needs a single vision_feature_layer, got "
+                f"{hf_config.vision_feature_layer!r}"
+            )
+    return config
+
+
+class TokenPruneLlavaProcessingInfo(LlavaProcessingInfo):
+    def get_num_image_tokens(self, *, image_width: int, image_height: int) -> int:
+        natural = super().get_num_image_tokens(image_width=image_width, image_height=image_height)
+        return llava_prune_config(self.get_hf_config()).keep_count(natural)
+
+
+@contextmanager
+def capture_cls_attention(encoder_layer, into: dict):
+    """While active, store the [CLS]->patch attention (B, N), summed over all heads, of each forward
+    of `encoder_layer`. It reuses the layer's own q/k projection output (vLLM's encoder attention
+    never forms probabilities); under tensor parallelism each rank holds a slice of the heads, so the
+    per-rank head sums are all-reduced."""
+    attention = encoder_layer.self_attn
+
+    def hook(module, args, output):
+        qkv = output[0] if isinstance(output, tuple) else output
+        batch, length, _ = qkv.shape
+        query, key, _ = qkv.chunk(3, dim=-1)
+        heads, head_dim = attention.num_heads_per_partition, attention.head_dim
+        query = query[:, :1].reshape(batch, 1, heads, head_dim).transpose(1, 2)
+        key = key.reshape(batch, length, heads, head_dim).transpose(1, 2)
+        scores = cls_attention(query, key, attention.scale)
+        if attention.tp_size > 1:
+            scores = tensor_model_parallel_all_reduce(scores)
+        into["attention"] = scores
+
+    handle = attention.qkv_proj.register_forward_hook(hook)
+    try:
+        yield into
+    finally:
+        handle.remove()
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    LlavaMultiModalProcessor, info=TokenPruneLlavaProcessingInfo, dummy_inputs=LlavaDummyInputsBuilder
+)
+class TokenPruneLlavaForConditionalGeneration(LlavaForConditionalGeneration):
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        self.tokenprune = llava_prune_config(vllm_config.model_config.hf_config)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+    def _process_image_input(self, image_input):
+        if image_input["type"] == "image_embeds":
+            return super()._process_image_input(image_input)  # user-supplied embeddings: already sized
+        captured: dict = {}
+        if self.tokenprune.method in ATTENTION_METHODS:
+            # The tower is built only up to the feature layer, so its last layer is that layer.
+            with capture_cls_attention(self.vision_tower.vision_model.encoder.layers[-1], captured):
+                embeds = super()._process_image_input(image_input)
+        else:
+            embeds = super()._process_image_input(image_input)
+        kept = []
+        for i, features in enumerate(embeds):
+            side = math.isqrt(features.shape[0])
+            grid = (side, side) if side * side == features.shape[0] else (features.shape[0],)
+            tokens = VisualTokens(
+                features=features,
+                grid=grid,
+                attention=captured["attention"][i] if captured else None,
+            )
+            kept.append(features[select_rows(self.tokenprune, tokens, f"image {i} of the batch")])
+        return tuple(kept)

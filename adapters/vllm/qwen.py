@@ -1,0 +1,246 @@
+"""Qwen2-VL and Qwen2.5-VL in vLLM with fewer image tokens (M-RoPE).
+
+The processor shrinks each image's `<|image_pad|>` run to min(budget, natural) tokens (fraction
+budgets follow Qwen's dynamic resolution). The model selects that many merged tokens and, as vLLM's
+EVS does for videos, appends four position columns to each item's embeddings: the kept tokens'
+original (t, h, w) M-RoPE offsets and where the text after the item continues. vLLM's runner strips
+them and places the kept tokens at their original positions (see patches.py). The text after an
+item continues where the unpruned item would have ended (max offset + 1), so a budget >= natural
+reproduces stock positions exactly; `get_mrope_input_positions` uses the same rule, so a request
+whose image is served from the prefix cache (and never re-gathered) gets the same positions as a
+cold run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from vllm.model_executor.models.qwen2_5_vl import (
+    Qwen2_5_VLDummyInputsBuilder,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLMultiModalProcessor,
+    Qwen2_5_VLProcessingInfo,
+)
+from vllm.model_executor.models.qwen2_vl import (
+    Qwen2VLDummyInputsBuilder,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLMultiModalProcessor,
+    Qwen2VLProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.processing import PromptReplacement
+from vllm.multimodal.video_prune.evs import recompute_mrope_positions
+
+from tokenprune.adapters.vllm.config import PruneConfig, parse_config
+from tokenprune.adapters.vllm.patches import mark_pruning, patches_active
+from tokenprune.adapters.vllm.select import select_rows
+from tokenprune.pruners import VisualTokens
+
+# VisionZip and FoPru need the tower's attention significance (mean attention received, pooled per
+# 2x2 merge group), which is not wired up for Qwen's windowed vision attention yet.
+METHODS = ("divprune", "uniform", "random")
+
+
+def qwen_prune_config(hf_config, family: str) -> PruneConfig:
+    return parse_config(hf_config, family, METHODS)
+
+
+def media_positions(t: int, h: int, w: int, t_factor: float = 1.0) -> torch.Tensor:
+    """(t*h*w, 4) int64 rows: M-RoPE (t, h, w) offsets of a media item's merged tokens, in the order
+    the encoder emits them, and the offset where following text continues (max offset + 1)."""
+    grid = np.indices((t, h, w)).reshape(3, -1)
+    if t_factor != 1.0:
+        grid[0] = (grid[0] * t_factor).astype(np.int64)
+    positions = torch.from_numpy(np.ascontiguousarray(grid.T)).long()
+    end = torch.full((positions.shape[0], 1), int(positions.max()) + 1, dtype=torch.long)
+    return torch.cat([positions, end], dim=1)
+
+
+class _PrunedInfo:
+    family: str
+
+    def get_num_image_tokens(self, *, image_width, image_height, image_processor, mm_kwargs) -> int:
+        natural = super().get_num_image_tokens(
+            image_width=image_width,
+            image_height=image_height,
+            image_processor=image_processor,
+            mm_kwargs=mm_kwargs,
+        )
+        return qwen_prune_config(self.get_hf_config(), self.family).keep_count(natural)
+
+
+class _PrunedProcessor:
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        config = qwen_prune_config(self.info.get_hf_config(), self.info.family)
+        return [self._shrink(update, config) if update.modality == "image" else update for update in updates]
+
+    @staticmethod
+    def _shrink(update: PromptReplacement, config: PruneConfig) -> PromptReplacement:
+        def replacement(item_idx: int):
+            tokens = update.replacement(item_idx) if callable(update.replacement) else update.replacement
+            if not isinstance(tokens, list):
+                raise TypeError(
+                    f"tokenprune: unexpected image replacement {type(tokens).__name__} from this vLLM version; "
+                    "only plain token lists are supported"
+                )
+            return tokens[: config.keep_count(len(tokens))]
+
+        return dataclasses.replace(update, replacement=replacement)
+
+
+class _PrunedModel:
+    """Selection and position columns shared by both Qwen families."""
+
+    family: str
+
+    def _init_pruning(self, vllm_config) -> None:
+        self.tokenprune = qwen_prune_config(vllm_config.model_config.hf_config, self.family)
+        if not patches_active():
+            import vllm
+
+            raise RuntimeError(
+                f"tokenprune: {self.family} pruning needs the M-RoPE runner patches, which are tested only "
+                f"with vLLM 0.32.x (this is {vllm.__version__}); LLaVA pruning works without them"
+            )
+        multimodal_config = vllm_config.model_config.multimodal_config
+        if multimodal_config.video_pruning_rate:
+            raise ValueError(
+                "tokenprune: --video-pruning-rate (EVS) cannot be combined with tokenprune's image pruning"
+            )
+        mark_pruning(multimodal_config)
+
+    def _merge_size(self) -> int:
+        return self.config.vision_config.spatial_merge_size
+
+    def _pruned_images(self, embeds, grid_thw) -> tuple[torch.Tensor, ...]:
+        merge = self._merge_size()
+        out = []
+        for i, (features, (t, h, w)) in enumerate(zip(embeds, grid_thw.tolist())):
+            grid = (h // merge, w // merge) if t == 1 else (t, h // merge, w // merge)
+            kept = select_rows(
+                self.tokenprune, VisualTokens(features=features, grid=grid), f"image {i} of the batch"
+            )
+            positions = media_positions(t, h // merge, w // merge).to(features.device)
+            out.append(torch.cat([features[kept], positions[kept].to(features.dtype)], dim=1))
+        return tuple(out)
+
+    def _full_videos(self, embeds, grid_thw, second_per_grid_ts) -> tuple[torch.Tensor, ...]:
+        merge = self._merge_size()
+        tokens_per_second = getattr(self.config.vision_config, "tokens_per_second", 1.0)
+        seconds = second_per_grid_ts.tolist() if second_per_grid_ts is not None else [1.0] * len(grid_thw)
+        out = []
+        for features, (t, h, w), second in zip(embeds, grid_thw.tolist(), seconds):
+            positions = media_positions(t, h // merge, w // merge, second * tokens_per_second)
+            out.append(torch.cat([features, positions.to(features.device, features.dtype)], dim=1))
+        return tuple(out)
+
+    def get_mrope_input_positions(self, input_tokens, mm_features):
+        """Initial positions for the shortened prompt, by the same rule the runner applies when it
+        gathers the embeddings; image tokens get placeholder offsets until then."""
+        pieces, next_position, start = [], 0, 0
+        by_offset = sorted(mm_features, key=lambda f: f.mm_position.offset)
+        for feature, (offset, t, h, w, t_factor) in zip(by_offset, self.iter_mm_grid_thw(mm_features)):
+            text = offset - start
+            pieces.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+            base = next_position + text
+            media = media_positions(t, h, w, t_factor).numpy()
+            length = feature.mm_position.length
+            pieces.append(media[:length, :3].T + base)
+            next_position = base + int(media[0, 3])
+            start = offset + length
+        if start < len(input_tokens):
+            text = len(input_tokens) - start
+            pieces.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+        positions = np.concatenate(pieces, axis=1)
+        return torch.from_numpy(positions), int(positions.max()) + 1 - len(input_tokens)
+
+
+class TokenPruneQwen2_5_VLProcessingInfo(_PrunedInfo, Qwen2_5_VLProcessingInfo):
+    family = "Qwen2.5-VL"
+
+
+class TokenPruneQwen2_5_VLMultiModalProcessor(_PrunedProcessor, Qwen2_5_VLMultiModalProcessor):
+    pass
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    TokenPruneQwen2_5_VLMultiModalProcessor,
+    info=TokenPruneQwen2_5_VLProcessingInfo,
+    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
+)
+class TokenPruneQwen2_5_VLForConditionalGeneration(_PrunedModel, Qwen2_5_VLForConditionalGeneration):
+    """Uses the in-tree EVS hooks: with pruning flagged, the parent routes every image and video
+    through `_postprocess_*_embeds_evs` and disables encoder CUDA graphs."""
+
+    family = "Qwen2.5-VL"
+
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        self._init_pruning(vllm_config)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+    def _postprocess_image_embeds_evs(self, image_embeds_split, image_input):
+        return self._pruned_images(image_embeds_split, image_input["image_grid_thw"])
+
+    def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
+        return self._full_videos(
+            video_embeds_split, video_input["video_grid_thw"], video_input.get("second_per_grid_ts")
+        )
+
+
+class TokenPruneQwen2VLProcessingInfo(_PrunedInfo, Qwen2VLProcessingInfo):
+    family = "Qwen2-VL"
+
+
+class TokenPruneQwen2VLMultiModalProcessor(_PrunedProcessor, Qwen2VLMultiModalProcessor):
+    pass
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    TokenPruneQwen2VLMultiModalProcessor,
+    info=TokenPruneQwen2VLProcessingInfo,
+    dummy_inputs=Qwen2VLDummyInputsBuilder,
+)
+class TokenPruneQwen2VLForConditionalGeneration(_PrunedModel, Qwen2VLForConditionalGeneration):
+    """Qwen2-VL has no EVS hooks in vLLM 0.32: selection and position columns go in
+    `_process_*_input`, and the class declares the pruning interface the runner checks for."""
+
+    family = "Qwen2-VL"
+    supports_multimodal_pruning = True
+
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        self._init_pruning(vllm_config)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+    def _process_image_input(self, image_input):
+        return self._pruned_images(super()._process_image_input(image_input), image_input["image_grid_thw"])
+
+    def _process_video_input(self, video_input):
+        return self._full_videos(
+            super()._process_video_input(video_input),
+            video_input["video_grid_thw"],
+            video_input.get("second_per_grid_ts"),
+        )
+
+    def get_encoder_cudagraph_config(self):
+        # Encoder CUDA graphs call the tower directly, bypassing the selection above.
+        return dataclasses.replace(super().get_encoder_cudagraph_config(), modalities=[])
+
+    def recompute_mrope_positions(
+        self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens
+    ):
+        if not isinstance(input_ids, torch.Tensor):
+            input_ids = torch.tensor(input_ids, dtype=torch.long, device=mrope_positions.device)
+        columns = [item[:, -4:].T.long() for item in multimodal_embeddings]
+        positions, delta = recompute_mrope_positions(
+            input_ids.long(),
+            columns,
+            mrope_positions,
+            num_computed_tokens,
+            self.config.vision_start_token_id,
+            self.config.image_token_id,
+            self.config.video_token_id,
+        )
+        return [item[:, :-4] for item in multimodal_embeddings], positions, delta

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run the vLLM plugin tests (tests/vllm) in .venv-vllm, created by scripts/setup-vllm-venv.sh.
+# tests/vllm/shim is on PYTHONPATH for this run only: its sitecustomize lets the CUDA-only
+# torchvision wheel import next to CPU torch (see that file). Extra arguments go to pytest.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "no $VENV: run scripts/setup-vllm-venv.sh first" >&2
+    exit 2
+fi
+cd "$ROOT"
+export PYTHONPATH="$ROOT/tests/vllm/shim${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1
+export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vllm "$@"

@@ -1,0 +1,194 @@
+"""Tiny LLaVA and Qwen2.5-VL checkpoints written to a directory, loadable by vLLM offline.
+
+Each holds a config, random weights (safetensors, seeded, so every engine built from the same
+directory computes the same function), a local word-level tokenizer with a chat template, and the
+image processor and processor configs vLLM reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = [f"w{i}" for i in range(40)]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] in ['image', 'image_url'] %}{{ image_token }} {% else %}{{ part['text'] }} {% endif %}"
+    "{% endfor %}{% endif %}\n{% endfor %}assistant:"
+)
+
+
+def _tokenizer(specials: list[str], image_markup: str):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(specials + WORDS + ["user:", "assistant:", "\n"])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", image_markup),
+    )
+
+
+def _save_weights(model, directory: Path) -> None:
+    model.save_pretrained(directory, safe_serialization=True)
+
+
+def llava_checkpoint(
+    directory: Path,
+    *,
+    image_size: int = 56,
+    patch_size: int = 14,
+    text_hidden: int = 64,
+    text_layers: int = 2,
+    seed: int = 0,
+) -> Path:
+    """LLaVA-1.5 geometry in miniature: CLIP (CLS + (image_size/patch_size)^2 patches), layer -2."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    directory = Path(directory)
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    tokenizer = _tokenizer(specials, "<image>")
+    vocab_size = 64 if len(tokenizer) <= 64 else len(tokenizer)
+    text = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=text_hidden,
+        intermediate_size=2 * text_hidden,
+        num_hidden_layers=text_layers,
+        num_attention_heads=text_hidden // 32,
+        num_key_value_heads=text_hidden // 32,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=64,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    _save_weights(LlavaForConditionalGeneration(config).eval(), directory)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+        chat_template=tokenizer.chat_template,
+    )
+    processor.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+QWEN_SPECIALS = [
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+QWEN_IMAGE_MARKUP = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: int = 0) -> Path:
+    """Qwen2.5-VL in miniature: a 112x112 image is an 8x8 patch grid, 16 merged tokens."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    directory = Path(directory)
+    tokenizer = _tokenizer(QWEN_SPECIALS, QWEN_IMAGE_MARKUP)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=64,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=3,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[1],
+            tokens_per_second=2,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    torch.manual_seed(seed)
+    _save_weights(Qwen2_5_VLForConditionalGeneration(config).eval(), directory)
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2
+    )
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=tokenizer.chat_template,
+    )
+    processor.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -1,0 +1,30 @@
+"""vLLM plugin tests. They run only in `.venv-vllm` (scripts/test-vllm.sh); the main suite, in an
+environment without vLLM, skips this directory at collection."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+if importlib.util.find_spec("vllm") is None:
+    collect_ignore_glob = ["*"]
+else:
+    sys.path.insert(0, str(Path(__file__).parent))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+    @pytest.fixture(scope="session")
+    def llava_dir(tmp_path_factory):
+        from checkpoints import llava_checkpoint
+
+        return llava_checkpoint(tmp_path_factory.mktemp("llava"))
+
+    @pytest.fixture(scope="session")
+    def qwen_dir(tmp_path_factory):
+        from checkpoints import qwen2_5_vl_checkpoint
+
+        return qwen2_5_vl_checkpoint(tmp_path_factory.mktemp("qwen2_5_vl"))

@@ -1,0 +1,77 @@
+"""Startup validation of the `tokenprune` hf_config entry, and plugin registration (no engine)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from tokenprune.adapters.vllm.config import parse_config
+from tokenprune.pruners import DivPrune, RandomPrune, VisionZip
+
+ALL = ("divprune", "visionzip", "fopru", "uniform", "random")
+
+
+def hf(entry):
+    return SimpleNamespace(tokenprune=entry)
+
+
+def test_parse_builds_the_named_pruner():
+    config = parse_config(hf({"method": "DivPrune", "budget": 64}), "LLaVA", ALL)
+    assert isinstance(config.pruner, DivPrune) and config.pruner.budget == 64
+    assert config.keep_count(576) == 64 and config.keep_count(16) == 16
+    fraction = parse_config(hf({"method": "random", "budget": 0.25, "options": {"seed": 3}}), "Qwen", ALL)
+    assert isinstance(fraction.pruner, RandomPrune) and fraction.pruner.seed == 3
+    assert fraction.keep_count(100) == 25
+
+
+def test_visionzip_keeps_dominant_tokens_only():
+    pruner = parse_config(hf({"method": "visionzip", "budget": 64}), "LLaVA", ALL).pruner
+    assert isinstance(pruner, VisionZip) and pruner.contextual == 0
+
+
+@pytest.mark.parametrize("method", ["fastv", "feather", "lazyskip", "FastV"])
+def test_in_llm_methods_explain_the_paged_kv_cache(method):
+    with pytest.raises(ValueError, match="paged KV cache") as error:
+        parse_config(hf({"method": method, "budget": 64}), "LLaVA", ALL)
+    assert "divprune, visionzip, fopru, uniform, random" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "error", "match"),
+    [
+        (None, ValueError, "needs a 'tokenprune' entry"),
+        ("divprune", TypeError, "JSON object"),
+        ({"method": "tome", "budget": 8}, ValueError, "unknown method 'tome'"),
+        ({"method": 3, "budget": 8}, TypeError, "'method' must be a string"),
+        ({"method": "divprune"}, ValueError, "'budget' is required"),
+        ({"method": "divprune", "budget": 0}, ValueError, "positive"),
+        ({"method": "divprune", "budget": 1.5}, ValueError, r"\(0, 1\]"),
+        ({"method": "divprune", "budget": "64"}, TypeError, "budget must be an int"),
+        ({"method": "divprune", "budget": 8, "keep": 4}, ValueError, "unknown keys"),
+        ({"method": "fopru", "budget": 8, "options": {"strategy": "cols"}}, ValueError, "strategy"),
+        ({"method": "random", "budget": 8, "options": {"colour": 1}}, ValueError, "bad options"),
+    ],
+)
+def test_bad_entries_fail_clearly(entry, error, match):
+    with pytest.raises(error, match=match):
+        parse_config(hf(entry), "LLaVA", ALL)
+
+
+def test_family_without_a_method_names_what_it_supports():
+    with pytest.raises(ValueError, match="not supported for Qwen2.5-VL.*divprune, uniform, random"):
+        parse_config(
+            hf({"method": "visionzip", "budget": 8}), "Qwen2.5-VL", ("divprune", "uniform", "random")
+        )
+
+
+def test_register_is_idempotent():
+    from vllm import ModelRegistry
+
+    from tokenprune.adapters.vllm import ARCHITECTURES, register
+    from tokenprune.adapters.vllm.patches import patches_active
+
+    register()
+    register()
+    assert set(ARCHITECTURES) <= set(ModelRegistry.get_supported_archs())
+    assert patches_active()
