@@ -345,6 +345,13 @@ def test_wrong_placeholder_count_raises_clear_error(request):
         forward(model, {**inputs, "input_ids": ids})
 
 
+def test_pixel_values_without_image_sizes_raise_clear_error(request):
+    model, inputs = make_inputs(request, "next", 1)
+    inputs = {k: v for k, v in inputs.items() if k != "image_sizes"}
+    with tp.apply(model, tp.FastV(BUDGET)), pytest.raises(ValueError, match="image_sizes"):
+        forward(model, inputs)
+
+
 def test_other_vision_feature_layer_is_refused(request):
     model, inputs = make_inputs(request, "next", 1)
     with tp.apply(model, tp.VisionZip(BUDGET)), pytest.raises(ValueError, match="vision_feature_layer"):

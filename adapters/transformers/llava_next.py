@@ -166,6 +166,12 @@ class AnyresAdapter(Adapter):
     def _encode_images(self, module, kwargs):
         raise NotImplementedError
 
+    @staticmethod
+    def _image_sizes(kwargs) -> torch.Tensor:
+        if kwargs.get("image_sizes") is None:
+            raise ValueError("pixel_values need image_sizes (the processor returns both)")
+        return kwargs["image_sizes"]
+
     def _encode_videos(self, module, kwargs):
         raise NotImplementedError
 
@@ -429,5 +435,5 @@ class AnyresAdapter(Adapter):
 class LlavaNextAdapter(AnyresAdapter):
     def _encode_images(self, module, kwargs):
         return module.get_image_features(
-            pixel_values=kwargs["pixel_values"], image_sizes=kwargs["image_sizes"]
+            pixel_values=kwargs["pixel_values"], image_sizes=self._image_sizes(kwargs)
         )

@@ -33,7 +33,7 @@ class LlavaOnevisionAdapter(AnyresAdapter):
     def _encode_images(self, module, kwargs):
         return module.get_image_features(
             pixel_values=kwargs["pixel_values"],
-            image_sizes=kwargs["image_sizes"],
+            image_sizes=self._image_sizes(kwargs),
             vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
             batch_num_images=kwargs.get("batch_num_images"),
         )
