@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from tokenprune.adapters.transformers.base import Adapter
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
-from torch import nn
-
 from tokenprune.attention import mean_attention_received
 from tokenprune.pruners.base import VisualTokens
 from tokenprune.pruners.views import ViewTokens
@@ -91,45 +90,42 @@ def _mean_received_chunked(queries: torch.Tensor, keys: torch.Tensor, scale: flo
     return total / n
 
 
-@contextmanager
-def capture_merged_attention(block: nn.Module, merge_unit: int, into: dict, order: torch.Tensor | None):
-    """While active, each forward of the vision `block` stores into `into`: "attention" (N,) the mean
-    attention each merged token's patches receive within their image (or frame), head-averaged and
-    pooled over the merge group, and "keys" (N, d) the head-averaged keys pooled the same way.
+def merged_attention(block: nn.Module, kwargs: dict, hidden: torch.Tensor, merge_unit: int):
+    """Mean attention each merged token's patches receive within their image (or frame) in the
+    vision `block`, head-averaged and pooled over the merge group (N,), and the block's head-averaged
+    keys pooled the same way (N, d); both in the tower's token order.
 
-    The block's q/k are recomputed from its fused qkv and 2-D rotary embedding, per attention segment
-    (cu_seqlens). `order` maps the tower's merge-group order to the original one (Qwen2.5-VL's window
-    permutation); None when the tower keeps the original order.
+    q/k are recomputed from the block's fused qkv and 2-D rotary embedding, one attention segment
+    (cu_seqlens) at a time, as the block's own attention runs.
     """
+    attention = block.attn
+    x = block.norm1(hidden)
+    n = x.shape[0]
+    q, k, _ = attention.qkv(x).reshape(n, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
+    q, k = rotary(q, k, *kwargs["position_embeddings"])
+    q, k = q.transpose(0, 1)[None], k.transpose(0, 1)[None]  # (1, H, N, d)
+    bounds = kwargs["cu_seqlens"].tolist()
+    scores = torch.cat(
+        [
+            _mean_received_chunked(q[:, :, s:e], k[:, :, s:e], attention.scaling)
+            for s, e in zip(bounds[:-1], bounds[1:])
+        ]
+    )
+    keys = k[0].mean(dim=0).float()
+    return scores.view(-1, merge_unit).mean(dim=1), keys.view(-1, merge_unit, keys.shape[-1]).mean(dim=1)
 
-    def hook(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        attention = module.attn
-        x = module.norm1(hidden)
-        n = x.shape[0]
-        q, k, _ = attention.qkv(x).reshape(n, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-        rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
-        q, k = rotary(q, k, *kwargs["position_embeddings"])
-        q, k = q.transpose(0, 1)[None], k.transpose(0, 1)[None]  # (1, H, N, d)
-        bounds = kwargs["cu_seqlens"].tolist()
-        scores = torch.cat(
-            [
-                _mean_received_chunked(q[:, :, s:e], k[:, :, s:e], attention.scaling)
-                for s, e in zip(bounds[:-1], bounds[1:])
-            ]
-        )
-        keys = k[0].mean(dim=0).float()
-        scores = scores.view(-1, merge_unit).mean(dim=1)
-        keys = keys.view(-1, merge_unit, keys.shape[-1]).mean(dim=1)
-        if order is not None:
-            scores, keys = scores[order], keys[order]
-        into["attention"], into["keys"] = scores.detach(), keys.detach()
 
-    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield into
-    finally:
-        handle.remove()
+@dataclass
+class Encoded:
+    """One run of the vision tower while the pruner was applied: the output object it returned
+    (get_image_features / get_video_features return that same object), its grid_thw, and the merged
+    tokens' attention and keys in original order when the pruner needs them."""
+
+    output: object
+    grid_thw: torch.Tensor
+    attention: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
 
 
 @dataclass
@@ -142,6 +138,8 @@ class QwenPrefill:
 
 class QwenVLAdapter(Adapter):
     supported_stages = ("pre_llm", "llm")
+    #: vision-tower runs remembered until a prefill consumes them (generate() encodes before the prefill)
+    max_encoded = 4
 
     def __init__(self, model, pruner, stats) -> None:
         super().__init__(model, pruner, stats)
@@ -164,10 +162,18 @@ class QwenVLAdapter(Adapter):
             if inner is not None
             else None
         )
+        self._scores_needed = self.pre is not None and bool(self.pre.needs & {"attention", "keys"})
         self._groups: TokenGroups | None = None
         self._prefill: QwenPrefill | None = None
+        self._tower_run: Encoded | None = None
+        self._encoded: list[Encoded] = []
 
     def install(self) -> None:
+        tower = self.vlm.visual
+        self.hook_before(tower, self._before_tower)
+        self.hook_after(tower, self._after_tower)
+        if self._scores_needed:
+            self.hook_before(tower.blocks[self.attention_block()], self._score_block)
         self.hook_before(self.vlm, self._before_forward)
         self.hook_after(self.vlm, self._after_forward)
         if self.engine is not None:
@@ -186,7 +192,34 @@ class QwenVLAdapter(Adapter):
         return None
 
     def visual_extras(self, output, kind: str) -> None:
-        """Family hook: receives each vision-tower output the adapter computes itself."""
+        """Family hook: receives the vision-tower output of each image/video kind of a pruned prefill."""
+
+    def after_pack(self, input_ids: torch.Tensor, packed) -> None:
+        """Family hook: called with the packed prefill before the language model runs."""
+
+    # -- vision tower ----------------------------------------------------------------------------
+    def _before_tower(self, module, args, kwargs):
+        grid_thw = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
+        self._tower_run = Encoded(None, grid_thw)
+
+    def _score_block(self, module, args, kwargs):
+        run = self._tower_run
+        if run is None:
+            return
+        hidden = args[0] if args else kwargs["hidden_states"]
+        attention, keys = merged_attention(module, kwargs, hidden, self.merge**2)
+        order = self.merge_order(run.grid_thw)
+        if order is not None:
+            attention, keys = attention[order], keys[order]
+        run.attention, run.keys = attention.detach(), keys.detach()
+
+    def _after_tower(self, module, args, kwargs, output):
+        run, self._tower_run = self._tower_run, None
+        run.output = output
+        self._encoded = [*self._encoded[-(self.max_encoded - 1) :], run]
+
+    def _encoding(self, output) -> Encoded | None:
+        return next((e for e in self._encoded if e.output is output), None)
 
     # -- hooks ---------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
@@ -203,10 +236,11 @@ class QwenVLAdapter(Adapter):
                 return args, {**kwargs, **self._decode_kwargs(kwargs, past)}
             return args, kwargs
         self._prefill, self._groups = None, None
+        precomputed = kwargs.get("mm_encoder_outputs") or {}
         grids = {
-            kind: kwargs.get(grid_key)
-            for kind, pixel_key, grid_key, *_ in KINDS
-            if kwargs.get(pixel_key) is not None
+            kind: self._grid(kwargs, kind, precomputed.get(kind))
+            for kind, pixel_key, *_ in KINDS
+            if precomputed.get(kind) is not None or kwargs.get(pixel_key) is not None
         }
         if not grids:
             return args, kwargs
@@ -214,17 +248,36 @@ class QwenVLAdapter(Adapter):
             raise ValueError(
                 "tokenprune needs input_ids (not inputs_embeds) to find the visual tokens of Qwen-VL"
             )
-        if any(grid is None for grid in grids.values()):
-            raise ValueError("pixel values were given without their image_grid_thw / video_grid_thw")
         groups = visual_groups(input_ids, {k: self.token_ids[k] for k in grids}, grids, self.merge)
         if self.pre is None:
+            self._encoded.clear()
             self._groups = TokenGroups(
                 [[g.positions for g in per] for per in groups],
                 [[torch.arange(len(g.positions), device=input_ids.device) for g in per] for per in groups],
                 [[g.grid for g in per] for per in groups],
             )
             return args, kwargs
-        return (), self._prune_before_llm(module, kwargs, input_ids, groups, position_ids)
+        outputs = {
+            kind: precomputed.get(kind)
+            or getattr(module, getter)(kwargs[pixel_key], grids[kind], return_dict=True)
+            for kind, pixel_key, _, getter, _ in KINDS
+            if kind in grids
+        }
+        new_kwargs = self._prune_before_llm(module, kwargs, input_ids, groups, grids, outputs, position_ids)
+        self._encoded.clear()
+        return (), new_kwargs
+
+    def _grid(self, kwargs: dict, kind: str, precomputed) -> torch.Tensor:
+        """grid_thw of one kind: as given, or as the tower saw it when generate() pre-encoded it."""
+        grid_key = f"{kind}_grid_thw"
+        if kwargs.get(grid_key) is not None:
+            return kwargs[grid_key]
+        encoded = self._encoding(precomputed) if precomputed is not None else None
+        if encoded is None:
+            raise ValueError(
+                f"tokenprune needs {grid_key} with the {kind}s (or {kind}s encoded while the pruner is applied)"
+            )
+        return encoded.grid_thw
 
     def _after_forward(self, module, args, kwargs, output):
         if self._prefill is not None and self._prefill.packed.cache is None:
@@ -249,33 +302,30 @@ class QwenVLAdapter(Adapter):
         return update
 
     # -- pre-LLM selection -----------------------------------------------------------------------
-    def _visual_tokens(self, module, kwargs, kind: str, pixel_key: str, grid_key: str, getter: str):
-        grid_thw = kwargs[grid_key]
-        captured: dict = {}
-        with ExitStack() as stack:
-            if self.pre.needs & {"attention", "keys"}:
-                block = module.visual.blocks[self.attention_block()]
-                order = self.merge_order(grid_thw)
-                stack.enter_context(capture_merged_attention(block, self.merge**2, captured, order))
-            output = getattr(module, getter)(kwargs[pixel_key], grid_thw, return_dict=True)
-        self.visual_extras(output, kind)
-        features = output.pooler_output
+    def _visual_tokens(self, kind: str, output) -> tuple[list, list, list]:
+        """Per item of one kind: merged features, attention and keys (None when not needed)."""
+        features = list(output.pooler_output)
         sizes = [len(f) for f in features]
-        attention = captured["attention"].split(sizes) if "attention" in captured else [None] * len(sizes)
-        keys = captured["keys"].split(sizes) if "keys" in captured else [None] * len(sizes)
-        return list(features), attention, keys
+        if not self._scores_needed:
+            return features, [None] * len(sizes), [None] * len(sizes)
+        encoded = self._encoding(output)
+        if encoded is None or encoded.attention is None:
+            raise ValueError(
+                f"{self.pre.name} needs vision-tower attention captured while the {kind}s were encoded; "
+                "encode them while the pruner is applied (pass pixel values)"
+            )
+        return features, list(encoded.attention.split(sizes)), list(encoded.keys.split(sizes))
 
-    def _prune_before_llm(self, module, kwargs, input_ids, groups, position_ids):
+    def _prune_before_llm(self, module, kwargs, input_ids, groups, grids, outputs, position_ids):
         attention_mask = kwargs.get("attention_mask")
-        full_positions, rope_deltas = self._rope_index(module, kwargs, input_ids, attention_mask)
+        full_positions, rope_deltas = self._rope_index(module, kwargs, input_ids, grids, attention_mask)
         if position_ids is None:
             position_ids = full_positions
         embeds = module.get_input_embeddings()(input_ids)
         tokens: dict[str, tuple] = {}
-        for kind, pixel_key, grid_key, getter, _ in KINDS:
-            if kwargs.get(pixel_key) is None:
-                continue
-            tokens[kind] = self._visual_tokens(module, kwargs, kind, pixel_key, grid_key, getter)
+        for kind, output in outputs.items():
+            tokens[kind] = self._visual_tokens(kind, output)
+            self.visual_extras(output, kind)
             is_kind = (input_ids == self.token_ids[kind])[..., None]
             features = torch.cat(tokens[kind][0]).to(embeds.device, embeds.dtype)
             embeds = embeds.masked_scatter(is_kind, features)
@@ -342,15 +392,13 @@ class QwenVLAdapter(Adapter):
             "input_ids": None,
             "pixel_values": None,
             "pixel_values_videos": None,
+            "mm_encoder_outputs": None,
             "inputs_embeds": packed.embeds,
             "attention_mask": packed.mask,
             "position_ids": packed.position_ids,
         }
 
-    def after_pack(self, input_ids: torch.Tensor, packed) -> None:
-        """Family hook: called with the packed prefill before the language model runs."""
-
-    def _rope_index(self, module, kwargs, input_ids, attention_mask):
+    def _rope_index(self, module, kwargs, input_ids, grids, attention_mask):
         token_types = kwargs.get("mm_token_type_ids")
         if token_types is None:
             token_types = torch.zeros_like(input_ids, dtype=torch.int32)
@@ -359,8 +407,8 @@ class QwenVLAdapter(Adapter):
         return module.get_rope_index(
             input_ids,
             mm_token_type_ids=token_types,
-            image_grid_thw=kwargs.get("image_grid_thw"),
-            video_grid_thw=kwargs.get("video_grid_thw"),
+            image_grid_thw=grids.get("image"),
+            video_grid_thw=grids.get("video"),
             attention_mask=attention_mask,
         )
 
