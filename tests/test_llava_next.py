@@ -190,6 +190,7 @@ def test_full_budget_equals_unpruned(request, family):
     [
         ("next", tp.DivPrune(BUDGET)),
         ("onevision", tp.VisionZip(BUDGET)),
+        ("onevision", tp.DivPrune(BUDGET, positions="reindex")),
         ("onevision-video", tp.UniformPrune(BUDGET)),
         ("next", tp.compose(tp.DivPrune(2 * BUDGET), tp.Feather(BUDGET, layers_at=(2,), uniform_stride=1))),
     ],
