@@ -16,6 +16,7 @@ else:
     sys.path.insert(0, str(Path(__file__).parent))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
     @pytest.fixture(scope="session")
     def llava_dir(tmp_path_factory):

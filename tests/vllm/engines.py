@@ -1,4 +1,6 @@
-"""Shared engine settings for the vLLM tests: tiny, eager, float32, small KV cache."""
+"""Shared engine settings for the vLLM tests: tiny, eager, float32, small KV cache, and everything
+in the test process (conftest sets VLLM_ENABLE_V1_MULTIPROCESSING=0; the "uni" executor runs the
+worker in-process), which saves two vLLM start-ups per engine. One engine is alive at a time."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def make_llm(model_dir, hf_overrides: dict | None = None, **kwargs):
         max_num_seqs=4,
         limit_mm_per_prompt={"image": 2},
         seed=0,
+        distributed_executor_backend="uni",
         hf_overrides=hf_overrides,
     )
     settings.update(kwargs)
@@ -33,9 +36,29 @@ def make_llm(model_dir, hf_overrides: dict | None = None, **kwargs):
 
 
 def shutdown(llm) -> None:
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
     llm.llm_engine.engine_core.shutdown()
     del llm
     gc.collect()
+    cleanup_dist_env_and_memory()
+
+
+def greedy(max_tokens: int = 6):
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=3, ignore_eos=True)
+
+
+def assert_same_outputs(a, b) -> None:
+    """Same generated tokens and the same top log-probabilities at every step."""
+    import pytest
+
+    assert a.outputs[0].token_ids == b.outputs[0].token_ids
+    for got, want in zip(a.outputs[0].logprobs, b.outputs[0].logprobs):
+        assert got.keys() == want.keys()
+        for token in got:
+            assert got[token].logprob == pytest.approx(want[token].logprob, abs=1e-4)
 
 
 def image(seed: int, size: tuple[int, int] = (56, 56)) -> Image.Image:
