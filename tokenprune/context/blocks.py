@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import html as html_escape
+from collections import Counter
 from dataclasses import dataclass
 
 from lxml import etree
@@ -47,6 +48,7 @@ class _Piece:
 class _Container:
     element: etree._Element
     parent: int | None
+    path: str
     pieces: list[_Piece]
 
 
@@ -59,6 +61,18 @@ def _subtree_words(root: etree._Element) -> dict[etree._Element, int]:
     for element in reversed(list(root.iter(etree.Element))):  # children before parents
         words[element] = _words(element.text) + sum(words[child] + _words(child.tail) for child in element)
     return words
+
+
+def _child_paths(element: etree._Element, path: str):
+    """XPaths of an element's children, as lxml's getpath writes them, in one pass over the children
+    (getpath itself rescans the siblings for every call: quadratic on wide pages)."""
+    totals = Counter(child.tag for child in element)
+    seen: Counter = Counter()
+    paths = {}
+    for child in element:
+        seen[child.tag] += 1
+        paths[child] = f"{path}/{child.tag}[{seen[child.tag]}]" if totals[child.tag] > 1 else f"{path}/{child.tag}"
+    return paths.__getitem__
 
 
 def _text_of(value: str | etree._Element) -> str:
@@ -92,14 +106,13 @@ class BlockTree:
         return tree
 
     def _build(self, words: dict[etree._Element, int]) -> None:
-        getpath = self.root.getroottree().getpath
-        stack: list[tuple[etree._Element, int | None]] = [(self.root, None)]
+        stack: list[tuple[etree._Element, int | None, str]] = [(self.root, None, f"/{self.root.tag}")]
         while stack:  # depth-first, document order, no recursion (pages can be 2,048 deep)
-            element, parent = stack.pop()
-            self.containers.append(_Container(element, parent, []))
+            element, parent, path = stack.pop()
+            self.containers.append(_Container(element, parent, path, []))
             index = len(self.containers) - 1
-            for child in reversed(self._expand(index, words, getpath)):
-                stack.append((child, index))
+            for child, child_path in reversed(self._expand(index, words)):
+                stack.append((child, index, child_path))
         # Point each expanded child's piece at its container.
         container_of = {id(c.element): i for i, c in enumerate(self.containers)}
         for container in self.containers:
@@ -108,12 +121,13 @@ class BlockTree:
                     piece.owner = -1 - container_of[id(piece.value)]
         self._number_in_document_order()
 
-    def _expand(self, index: int, words: dict[etree._Element, int], getpath) -> list[etree._Element]:
+    def _expand(self, index: int, words: dict[etree._Element, int]) -> list[tuple[etree._Element, str]]:
         """Cut one container's content into blocks; return the children that need expanding."""
         container = self.containers[index]
         element = container.element
-        path = getpath(element)
-        expanded: list[etree._Element] = []
+        path = container.path
+        child_path = _child_paths(element, path)
+        expanded: list[tuple[etree._Element, str]] = []
         run: list[_Piece] = []  # consecutive text and inline children, becoming one block
         run_words = 0
         for value in self._content(element):
@@ -125,14 +139,14 @@ class BlockTree:
                 pieces = []
                 self._close_run(index, path, run, run_words)
                 run, run_words = [], 0
-                expanded.append(value)
+                expanded.append((value, child_path(value)))
                 container.pieces.append(_Piece(value, None))  # owner set once the child is built
             elif value.tag in _STANDALONE_TAGS:
                 pieces = []
                 self._close_run(index, path, run, run_words)
                 run, run_words = [], 0
                 piece = _Piece(value, None)
-                self._add_block(index, getpath(value), None, [piece], words[value])
+                self._add_block(index, child_path(value), None, [piece], words[value])
                 container.pieces.append(piece)
             else:
                 pieces = [(value, words[value])]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import re
 
-import lxml.html
 from lxml import etree
 
 # Elements whose content is never text for a reader.
@@ -14,7 +13,10 @@ KEPT_ATTRIBUTES = frozenset({"href", "alt", "title", "colspan", "rowspan"})
 # Elements that mean something even when empty (line breaks, rules, table geometry).
 KEPT_WHEN_EMPTY = frozenset({"br", "hr", "td", "th"})
 # Layout-only containers: one of these holding a single element and no text is just a wrapper.
-WRAPPER_TAGS = frozenset({"div", "span", "font", "center", "section", "article", "main"})
+# Block wrappers only give way to block children: dropping the line break around inline content
+# would glue its words to the text next to it.
+BLOCK_WRAPPER_TAGS = frozenset({"div", "center", "section", "article", "main"})
+INLINE_WRAPPER_TAGS = frozenset({"span", "font"})
 BLOCK_TAGS = frozenset(
     {
         "html", "head", "body", "title", "div", "p", "section", "article", "main", "header", "footer",
@@ -33,6 +35,7 @@ _WRAPPER_TAG_MARKUP = re.compile(
     rb"</?(?:div|span|font|center|section|article|main|b|i|em|strong)\b[^>]*>", re.I
 )
 _ANY_TAG_MARKUP = re.compile(rb"<[^>]*>")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def decode_html(data: bytes) -> str:
@@ -58,20 +61,19 @@ def _as_utf8(html: str | bytes) -> bytes:
         html = decode_html(html)
     elif not isinstance(html, str):
         raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
-    return html.encode("utf-8", errors="replace")  # lone surrogates cannot reach libxml2
+    # lxml refuses control characters in text and libxml2 lone surrogates: neither is content.
+    return _CONTROL_CHARACTERS.sub("", html).encode("utf-8", errors="replace")
 
 
-def _parse_bytes(data: bytes) -> tuple[lxml.html.HtmlElement | None, bool]:
-    parser = lxml.html.HTMLParser(encoding="utf-8", huge_tree=True, remove_comments=True, remove_pis=True)
-    try:
-        root = lxml.html.document_fromstring(data, parser=parser)
-    except etree.ParserError:  # empty document
-        return None, False
+def _parse_bytes(data: bytes) -> tuple[etree._Element | None, bool]:
+    # Plain etree elements: lxml.html's per-element Python class lookup costs a third of the time.
+    parser = etree.HTMLParser(encoding="utf-8", huge_tree=True, remove_comments=True, remove_pis=True)
+    root = etree.fromstring(data, parser=parser)  # None for an empty document
     too_deep = any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log)
     return root, too_deep
 
 
-def parse_html(html: str | bytes) -> lxml.html.HtmlElement:
+def parse_html(html: str | bytes) -> etree._Element:
     """Parse any input into an ``<html>`` tree; never raises on malformed markup.
 
     libxml2 stops at a nesting depth of 2048 and drops everything after it, so over-deep pages are
@@ -84,7 +86,7 @@ def parse_html(html: str | bytes) -> lxml.html.HtmlElement:
     if too_deep:
         root, _ = _parse_bytes(b"<p>" + _ANY_TAG_MARKUP.sub(b" ", data) + b"</p>")
     if root is None:
-        root = lxml.html.document_fromstring("<html><body></body></html>")
+        root = etree.fromstring("<html><body></body></html>", etree.HTMLParser())
     return root
 
 
@@ -138,7 +140,7 @@ def _is_empty(element: etree._Element) -> bool:
 
 def _is_wrapper(element: etree._Element) -> bool:
     return (
-        element.tag in WRAPPER_TAGS
+        (element.tag in INLINE_WRAPPER_TAGS or (element.tag in BLOCK_WRAPPER_TAGS and element[0].tag in BLOCK_TAGS))
         and len(element) == 1
         and not element.attrib
         and _is_blank(element.text)
@@ -146,7 +148,26 @@ def _is_wrapper(element: etree._Element) -> bool:
     )
 
 
-def clean_tree(root: lxml.html.HtmlElement) -> lxml.html.HtmlElement:
+def _drop_tree(element: etree._Element) -> None:
+    """Remove an element and its content, keeping the text that follows it."""
+    if element.tail:
+        previous = element.getprevious()
+        if previous is None:
+            parent = element.getparent()
+            parent.text = (parent.text or "") + element.tail
+        else:
+            previous.tail = (previous.tail or "") + element.tail
+    element.getparent().remove(element)
+
+
+def _unwrap(wrapper: etree._Element) -> None:
+    """Replace a wrapper by its only child (replace() is O(1); index-based unwrapping is not)."""
+    child = wrapper[0]
+    child.tail = wrapper.tail
+    wrapper.getparent().replace(wrapper, child)
+
+
+def clean_tree(root: etree._Element) -> etree._Element:
     """Clean a parsed page in place and return it (see :func:`clean_html` for the rules)."""
     etree.strip_elements(root, *DROPPED_TAGS, with_tail=False)
     hidden = []
@@ -156,19 +177,20 @@ def clean_tree(root: lxml.html.HtmlElement) -> lxml.html.HtmlElement:
         else:
             _keep_attributes(element)
     for element in hidden:
-        element.drop_tree()
+        if element.getparent() is not None:
+            _drop_tree(element)
     # A set of the elements themselves: lxml proxies (and so their ids) only live while referenced.
     preserved = {inner for outer in root.iter(*_PRESERVE_WHITESPACE) for inner in outer.iter(etree.Element)}
     # Reverse document order visits children before their parent, so emptiness and wrappers
     # propagate upwards in a single pass (no repeat-until-stable scans).
     for element in reversed(list(root.iter(etree.Element))):
         _collapse_whitespace(element, preserve=element in preserved)
-        if element is root or element.tag in ("body", "head"):
+        if element is root:
             continue
         if _is_empty(element):
-            element.drop_tree()
+            _drop_tree(element)
         elif _is_wrapper(element):
-            element.drop_tag()
+            _unwrap(element)
     return root
 
 
@@ -190,7 +212,7 @@ def main_content_html(html: str | bytes) -> str | None:
     )
 
 
-def clean(html: str | bytes, main_content: bool = False) -> lxml.html.HtmlElement:
+def clean(html: str | bytes, main_content: bool = False) -> etree._Element:
     """Parse and clean; with ``main_content`` keep only what trafilatura finds to be the main content."""
     if main_content:
         extracted = main_content_html(html)

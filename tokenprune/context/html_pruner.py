@@ -39,8 +39,8 @@ class HtmlDocument:
         self.tree = tree
         self.output = output
         self.counter = counter
-        self._costs: dict[int, int] = {}
-        self._container_costs: dict[int, int] = {}
+        self._costs: list[int] | None = None
+        self._container_costs: list[int] | None = None
 
     @classmethod
     def from_root(cls, root, output: str, counter: TokenCounter, max_words: int) -> HtmlDocument:
@@ -50,22 +50,22 @@ class HtmlDocument:
         return [block.text for block in self.tree.blocks]
 
     def unit_cost(self, unit: int) -> int:
-        if unit not in self._costs:
+        if self._costs is None:  # all at once: one tokenizer call
+            blocks = range(len(self.tree.blocks))
             if self.output == "html":
-                self._costs[unit] = self.counter(self.tree.block_html(unit))
-            else:  # +1: the line break that separates it from its neighbours
-                self._costs[unit] = self.counter(render(self.tree.block_fragment(unit), self.output)) + 1
+                self._costs = self.counter.many([self.tree.block_html(b) for b in blocks])
+            else:  # +1: the line break that separates a block from its neighbours
+                texts = [render(self.tree.block_fragment(b), self.output) for b in blocks]
+                self._costs = [cost + 1 for cost in self.counter.many(texts)]
         return self._costs[unit]
 
     def unit_parents(self, unit: int) -> list[tuple[object, int]]:
         if self.output != "html":  # containers cost no markup outside HTML
             return []
-        parents = []
-        for container in self.tree.ancestors(unit):
-            if container not in self._container_costs:
-                self._container_costs[container] = self.counter(self.tree.container_markup(container))
-            parents.append((container, self._container_costs[container]))
-        return parents
+        if self._container_costs is None:
+            markup = [self.tree.container_markup(c) for c in range(len(self.tree.containers))]
+            self._container_costs = self.counter.many(markup)
+        return [(container, self._container_costs[container]) for container in self.tree.ancestors(unit)]
 
     def render(self, kept: set[int]) -> str:
         return render(self.tree.assemble(kept), self.output)

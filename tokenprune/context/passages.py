@@ -72,15 +72,14 @@ class PassageDocument:
             if passage not in skipped
             for index in range(len(sentences))
         ]
-        self._costs: dict[int, int] = {}
+        self._costs: list[int] | None = None
 
     def unit_texts(self) -> list[str]:
         return [self.sentences[p][s] for p, s in self.units]
 
     def unit_cost(self, unit: int) -> int:
-        if unit not in self._costs:  # +1: the space joining it to its neighbours
-            passage, sentence = self.units[unit]
-            self._costs[unit] = self.counter(self.sentences[passage][sentence]) + 1
+        if self._costs is None:  # +1: the space joining a sentence to its neighbours
+            self._costs = [cost + 1 for cost in self.counter.many(self.unit_texts())]
         return self._costs[unit]
 
     def unit_parents(self, unit: int) -> list[tuple[object, int]]:

