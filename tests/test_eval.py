@@ -1,0 +1,124 @@
+"""The evaluation harness end to end on a few questions, with untrained toy-shaped models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+import tokenprune as tp
+from tokenprune.eval import cli, data, harness
+from tokenprune.zoo import models
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    torch.manual_seed(0)
+    processor = models.vlm_processor()
+    return models.build_vlm(processor.tokenizer).eval(), processor
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.manual_seed(0)
+    tokenizer = models.lm_tokenizer()
+    return models.build_lm(tokenizer).eval(), tokenizer
+
+
+def test_answers_are_matched_by_leading_words():
+    assert harness.is_correct("Red.", "red")
+    assert harness.is_correct("k12 v3 ;", "k12 v3")
+    assert not harness.is_correct("1", "10")
+    assert not harness.is_correct("k12", "k12 v3")
+    assert not harness.is_correct("", "")
+
+
+def test_pruners_get_layers_relative_to_depth():
+    assert harness.visual_pruner("fastv", 0.25, depth=4).layer == 2
+    assert harness.visual_pruner("feather", 0.25, depth=4).layers_at == (1, 2)
+    assert harness.visual_pruner("feather", 0.25, depth=32).layers_at == (8, 16)
+    default = harness.prompt_pruner("lazyskip", 0.3, depth=4)
+    assert (
+        default.schedule == tp.LazySkip().for_depth(4).schedule or default.schedule == tp.LazySkip().schedule
+    )
+    assert harness.prompt_pruner("gemfilter", 0.1, depth=32).filter_layer == 13
+    with pytest.raises(ValueError, match="supported"):
+        harness.visual_pruner("fastvv", 0.25, depth=4)
+    with pytest.raises(ValueError, match="supported"):
+        harness.prompt_pruner("divprune", 0.25, depth=4)
+
+
+def test_unpruned_and_full_budget_agree_and_results_are_relative(vlm):
+    model, processor = vlm
+    examples = data.vlm_examples(processor, "toy", limit=5)
+    assert [e.kind for e in examples] == ["color_at", "shape_at", "where", "count", "top_row"]
+    decode = lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    configs = [
+        ("unpruned", None, None),
+        ("divprune", 1.0, tp.DivPrune(1.0)),
+        ("uniform", 0.25, tp.UniformPrune(0.25)),
+    ]
+    results = harness.evaluate(model, decode, examples, configs, progress=False)
+    assert [r.pruner for r in results] == ["unpruned", "divprune", "uniform"]
+    # keeping every token must not change any answer
+    unpruned = [harness.answer(model, decode, e)[0] for e in examples]
+    assert results[1].accuracy == results[0].accuracy == sum(unpruned) / 5
+    assert set(results[0].per_type) == {"color_at", "shape_at", "where", "count", "top_row"}
+    assert all(r.speedup > 0 for r in results)
+
+
+def test_jsonl_rows_are_read_and_checked(tmp_path, vlm):
+    _, processor = vlm
+    from tokenprune.zoo import scenes
+
+    s = scenes.sample(0, 0)
+    scenes.to_pil(scenes.render([s.scene])[0]).save(tmp_path / "a.png")
+    (tmp_path / "q.jsonl").write_text(
+        json.dumps({"image": "a.png", "question": s.question, "answer": s.answer}) + "\n"
+    )
+    [example] = data.vlm_examples(processor, str(tmp_path / "q.jsonl"), limit=10)
+    assert example.answer == s.answer and example.kind == "all"
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "a.png", "answer": "red"}) + "\n")
+    with pytest.raises(ValueError, match="question"):
+        data.vlm_examples(processor, str(tmp_path / "bad.jsonl"), limit=10)
+
+
+def test_lm_examples_cover_both_hops_and_lengths(lm):
+    _, tokenizer = lm
+    examples = data.lm_examples(tokenizer, "toy", limit=4, lengths=(128, 256))
+    assert [e.kind for e in examples] == ["hop1", "hop2", "hop1", "hop2"]
+    assert [e.max_new_tokens for e in examples] == [1, 2, 1, 2]
+    assert [e.inputs["input_ids"].shape[1] <= n for e, n in zip(examples, (128, 128, 256, 256))] == [True] * 4
+
+
+def _cli_args(task: str, out, **overrides) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([task, "--out", str(out), "--no-progress"])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_cli_writes_table_json_and_plot(tmp_path, vlm, lm, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_load_vlm", lambda model, device: vlm)
+    monkeypatch.setattr(cli, "_load_lm", lambda model, device: lm)
+    args = _cli_args("vlm", tmp_path, pruners=("divprune", "fastv", "feather"), budgets=(0.25,), limit=5)
+    assert cli.run(args) == 0
+    report = json.loads((tmp_path / "accuracy_vs_budget_vlm.json").read_text())
+    assert [r["pruner"] for r in report["results"]] == ["unpruned", "divprune", "fastv", "feather"]
+    assert (tmp_path / "accuracy_vs_budget_vlm.png").stat().st_size > 0
+    args = _cli_args("lm", tmp_path, budgets=(0.3,), limit=2, lengths=(128,))
+    assert cli.run(args) == 0
+    report = json.loads((tmp_path / "accuracy_vs_budget_lm.json").read_text())
+    assert [r["pruner"] for r in report["results"]] == ["unpruned", "lazyskip", "gemfilter"]
+    assert "| lazyskip | 0.3 |" in capsys.readouterr().out
+
+
+def test_bad_budgets_are_rejected():
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["vlm", "--budgets", "0,1.5"])

@@ -1,0 +1,132 @@
+"""Reference models: deterministic generators, tokenizer/processor agreement, committed weights answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenprune import zoo
+from tokenprune.zoo import models, retrieval, scenes, train
+
+
+def test_scene_samples_are_deterministic_and_depend_on_seed_and_index():
+    first = scenes.samples(7, 10)
+    assert first == scenes.samples(7, 10)
+    assert scenes.sample(7, 3) == first[3]
+    assert first != scenes.samples(8, 10)
+    assert torch.equal(scenes.render([s.scene for s in first]), scenes.render([s.scene for s in first]))
+
+
+def test_scene_answers_match_the_scene():
+    for s in scenes.samples(3, 100):
+        objects = {o.position: o for o in s.scene.objects}
+        words = s.question.split()
+        if s.kind == "color_at":
+            assert objects[words[-2]].colour == s.answer
+        elif s.kind == "shape_at":
+            assert objects[words[-2]].shape == s.answer
+        elif s.kind == "where":
+            matches = [o for o in s.scene.objects if (o.colour, o.shape) == (words[-3], words[-2])]
+            assert [o.position for o in matches] == [s.answer]
+        elif s.kind == "count":
+            assert int(s.answer) == sum(words[-2] in (o.colour, o.shape) for o in s.scene.objects)
+        else:
+            top = [o for o in s.scene.objects if o.row == 0]
+            assert len(top) == 1 and s.answer in (top[0].colour, top[0].shape)
+
+
+def test_rendered_objects_carry_their_colour():
+    s = scenes.sample(0, 0)
+    image = scenes.render([s.scene])[0]
+    for obj in s.scene.objects:
+        cy = obj.row * scenes.CELL + scenes.CELL // 2 + obj.dy
+        cx = obj.col * scenes.CELL + scenes.CELL // 2 + obj.dx
+        assert tuple(image[cy, cx].tolist()) == scenes.COLOURS[obj.colour]
+
+
+def test_unknown_question_type_is_rejected():
+    with pytest.raises(ValueError, match="question type"):
+        scenes.sample(0, 0, kind="size")
+    with pytest.raises(ValueError, match="question type"):
+        retrieval.sample(0, 0, kind="hop3")
+
+
+def test_retrieval_samples_are_deterministic_and_answerable():
+    for index in range(6):
+        s = retrieval.sample(5, index, length=512)
+        assert s == retrieval.sample(5, index, length=512)
+        assert 500 <= len(s.context) + len(s.query) + 1 <= 512
+        pairs = dict(zip(s.context[0::3], s.context[1::3]))
+        assert len(pairs) == len(s.context) // 3  # keys are unique
+        value = pairs[s.query[-1]]
+        assert s.answer == ((value, pairs[value]) if s.kind == "hop2" else (value,))
+        assert s.kind == retrieval.QUESTION_TYPES[index % 2]
+
+
+def test_training_sequence_marks_exactly_the_answers():
+    import numpy as np
+
+    words, targets = retrieval.training_sequence(np.random.default_rng(0), 256, queries=4)
+    assert len(words) == len(targets) and len(words) <= 256
+    context_end = words.index("?")
+    pairs = dict(zip(words[0:context_end:3], words[1:context_end:3]))
+    answers = [w for w, t in zip(words, targets) if t]
+    assert len(answers) == 6  # two single-hop answers, two two-hop answers of two words
+    assert all(w in pairs.values() for w in answers)
+
+
+def test_processor_matches_the_training_pixels_and_prompt():
+    processor = models.vlm_processor()
+    s = scenes.sample(0, 1)
+    image = scenes.render([s.scene])[0]
+    inputs = processor(text=train.vlm_prompt(s.question), images=scenes.to_pil(image), return_tensors="pt")
+    batch = train.vlm_batch(processor.tokenizer, 0, 1, 1, "cpu")
+    torch.testing.assert_close(inputs["pixel_values"], batch["pixel_values"], atol=1e-5, rtol=0)
+    prompt_length = inputs["input_ids"].shape[1]
+    assert inputs["input_ids"][0].tolist() == batch["input_ids"][0, :prompt_length].tolist()
+
+
+COMMITTED = pytest.mark.skipif(
+    not (zoo.path("toy-vlm") / "model.safetensors").exists(), reason="toy weights not committed"
+)
+
+
+@COMMITTED
+def test_committed_vlm_answers_fixed_samples():
+    model, processor = zoo.load_vlm()
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    picked = scenes.samples(train.HELD_OUT_SEED, 10)
+    images = scenes.render([s.scene for s in picked])
+    right = 0
+    for s, image in zip(picked, images):
+        inputs = processor(
+            text=train.vlm_prompt(s.question), images=scenes.to_pil(image), return_tensors="pt"
+        )
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        right += (
+            processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            == s.answer
+        )
+    assert right >= 9
+
+
+@pytest.mark.skipif(
+    not (zoo.path("toy-lm") / "model.safetensors").exists(), reason="toy weights not committed"
+)
+def test_committed_lm_retrieves_fixed_samples():
+    model, tokenizer = zoo.load_lm()
+    assert type(model).__name__ == "LlamaForCausalLM"
+    right = 0
+    for index in range(6):
+        s = retrieval.sample(train.HELD_OUT_SEED, index, length=512)
+        inputs = tokenizer(s.prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=len(s.answer), do_sample=False)
+        right += tokenizer.convert_ids_to_tokens(out[0, inputs["input_ids"].shape[1] :]) == list(s.answer)
+    assert right >= 5
+
+
+def test_unknown_reference_model_is_rejected():
+    with pytest.raises(ValueError, match="available"):
+        zoo.path("toy-xl")

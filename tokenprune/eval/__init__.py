@@ -1,0 +1,1 @@
+"""Accuracy-vs-budget evaluation of pruners (`tokenprune eval vlm|lm`)."""

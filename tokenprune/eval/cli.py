@@ -1,0 +1,110 @@
+"""`tokenprune eval vlm|lm`: accuracy vs budget for each pruner, as a table, JSON and a PNG plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+VISUAL_PRUNERS = "divprune,visionzip,fastv,feather,random,uniform"
+PROMPT_PRUNERS = "lazyskip,gemfilter"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions, got {text!r}") from None
+    if not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"budgets must be fractions in (0, 1], got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "task", choices=("vlm", "lm"), help="vlm: visual pruners; lm: prompt (prefill) pruners"
+    )
+    parser.add_argument(
+        "--model", default="toy", help="checkpoint path or hub id; 'toy' = the committed toy-vlm / toy-lm"
+    )
+    parser.add_argument("--data", default="toy", help="'toy' (held-out generated questions) or a JSONL file")
+    parser.add_argument(
+        "--pruners", type=_names, default=None, help=f"vlm: {VISUAL_PRUNERS}; lm: {PROMPT_PRUNERS}"
+    )
+    parser.add_argument(
+        "--budgets", type=_floats, default=None, help="fractions kept (vlm: 0.1,0.25,0.5; lm: 0.1,0.3,0.5)"
+    )
+    parser.add_argument("--limit", type=int, default=200, help="questions evaluated")
+    parser.add_argument("--prompt", default="<image> {question}", help="vlm prompt template with {question}")
+    parser.add_argument("--max-new-tokens", type=int, default=4, help="vlm answer length cap")
+    parser.add_argument(
+        "--lengths",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=(512, 1024, 2048),
+        help="lm toy context lengths",
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results"), help="directory for JSON and PNG"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _load_vlm(model: str, device: str):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from tokenprune import zoo
+
+    path = zoo.path("toy-vlm") if model == "toy" else model
+    return AutoModelForImageTextToText.from_pretrained(path).to(device).eval(), AutoProcessor.from_pretrained(
+        path
+    )
+
+
+def _load_lm(model: str, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tokenprune import zoo
+
+    path = zoo.path("toy-lm") if model == "toy" else model
+    return AutoModelForCausalLM.from_pretrained(path).to(device).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokenprune.eval import data, harness
+
+    if args.limit < 1:
+        raise SystemExit(f"--limit must be >= 1, got {args.limit}")
+    if args.task == "vlm":
+        model, processor = _load_vlm(args.model, args.device)
+        tokenizer = processor.tokenizer
+        examples = data.vlm_examples(
+            processor, args.data, args.limit, args.prompt, args.max_new_tokens, args.device
+        )
+        depth = model.config.text_config.num_hidden_layers
+        names, budgets = args.pruners or _names(VISUAL_PRUNERS), args.budgets or (0.1, 0.25, 0.5)
+        build = harness.visual_pruner
+    else:
+        model, tokenizer = _load_lm(args.model, args.device)
+        examples = data.lm_examples(tokenizer, args.data, args.limit, args.lengths, args.device)
+        depth = model.config.num_hidden_layers
+        names, budgets = args.pruners or _names(PROMPT_PRUNERS), args.budgets or (0.1, 0.3, 0.5)
+        build = harness.prompt_pruner
+    configs = [("unpruned", None, None)] + [(n, b, build(n, b, depth)) for n in names for b in budgets]
+    results = harness.evaluate(
+        model,
+        lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        examples,
+        configs,
+        progress=not args.no_progress,
+    )
+    print(harness.markdown(results))
+    stem = f"accuracy_vs_budget_{args.task}"
+    meta = {"task": args.task, "model": str(args.model), "data": args.data, "questions": len(examples)}
+    harness.write_json(results, args.out / f"{stem}.json", meta)
+    harness.plot(results, args.out / f"{stem}.png", f"{args.task}: {args.model}, {len(examples)} questions")
+    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.png')}")
+    return 0

@@ -1,0 +1,215 @@
+"""Accuracy-vs-budget evaluation: every (pruner, budget) pair answers the same questions as the
+unpruned model; results per question type, with the time to answer relative to the unpruned model."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import tokenprune as tp
+
+# fraction of the decoder depth GemFilter selects at (13 of 32 layers in the paper)
+GEMFILTER_DEPTH = 0.4
+
+
+@dataclass
+class Example:
+    """One question: `inputs` are the model's tensors, `answer` the reference words."""
+
+    inputs: dict
+    answer: str
+    kind: str
+    max_new_tokens: int
+
+
+@dataclass
+class Result:
+    pruner: str
+    budget: float | None
+    accuracy: float
+    relative: float | None = None
+    speedup: float | None = None
+    seconds: float = 0.0
+    per_type: dict[str, float] = field(default_factory=dict)
+    setting: str = ""
+
+
+def _fastv_layer(depth: int) -> int:
+    return min(2, depth - 1)
+
+
+def _feather_layers(depth: int) -> tuple[int, ...]:
+    first = max(1, depth // 4)
+    return (first, max(first + 1, depth // 2))
+
+
+def visual_pruner(name: str, budget: float, depth: int):
+    """A visual pruner at `budget`; FastV and Feather layers are chosen relative to the LM depth."""
+    factories: dict[str, Callable] = {
+        "divprune": lambda: tp.DivPrune(budget),
+        "visionzip": lambda: tp.VisionZip(budget),
+        "fastv": lambda: tp.FastV(budget, layer=_fastv_layer(depth)),
+        "feather": lambda: tp.Feather(budget, layers_at=_feather_layers(depth)),
+        "random": lambda: tp.RandomPrune(budget),
+        "uniform": lambda: tp.UniformPrune(budget),
+    }
+    if name not in factories:
+        raise ValueError(f"unknown visual pruner {name!r}; supported: {', '.join(factories)}")
+    return factories[name]()
+
+
+def prompt_pruner(name: str, budget: float, depth: int):
+    """A prefill pruner keeping `budget` of the prompt. LazySkip scales its default schedule so that
+    the last stage keeps `budget` (budget 0.3 is the default schedule); GemFilter selects at 40% depth."""
+    if name == "lazyskip":
+        from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
+
+        last = DEFAULT_SCHEDULE[-1][1]
+        schedule = tuple((at, min(1.0, keep * budget / last)) for at, keep in DEFAULT_SCHEDULE)
+        return tp.LazySkip(schedule=schedule)
+    if name == "gemfilter":
+        return tp.GemFilter(budget, filter_layer=max(1, round(GEMFILTER_DEPTH * depth)))
+    raise ValueError(f"unknown prompt pruner {name!r}; supported: lazyskip, gemfilter")
+
+
+def describe(pruner) -> str:
+    """The settings that differ between runs, for the report."""
+    for attribute in ("layer", "layers_at", "schedule", "filter_layer"):
+        if hasattr(pruner, attribute):
+            return f"{attribute}={getattr(pruner, attribute)}"
+    return ""
+
+
+def normalise(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+def is_correct(generated: str, answer: str) -> bool:
+    """The generated words start with the answer's words (case and punctuation ignored)."""
+    expected = normalise(answer)
+    return bool(expected) and normalise(generated)[: len(expected)] == expected
+
+
+@torch.no_grad()
+def answer(model, decode: Callable[[torch.Tensor], str], example: Example) -> tuple[bool, float]:
+    """Greedy answer and the seconds it took (prefill plus the answer's few decode steps)."""
+    length = example.inputs["input_ids"].shape[1]
+    started = time.perf_counter()
+    output = model.generate(
+        **example.inputs, max_new_tokens=example.max_new_tokens, do_sample=False, pad_token_id=None
+    )
+    seconds = time.perf_counter() - started
+    return is_correct(decode(output[0, length:]), example.answer), seconds
+
+
+def evaluate(
+    model,
+    decode: Callable[[torch.Tensor], str],
+    examples: list[Example],
+    configs: Iterable[tuple[str, float | None, object]],
+    progress: bool = True,
+) -> list[Result]:
+    """Run every (name, budget, pruner) config (pruner None = unpruned) over `examples`."""
+    from tqdm.auto import tqdm
+
+    configs = list(configs)
+    bar = tqdm(total=len(configs) * len(examples), disable=not progress, unit="answer")
+    results = []
+    for name, budget, pruner in configs:
+        correct: dict[str, list[bool]] = {}
+        seconds = 0.0
+        for example in examples:
+            if pruner is None:
+                ok, spent = answer(model, decode, example)
+            else:
+                with tp.apply(model, pruner):
+                    ok, spent = answer(model, decode, example)
+            correct.setdefault(example.kind, []).append(ok)
+            seconds += spent
+            bar.update()
+        flat = [ok for oks in correct.values() for ok in oks]
+        per_type = {kind: sum(oks) / len(oks) for kind, oks in sorted(correct.items())}
+        setting = "" if pruner is None else describe(pruner)
+        results.append(
+            Result(name, budget, sum(flat) / len(flat), seconds=seconds, per_type=per_type, setting=setting)
+        )
+        bar.set_postfix_str(f"{name}@{budget}: {results[-1].accuracy:.3f}")
+    bar.close()
+    base = results[0] if results and results[0].pruner == "unpruned" else None
+    if base is not None:
+        for result in results:
+            result.relative = result.accuracy / base.accuracy if base.accuracy else None
+            result.speedup = base.seconds / result.seconds if result.seconds else None
+    return results
+
+
+def markdown(results: list[Result]) -> str:
+    kinds = sorted({kind for r in results for kind in r.per_type})
+    head = ["pruner", "budget", "accuracy", "% of unpruned", "speedup", *kinds, "setting"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [
+            r.pruner,
+            "-" if r.budget is None else f"{r.budget:g}",
+            f"{r.accuracy:.3f}",
+            "-" if r.relative is None else f"{100 * r.relative:.1f}%",
+            "-" if r.speedup is None else f"{r.speedup:.2f}x",
+            *(f"{r.per_type.get(kind, float('nan')):.3f}" for kind in kinds),
+            r.setting,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(results: list[Result], path: Path, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, "results": [asdict(r) for r in results]}, indent=2))
+
+
+def plot(results: list[Result], path: Path, title: str) -> None:
+    """Accuracy vs budget, one panel for all questions and one per question type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = ["all", *sorted({kind for r in results for kind in r.per_type})]
+    base = next((r for r in results if r.pruner == "unpruned"), None)
+    names = list(dict.fromkeys(r.pruner for r in results if r.pruner != "unpruned"))
+    columns = min(3, len(kinds))
+    rows = -(-len(kinds) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
+    for ax, kind in zip(axes.flat, kinds):
+        for name in names:
+            points = sorted(
+                (r.budget, r.accuracy if kind == "all" else r.per_type.get(kind))
+                for r in results
+                if r.pruner == name
+            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        if base is not None:
+            ax.axhline(
+                base.accuracy if kind == "all" else base.per_type.get(kind),
+                color="black",
+                linestyle="--",
+                label="unpruned",
+            )
+        ax.set_title(kind)
+        ax.set_xlabel("budget (fraction of tokens kept)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(kinds) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

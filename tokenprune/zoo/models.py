@@ -1,0 +1,117 @@
+"""Tokenizers, processors and model configurations of the reference models."""
+
+from __future__ import annotations
+
+from tokenprune.zoo import retrieval, scenes
+
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+IMAGE_TOKEN = "<image>"
+PATCH_SIZE = 12
+
+
+def word_tokenizer(words: tuple[str, ...], extra_special: tuple[str, ...] = ()):
+    """A whitespace word-level `PreTrainedTokenizerFast` over `words` that prepends `<s>`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIALS + extra_special + words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    kwargs = {"extra_special_tokens": {"image_token": IMAGE_TOKEN}} if IMAGE_TOKEN in extra_special else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=list(extra_special) or None,
+        **kwargs,
+    )
+
+
+def vlm_tokenizer():
+    return word_tokenizer(scenes.WORDS, extra_special=(IMAGE_TOKEN,))
+
+
+def lm_tokenizer():
+    return word_tokenizer(retrieval.WORDS)
+
+
+def vlm_processor(tokenizer=None):
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    size = scenes.IMAGE_SIZE
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer or vlm_tokenizer(),
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1,
+    )
+
+
+def build_vlm(tokenizer):
+    """A LLaVA-1.5-shaped model: CLIP tower (48x48 images, 4x4 patches of 12 px + CLS), MLP projector, 4-layer Llama."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=scenes.IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=64,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=96,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        rope_theta=10000.0,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlavaForConditionalGeneration(config)
+
+
+def build_lm(tokenizer):
+    """A 4-layer Llama for contexts up to 2,048 tokens."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        rope_theta=10000.0,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)

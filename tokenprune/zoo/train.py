@@ -1,0 +1,188 @@
+"""Training loops of the reference models: fixed seeds, periodic checkpoints, a held-out check."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tokenprune.zoo import models, retrieval, scenes
+
+TRAIN_SEED = 1
+HELD_OUT_SEED = 1000
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class Schedule:
+    steps: int
+    lr: float
+    warmup: int = 200
+    weight_decay: float = 0.01
+    checkpoint_every: int = 100
+    log_every: int = 25
+
+
+def pixel_values(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> what CLIPImageProcessor gives for images already at the model's size."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device)
+    std = torch.tensor(CLIP_STD, device=images.device)
+    return ((images.float() / 255.0 - mean) / std).permute(0, 3, 1, 2).contiguous()
+
+
+def vlm_prompt(question: str) -> str:
+    return f"{models.IMAGE_TOKEN} {question}"
+
+
+def vlm_batch(tokenizer, seed: int, start: int, size: int, device) -> dict[str, torch.Tensor]:
+    """Input ids `<s> <image>*64 question answer </s>`, with loss only on the answer and `</s>`."""
+    batch = scenes.samples(seed, size, start)
+    image_ids = [tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)] * (
+        scenes.IMAGE_SIZE // models.PATCH_SIZE
+    ) ** 2
+    rows, targets = [], []
+    for s in batch:
+        question = tokenizer(s.question, add_special_tokens=False).input_ids
+        answer = tokenizer(s.answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        rows.append([tokenizer.bos_token_id, *image_ids, *question, *answer])
+        targets.append([False] * (len(rows[-1]) - len(answer)) + [True] * len(answer))
+    return {
+        **_pad(rows, targets, tokenizer.pad_token_id, device),
+        "pixel_values": pixel_values(scenes.render([s.scene for s in batch], device)),
+    }
+
+
+def _pad(rows: list[list[int]], targets: list[list[bool]], pad: int, device) -> dict[str, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    target = torch.zeros((len(rows), width), dtype=torch.bool)
+    for b, (row, tgt) in enumerate(zip(rows, targets)):
+        ids[b, : len(row)] = torch.tensor(row)
+        mask[b, : len(row)] = 1
+        target[b, : len(row)] = torch.tensor(tgt)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "targets": target.to(device)}
+
+
+def lm_length(step: int, steps: int, rng: np.random.Generator) -> int:
+    """Curriculum on context length: 64-160 tokens for the first half, then 160-320; induction
+    learned on short contexts carries over (partly) to the longer evaluation contexts."""
+    low, high = (64, 160) if step < steps // 2 else (160, 320)
+    return int(rng.integers(low, high + 1))
+
+
+def lm_batch(
+    tokenizer, rng: np.random.Generator, length: int, tokens: int, device
+) -> dict[str, torch.Tensor]:
+    rows, targets = [], []
+    for _ in range(max(1, tokens // length)):
+        words, target = retrieval.training_sequence(rng, length)
+        rows.append([tokenizer.bos_token_id, *tokenizer.convert_tokens_to_ids(words)])
+        targets.append([False, *target])
+    return _pad(rows, targets, tokenizer.pad_token_id, device)
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy on the target tokens, and the fraction of them predicted exactly."""
+    inputs = {k: v for k, v in batch.items() if k != "targets"}
+    logits = model(**inputs).logits[:, :-1].float()
+    labels = batch["input_ids"][:, 1:]
+    targets = batch["targets"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits[targets], labels[targets])
+    accuracy = (logits[targets].argmax(-1) == labels[targets]).float().mean()
+    return loss, accuracy
+
+
+def fit(
+    model,
+    next_batch: Callable[[int], dict[str, torch.Tensor]],
+    schedule: Schedule,
+    save: Callable[[], None],
+    log: Callable[[str], None] = print,
+) -> None:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < schedule.warmup:
+            return (step + 1) / schedule.warmup
+        progress = (step - schedule.warmup) / max(1, schedule.steps - schedule.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    model.train()
+    started = time.perf_counter()
+    for step in range(schedule.steps):
+        loss, accuracy = answer_loss(model, next_batch(step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        if step % schedule.log_every == 0 or step == schedule.steps - 1:
+            elapsed = time.perf_counter() - started
+            log(f"step {step:5d}  loss {loss.item():.4f}  answer acc {accuracy.item():.3f}  {elapsed:7.1f}s")
+        if (step + 1) % schedule.checkpoint_every == 0:
+            save()
+    model.eval()
+    save()
+
+
+def train_vlm(out: Path, steps: int = 500, batch_size: int = 32, device: str = "cpu", log=print) -> float:
+    """Train the toy VLM into `out`; returns its held-out accuracy."""
+    torch.manual_seed(TRAIN_SEED)
+    processor = models.vlm_processor()
+    tokenizer = processor.tokenizer
+    model = models.build_vlm(tokenizer).to(device)
+
+    def save() -> None:
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+
+    fit(
+        model,
+        lambda step: vlm_batch(tokenizer, TRAIN_SEED, step * batch_size, batch_size, device),
+        Schedule(steps=steps, lr=2e-3, warmup=100),
+        save,
+        log,
+    )
+    accuracy = held_out_accuracy(model, lambda i: vlm_batch(tokenizer, HELD_OUT_SEED, i * 100, 100, device))
+    log(f"held-out accuracy (seed {HELD_OUT_SEED}, 400 questions): {accuracy:.4f}")
+    return accuracy
+
+
+def train_lm(out: Path, steps: int = 800, tokens: int = 1024, device: str = "cpu", log=print) -> float:
+    """Train the toy retrieval LM into `out`; returns its held-out accuracy at 512-2,048 tokens."""
+    torch.manual_seed(TRAIN_SEED)
+    tokenizer = models.lm_tokenizer()
+    model = models.build_lm(tokenizer).to(device)
+    rng = np.random.default_rng(TRAIN_SEED)
+
+    def save() -> None:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    fit(
+        model,
+        lambda step: lm_batch(tokenizer, rng, lm_length(step, steps, rng), tokens, device),
+        Schedule(steps=steps, lr=2e-3, warmup=100),
+        save,
+        log,
+    )
+    held_out = np.random.default_rng(HELD_OUT_SEED)
+    accuracy = held_out_accuracy(
+        model, lambda i: lm_batch(tokenizer, held_out, 512 * (1 + i % 2), 2048, device)
+    )
+    log(f"held-out answer-token accuracy (seed {HELD_OUT_SEED}): {accuracy:.4f}")
+    return accuracy
+
+
+@torch.no_grad()
+def held_out_accuracy(model, batch: Callable[[int], dict[str, torch.Tensor]], batches: int = 4) -> float:
+    model.eval()
+    return sum(answer_loss(model, batch(i))[1].item() for i in range(batches)) / batches
