@@ -6,6 +6,7 @@ DeepStack rows of the kept tokens, and in-LLM pruning drops them with the tokens
 from __future__ import annotations
 
 import torch
+
 from tokenprune.adapters.transformers.qwen_vl import QwenVLAdapter
 
 
