@@ -1,0 +1,272 @@
+"""Prefill latency of visual-token pruners on Qwen2.5-VL geometry (an image of ~1,000 merged tokens and
+a short video of >= 2,000), against the FLOP-ideal speedup.
+
+The vision tower keeps Qwen2.5-VL's structure (14 px patches, 2x2 merging, 112 px windows, full
+attention every fourth block) at reduced width and depth; the language model is scaled so an unpruned
+prefill takes a few seconds on a laptop-class CPU (random weights: FLOPs do not depend on values).
+For every pruner and budget (fraction of the visual tokens) it prints the median prefill time,
+speedup vs unpruned, the FLOP-ideal speedup (vision tower + LLM), speedup / ideal, and selection time
+as % of the unpruned prefill. Vision-attention scoring (VisionZip, FoPru) runs inside the tower and
+is part of the prefill time, not of the selection column.
+
+    python benchmarks/visual_prefill_qwen.py [--runs 3] [--budgets 0.1,0.2,0.3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+import tokenprune as tp
+from tokenprune.pruners.views import SplitByArea
+
+sys.path.insert(0, str(Path(__file__).parent))
+from visual_prefill import time_prefill  # noqa: E402  (shared timing loop of the LLaVA benchmark)
+
+IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
+PATCH, TEMPORAL, MERGE, WINDOW = 14, 2, 2, 112
+
+
+@dataclass(frozen=True)
+class Geometry:
+    name: str
+    grid_thw: tuple[int, int, int]  # in patches (t in temporal patches)
+    vision_hidden: int = 128
+    vision_layers: int = 8
+    vision_heads: int = 4
+    vision_ffn: int = 256
+    text_hidden: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    text_kv_heads: int = 2
+    text_ffn: int = 1536
+    vocab: int = 152064
+    text_tokens: int = 60
+
+    @property
+    def patches(self) -> int:
+        t, h, w = self.grid_thw
+        return t * h * w
+
+    @property
+    def merged(self) -> int:
+        return self.patches // MERGE**2
+
+    @property
+    def kind(self) -> str:
+        return "image" if self.grid_thw[0] == 1 else "video"
+
+
+IMAGE = Geometry("image 868x924 px", (1, 62, 66))  # 31 x 33 = 1,023 merged tokens
+VIDEO = Geometry("video 16 frames 392x504 px", (8, 28, 36))  # 8 x 14 x 18 = 2,016 merged tokens
+QUICK = [
+    replace(
+        IMAGE,
+        name="quick image",
+        grid_thw=(1, 16, 20),
+        text_hidden=128,
+        text_layers=8,
+        text_heads=4,
+        text_tokens=20,
+    ),
+    replace(
+        VIDEO,
+        name="quick video",
+        grid_thw=(2, 12, 12),
+        text_hidden=128,
+        text_layers=8,
+        text_heads=4,
+        text_tokens=20,
+    ),
+]
+
+
+def build_model(g: Geometry):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    depth = g.vision_layers
+    half = g.text_hidden // g.text_heads // 2
+    temporal = half // 4
+    mrope_section = [temporal, (half - temporal) // 2, half - temporal - (half - temporal) // 2]
+    config = Qwen2_5_VLConfig(
+        vision_config=dict(
+            depth=depth,
+            hidden_size=g.vision_hidden,
+            intermediate_size=g.vision_ffn,
+            num_heads=g.vision_heads,
+            out_hidden_size=g.text_hidden,
+            patch_size=PATCH,
+            spatial_merge_size=MERGE,
+            temporal_patch_size=TEMPORAL,
+            window_size=WINDOW,
+            fullatt_block_indexes=list(range(3, depth, 4)),
+        ),
+        text_config=dict(
+            vocab_size=g.vocab,
+            hidden_size=g.text_hidden,
+            intermediate_size=g.text_ffn,
+            num_hidden_layers=g.text_layers,
+            num_attention_heads=g.text_heads,
+            num_key_value_heads=g.text_kv_heads,
+            max_position_embeddings=32768,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
+        ),
+        image_token_id=IMAGE_TOKEN,
+        video_token_id=VIDEO_TOKEN,
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+    )
+    config._attn_implementation = "sdpa"
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def build_inputs(g: Geometry) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    text = torch.randint(3, min(g.vocab, 150000), (g.text_tokens,), generator=generator)
+    before = g.text_tokens // 4
+    token = IMAGE_TOKEN if g.kind == "image" else VIDEO_TOKEN
+    visual = torch.tensor([VISION_START] + [token] * g.merged + [VISION_END])
+    ids = torch.cat([text[:before], visual, text[before:]])[None]
+    types = torch.zeros_like(ids, dtype=torch.int32)
+    types[ids == token] = 1 if g.kind == "image" else 2
+    pixels = torch.randn(g.patches, 3 * TEMPORAL * PATCH * PATCH, generator=generator)
+    grid = torch.tensor([g.grid_thw])
+    key = "" if g.kind == "image" else "_videos"
+    return {
+        "input_ids": ids,
+        "mm_token_type_ids": types,
+        f"pixel_values{key}": pixels,
+        f"{g.kind}_grid_thw": grid,
+        "logits_to_keep": 1,  # generate() computes only the last logits at prefill too
+    }
+
+
+def vision_flops(g: Geometry) -> float:
+    from transformers.vision_utils import get_vision_window_index
+
+    _, cu_windows = get_vision_window_index(torch.tensor([g.grid_thw]), MERGE, WINDOW, PATCH)
+    windows = cu_windows.diff().double()
+    frame = g.grid_thw[1] * g.grid_thw[2]
+    d, n = g.vision_hidden, g.patches
+    dense = 2 * n * (4 * d * d + 3 * d * g.vision_ffn)  # qkv + proj, gated MLP
+    full = 4 * g.grid_thw[0] * frame**2 * d  # QK^T and AV within each frame
+    windowed = 4 * float((windows**2).sum()) * d
+    full_blocks = len(range(3, g.vision_layers, 4))
+    blocks = g.vision_layers * dense + full_blocks * full + (g.vision_layers - full_blocks) * windowed
+    embed = 2 * n * 3 * TEMPORAL * PATCH * PATCH * d
+    merger = 2 * g.merged * ((4 * d) ** 2 + 4 * d * g.text_hidden)
+    return embed + blocks + merger
+
+
+def text_layer_flops(g: Geometry, n: int) -> float:
+    d = g.text_hidden
+    kv = d * g.text_kv_heads // g.text_heads
+    return 2 * n * (2 * d * d + 2 * d * kv + 3 * d * g.text_ffn) + 2 * n * n * d  # causal: half of QK^T, AV
+
+
+def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
+    return (
+        vision_flops(g) + sum(text_layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
+    )
+
+
+def tokens_per_layer(g: Geometry, records) -> list[int]:
+    text = g.text_tokens + 2
+    counts = [text + g.merged] * g.text_layers
+    for r in records:
+        start = 0 if r.stage == "pre_llm" else r.layer
+        for layer in range(start, g.text_layers):
+            counts[layer] = text + r.tokens_after
+    return counts
+
+
+def pruners_for(budget: float, g: Geometry) -> dict:
+    depth = g.text_layers
+    pruners = {
+        "DivPrune": tp.DivPrune(budget),
+        "VisionZip": tp.VisionZip(budget),
+        "FoPru (rank)": tp.FoPru(budget),
+        "FoPru (row)": tp.FoPru(budget, strategy="row"),
+        "Random": tp.RandomPrune(budget),
+        "Uniform": tp.UniformPrune(budget),
+        "FastV (K=2)": tp.FastV(budget, layer=2),
+        f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
+        "DivPrune 2x + FastV": tp.compose(tp.DivPrune(min(1.0, 2 * budget)), tp.FastV(budget, layer=2)),
+    }
+    if g.kind == "video":
+        pruners["DivPrune per frame"] = SplitByArea(pruner=tp.DivPrune(budget))
+    return pruners
+
+
+def bench(g: Geometry, budgets: list[float], runs: int) -> tuple[float, list[dict]]:
+    model, inputs = build_model(g), build_inputs(g)
+    base_time, _, _, _ = time_prefill(model, inputs, runs)
+    base_flops = prefill_flops(g, [g.text_tokens + 2 + g.merged] * g.text_layers)
+    rows = []
+    for budget in budgets:
+        for name, pruner in pruners_for(budget, g).items():
+            seconds, selecting, _, records = time_prefill(model, inputs, runs, pruner)
+            ideal = base_flops / prefill_flops(g, tokens_per_layer(g, records))
+            speedup = base_time / seconds
+            kept = records[-1].tokens_after
+            rows.append(
+                {
+                    "input": g.kind,
+                    "pruner": name,
+                    "budget": budget,
+                    "tokens": kept,
+                    "prefill_s": seconds,
+                    "speedup": speedup,
+                    "ideal": ideal,
+                    "ratio": speedup / ideal,
+                    "selection_pct": 100 * selecting / base_time,
+                }
+            )
+    return base_time, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--budgets", default="0.1,0.2,0.3")
+    parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
+    parser.add_argument("--only", choices=["image", "video"], help="run one input only")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill_qwen.json"))
+    args = parser.parse_args()
+    budgets = [float(b) for b in args.budgets.split(",")]
+    geometries = QUICK if args.quick else [IMAGE, VIDEO]
+    results = []
+    header = "| input | pruner | budget | tokens | prefill (s) | speedup | FLOP-ideal | speedup/ideal | selection % |"
+    for g in geometries:
+        if args.only and g.kind != args.only:
+            continue
+        base_time, rows = bench(g, budgets, args.runs)
+        results.append({"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows})
+        print(
+            f"Qwen2.5-VL geometry, {g.name}: {g.merged} visual + {g.text_tokens + 2} text tokens; tower "
+            f"{g.vision_layers}x{g.vision_hidden}, LLM {g.text_layers}x{g.text_hidden}; "
+            f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; median of {args.runs}"
+        )
+        lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {g.kind} | unpruned | 1.0 | {g.merged} | {base_time:.3f} | 1.00 | 1.00 | 1.00 | 0.00 |"
+        )
+        lines += [
+            f"| {r['input']} | {r['pruner']} | {r['budget']} | {r['tokens']} | {r['prefill_s']:.3f} | "
+            f"{r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | {r['selection_pct']:.2f} |"
+            for r in rows
+        ]
+        print("\n".join(lines), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
