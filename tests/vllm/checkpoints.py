@@ -39,8 +39,19 @@ def _tokenizer(specials: list[str], image_markup: str):
     )
 
 
-def _save_weights(model, directory: Path) -> None:
-    model.save_pretrained(directory, safe_serialization=True)
+def _save_weights(model, directory: Path, rename: tuple[str, str] | None = None) -> None:
+    """Config plus the state dict under its in-memory names (`rename`: one prefix replaced), which
+    vLLM's weight mappers know; `save_pretrained` rewrites them to a layout vLLM 0.32 does not map."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(directory)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if rename and name.startswith(rename[0]):
+            name = rename[1] + name[len(rename[0]) :]
+        state[name] = tensor.contiguous()
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
 
 
 def llava_checkpoint(
@@ -96,7 +107,12 @@ def llava_checkpoint(
         projector_hidden_act="gelu",
     )
     torch.manual_seed(seed)
-    _save_weights(LlavaForConditionalGeneration(config).eval(), directory)
+    # vLLM's CLIP tower keeps the original `vision_model` level, which transformers 5 dropped
+    _save_weights(
+        LlavaForConditionalGeneration(config).eval(),
+        directory,
+        rename=("model.vision_tower.", "model.vision_tower.vision_model."),
+    )
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )

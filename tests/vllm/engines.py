@@ -29,6 +29,7 @@ def make_llm(model_dir, hf_overrides: dict | None = None, **kwargs):
         limit_mm_per_prompt={"image": 2},
         seed=0,
         distributed_executor_backend="uni",
+        gpu_memory_utilization=0.1,  # on CPU: the share of host memory vLLM may reserve
         hf_overrides=hf_overrides,
     )
     settings.update(kwargs)

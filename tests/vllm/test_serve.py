@@ -42,7 +42,7 @@ def server(llava_dir, tmp_path_factory):
     command = [
         sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(llava_dir),
         "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny-llava",
-        "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--max-num-seqs", "8",
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--max-num-seqs", "8", "--gpu-memory-utilization", "0.1",
         "--limit-mm-per-prompt", json.dumps({"image": 1}),
         "--hf-overrides", json.dumps(overrides(LLAVA, "visionzip", 4)),
     ]  # fmt: skip
