@@ -20,6 +20,7 @@ from tokenprune.pruners import (
     PreLLMPruner,
     Pruner,
     RandomPrune,
+    SplitByArea,
     UniformPrune,
     VisionZip,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "Pruner",
     "RandomPrune",
     "RunStats",
+    "SplitByArea",
     "UniformPrune",
     "VisionZip",
     "apply",

@@ -13,6 +13,7 @@ from tokenprune.pruners.divprune import DivPrune
 from tokenprune.pruners.fastv import FastV, Feather
 from tokenprune.pruners.fopru import FoPru
 from tokenprune.pruners.prefill import GemFilter, LazySkip, PrefillPruner, PromptContext
+from tokenprune.pruners.views import SplitByArea, ViewTokens
 from tokenprune.pruners.visionzip import VisionZip
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "Pruner",
     "RandomPrune",
     "Selection",
+    "SplitByArea",
     "UniformPrune",
+    "ViewTokens",
     "VisionZip",
     "VisualTokens",
 ]

@@ -18,22 +18,28 @@ def max_min_diverse(features: torch.Tensor, k: int) -> torch.Tensor:
     duplicates can never be chosen twice.
     """
     n = features.shape[0]
-    unit = torch.nn.functional.normalize(features.float(), dim=-1)
-    distance = 1.0 - unit @ unit.T
     picks = torch.empty(k, dtype=torch.long, device=features.device)
     if k == 0:
         return picks
     if n == 1:
         picks[0] = 0
         return picks
-    nearest = distance.topk(2, dim=0, largest=False).values[1]
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    similarity = unit @ unit.T
+    self_similarity = similarity.diagonal().clone()
+    similarity.fill_diagonal_(float("-inf"))
+    nearest = 1.0 - similarity.amax(dim=1)
+    similarity.diagonal().copy_(self_similarity)
+    distance = similarity.neg_().add_(1.0)  # in place: one N x N buffer
     picks[0] = nearest.argmax()
     min_distance = distance[picks[0]].clone()
     min_distance[picks[0]] = float("-inf")
     for i in range(1, k):
-        picks[i] = min_distance.argmax()
-        min_distance = torch.minimum(min_distance, distance[picks[i]])
-        min_distance[picks[: i + 1]] = float("-inf")
+        pick = min_distance.argmax()
+        picks[i] = pick
+        # picked tokens stay at -inf, so none is chosen twice
+        min_distance = torch.minimum(min_distance, distance[pick])
+        min_distance[pick] = float("-inf")
     return picks
 
 
