@@ -126,16 +126,15 @@ class TokenPruneCompressor(BaseDocumentCompressor):
         html_pruner = self._html_pruner()
         for document in documents:
             if is_html(document):
-                packable, _, before = html_pruner.document(document.page_content)
+                packable, _ = html_pruner.document(document.page_content)
                 formats.append("html")
             else:
                 title = document.metadata.get("title") if self.keep_titles else None
                 title = title if isinstance(title, str) and title.strip() else None
                 packable = PassageDocument([(title, document.page_content)], self._counter, self.keep_titles)
-                before = self._counter(document.page_content)
                 formats.append("text")
             packables.append(packable)
-            tokens_before.append(before)
+            tokens_before.append(self._counter(document.page_content))
         duplicates = near_duplicates(
             [d.page_content if f == "text" else "" for d, f in zip(documents, formats)],
             self.duplicate_threshold,

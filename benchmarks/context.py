@@ -320,7 +320,8 @@ def run_retention(pages: list[dict], tokenizer, scorers: list[str]) -> dict:
         evidence, query = built
         for budget in BUDGETS:
             pruner = HtmlPruner(budget=budget, tokenizer=tokenizer, output="markdown")
-            document, full_text, _ = pruner.document(page["html"])
+            document, _ = pruner.document(page["html"])
+            full_text = document.full_text()
             texts = document.unit_texts()
             # Score once per page and budget; hybrid reuses both (HybridScorer's 0.5/0.5 mix).
             relevance = {"bm25": BM25Scorer().relevance(query, texts)}
@@ -453,18 +454,22 @@ def main() -> None:
         return
     pages = load_pages(args.data, args.pages)
     tokenizer = load_tokenizer()
-    results = {"throughput": {"tokenprune": run_ours(pages, tokenizer)}}
-    if not args.skip_htmlrag:
-        results["throughput"]["htmlrag"] = run_htmlrag(args.htmlrag_python, args.data, args.pages)
-    print("throughput done", file=sys.stderr)
-    results["cleaning"] = run_cleaning(pages, tokenizer)
-    print("cleaning done", file=sys.stderr)
-    results["retention"] = run_retention(pages[: args.retention_pages], tokenizer, args.scorers.split(","))
-    print("retention done", file=sys.stderr)
-    sizes = [float(size) for size in args.scaling_mb.split(",") if size]
-    results["scaling"] = run_scaling(sizes, tokenizer) if sizes else {}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "context.json").write_text(json.dumps(results, indent=2))
+    results: dict = {}
+
+    def save(section: str, value) -> None:  # after every section: a long run keeps what it measured
+        results[section] = value
+        (RESULTS / "context.json").write_text(json.dumps(results, indent=2))
+        print(f"{section} done", file=sys.stderr)
+
+    throughput = {"tokenprune": run_ours(pages, tokenizer)}
+    if not args.skip_htmlrag:
+        throughput["htmlrag"] = run_htmlrag(args.htmlrag_python, args.data, args.pages)
+    save("throughput", throughput)
+    save("cleaning", run_cleaning(pages, tokenizer))
+    save("retention", run_retention(pages[: args.retention_pages], tokenizer, args.scorers.split(",")))
+    sizes = [float(size) for size in args.scaling_mb.split(",") if size]
+    save("scaling", run_scaling(sizes, tokenizer) if sizes else {})
     print(report(results))
 
 

@@ -65,7 +65,9 @@ def test_keeps_table_geometry_including_empty_cells():
 def test_unwraps_single_child_wrappers_and_keeps_tag_names():
     assert body("<div><div><section><p>x</p></section></div></div>") == "<p>x</p>"
     assert body("<p>a<span><b>x</b></span></p>") == "<p>a<b>x</b></p>"
-    assert body("<div>a<div><b>x</b></div></div>") == "<div>a<div><b>x</b></div></div>"  # keeps the line break
+    assert (
+        body("<div>a<div><b>x</b></div></div>") == "<div>a<div><b>x</b></div></div>"
+    )  # keeps the line break
     # not wrappers: own text, two children, or a meaningful tag
     assert body("<div>t<p>x</p></div>") == "<div>t<p>x</p></div>"
     assert body("<div><p>x</p><p>y</p></div>") == "<div><p>x</p><p>y</p></div>"
@@ -189,9 +191,9 @@ def test_cleaning_time_grows_linearly_with_size():
         clean_html(html)
         return time.process_time() - start
 
-    small, large = _page(0.25), _page(2.0)
+    small, large = _page(0.1), _page(1.6)
     ratio = min(cpu_seconds(large) for _ in range(2)) / max(min(cpu_seconds(small) for _ in range(2)), 1e-3)
-    assert ratio < 8 * 3, f"8x the size took {ratio:.1f}x the CPU time"  # quadratic would be ~64x
+    assert ratio < 16 * 4, f"16x the size took {ratio:.1f}x the CPU time"  # quadratic would be ~256x
 
 
 @pytest.mark.slow
@@ -223,10 +225,14 @@ def random_html(draw) -> str:
     return "".join(parts)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(random_html())
 def test_cleaning_is_lossless_for_visible_words(html):
     reference = parse_html(html)
-    assert re.findall(r"\w+", clean_html(html, output="text")) == re.findall(r"\w+", render(reference, "text"))
+    assert re.findall(r"\w+", clean_html(html, output="text")) == re.findall(
+        r"\w+", render(reference, "text")
+    )
     cleaned_tree = parse_html(clean_html(html))
-    assert re.findall(r"\w+", " ".join(cleaned_tree.itertext())) == re.findall(r"\w+", " ".join(reference.itertext()))
+    assert re.findall(r"\w+", " ".join(cleaned_tree.itertext())) == re.findall(
+        r"\w+", " ".join(reference.itertext())
+    )

@@ -20,8 +20,8 @@ def test_prune_html_file_prints_content_and_stats(tmp_path, capsys):
         == 0
     )
     out, err = capsys.readouterr()
-    assert "Etna Rosso" in out and "<p>" not in out
-    assert err.startswith("tokens ") and "budget 30" in err and len(err.strip().splitlines()) == 1
+    assert "vineyards" in out and "<p>" not in out
+    assert err.startswith("tokens ") and "budget 40" in err and len(err.strip().splitlines()) == 1
 
 
 def test_prune_html_reads_stdin(monkeypatch, capsys):

@@ -238,7 +238,7 @@ def random_page(draw):
     return "".join(parts)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     random_page(),
     st.integers(1, 80),

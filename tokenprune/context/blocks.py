@@ -71,7 +71,9 @@ def _child_paths(element: etree._Element, path: str):
     paths = {}
     for child in element:
         seen[child.tag] += 1
-        paths[child] = f"{path}/{child.tag}[{seen[child.tag]}]" if totals[child.tag] > 1 else f"{path}/{child.tag}"
+        paths[child] = (
+            f"{path}/{child.tag}[{seen[child.tag]}]" if totals[child.tag] > 1 else f"{path}/{child.tag}"
+        )
     return paths.__getitem__
 
 
@@ -98,11 +100,12 @@ class BlockTree:
         """Build the tree, halving ``max_words`` while the page collapses into fewer than ``min_blocks``
         blocks (a page of one big block cannot be pruned)."""
         tree = cls(root, max_words)
-        while len(tree.blocks) < min_blocks and tree.max_words > MIN_MAX_WORDS:
-            smaller = cls(root, max(tree.max_words // 2, MIN_MAX_WORDS))
-            if len(smaller.blocks) <= len(tree.blocks) and tree.blocks:
-                break  # nothing left to split (e.g. one short sentence)
-            tree = smaller
+        size = max_words
+        while len(tree.blocks) < min_blocks and size > MIN_MAX_WORDS:
+            size = max(size // 2, MIN_MAX_WORDS)
+            smaller = cls(root, size)
+            if len(smaller.blocks) >= min_blocks:
+                return smaller
         return tree
 
     def _build(self, words: dict[etree._Element, int]) -> None:

@@ -140,8 +140,11 @@ def _is_empty(element: etree._Element) -> bool:
 
 def _is_wrapper(element: etree._Element) -> bool:
     return (
-        (element.tag in INLINE_WRAPPER_TAGS or (element.tag in BLOCK_WRAPPER_TAGS and element[0].tag in BLOCK_TAGS))
-        and len(element) == 1
+        len(element) == 1
+        and (
+            element.tag in INLINE_WRAPPER_TAGS
+            or (element.tag in BLOCK_WRAPPER_TAGS and element[0].tag in BLOCK_TAGS)
+        )
         and not element.attrib
         and _is_blank(element.text)
         and _is_blank(element[0].tail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +27,16 @@ class KeptBlock:
 @dataclass(frozen=True)
 class PruneResult:
     text: str
-    tokens_before: int  # tokens of the raw input
     tokens_after: int  # tokens of ``text``, always <= budget
     budget: int
     kept: list[KeptBlock]
+    raw: str = field(repr=False)
+    counter: TokenCounter = field(repr=False)
+
+    @functools.cached_property
+    def tokens_before(self) -> int:
+        """Tokens of the raw input, counted on first use: raw pages are large and pruning needs no count."""
+        return self.counter(self.raw)
 
 
 class HtmlDocument:
@@ -69,6 +76,18 @@ class HtmlDocument:
 
     def render(self, kept: set[int]) -> str:
         return render(self.tree.assemble(kept), self.output)
+
+    def largest_cost(self) -> int:
+        return max((self.unit_cost(unit) for unit in range(len(self.tree.blocks))), default=0)
+
+    def full_text(self) -> str:
+        return render(self.tree.root, self.output)
+
+    def estimated_tokens(self) -> int:
+        """Sum of block and container costs: close to the full page's count, from counts already made."""
+        units = range(len(self.tree.blocks))
+        containers = {key: cost for unit in units for key, cost in self.unit_parents(unit)}
+        return sum(self.unit_cost(unit) for unit in units) + sum(containers.values())
 
     def kept_blocks(self, kept: list[tuple[int, float | None]]) -> list[KeptBlock]:
         blocks = self.tree.blocks
@@ -120,33 +139,34 @@ class HtmlPruner:
         self.counter = token_counter(self.tokenizer)
         self.scorer = resolve_scorer(self.scorer)
 
-    def document(self, html: str | bytes) -> tuple[HtmlDocument, str, int]:
-        """The page as packable blocks, its full cleaned rendering, and the token count of the raw input."""
+    def document(self, html: str | bytes) -> tuple[HtmlDocument, str]:
+        """The page as packable blocks, and the raw input as text."""
         if isinstance(html, bytes):
             html = decode_html(html)
         elif not isinstance(html, str):
             raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
         root = clean(html, main_content=self.main_content)
-        document = HtmlDocument.from_root(
-            root, self.output, self.counter, default_max_words(self.budget, self.max_words)
-        )
-        return document, render(root, self.output), self.counter(html)
+        max_words = default_max_words(self.budget, self.max_words)
+        document = HtmlDocument.from_root(root, self.output, self.counter, max_words)
+        # Words do not bound tokens (link-heavy blocks cost far more): split finer while a block
+        # would take over half the budget, so the best blocks can still fit.
+        while document.largest_cost() > self.budget // 2 and max_words > MIN_MAX_WORDS:
+            max_words = max(max_words // 2, MIN_MAX_WORDS)
+            document = HtmlDocument.from_root(root, self.output, self.counter, max_words)
+        return document, html
 
     def prune(self, html: str | bytes, query: str | None = None) -> PruneResult:
         query = check_query(query)
-        document, full_text, tokens_before = self.document(html)
-        full_tokens = self.counter(full_text)
-        if full_tokens <= self.budget:
-            everything = [(block, None) for block in range(len(document.tree.blocks))]
-            return PruneResult(
-                full_text, tokens_before, full_tokens, self.budget, document.kept_blocks(everything)
-            )
+        document, raw = self.document(html)
+        # Count the whole cleaned page only when the block counts say it may fit.
+        if document.estimated_tokens() <= 2 * self.budget:
+            full_text = document.full_text()
+            full_tokens = self.counter(full_text)
+            if full_tokens <= self.budget:
+                everything = [(block, None) for block in range(len(document.tree.blocks))]
+                kept = document.kept_blocks(everything)
+                return PruneResult(full_text, full_tokens, self.budget, kept, raw, self.counter)
         relevance = relevance_or_order(self.scorer, query, document.unit_texts())
         packed = pack([document], [relevance], self.budget, self.counter, self.threshold)
-        return PruneResult(
-            packed.texts[0],
-            tokens_before,
-            packed.tokens[0],
-            self.budget,
-            document.kept_blocks(packed.kept[0]),
-        )
+        kept = document.kept_blocks(packed.kept[0])
+        return PruneResult(packed.texts[0], packed.tokens[0], self.budget, kept, raw, self.counter)
