@@ -39,6 +39,7 @@ def run_one(model: str, budget: int | None, requests: int, max_tokens: int) -> d
     )
     llm = LLM(
         model=model,
+        runner="generate",
         dtype="float32",
         enforce_eager=True,
         max_model_len=1024,

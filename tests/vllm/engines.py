@@ -22,6 +22,7 @@ def make_llm(model_dir, hf_overrides: dict | None = None, **kwargs):
 
     settings = dict(
         model=str(model_dir),
+        runner="generate",
         dtype="float32",
         enforce_eager=True,
         max_model_len=256,
