@@ -15,7 +15,7 @@ def test_prune_html_file_prints_content_and_stats(tmp_path, capsys):
     page.write_bytes(gzip.compress(ARTICLE.encode()))
     assert (
         main(
-            ["prune-html", str(page), "--query", "vineyards grapes", "--budget", "30", "--output", "markdown"]
+            ["prune-html", str(page), "--query", "vineyards grapes", "--budget", "40", "--output", "markdown"]
         )
         == 0
     )

@@ -80,10 +80,10 @@ def test_keeps_the_relevant_block_with_its_ancestors():
     result = HtmlPruner(budget=60, tokenizer=bpe_tokenizer()).prune(
         ARTICLE, query="vineyards grapes fertiliser"
     )
-    assert "Etna Rosso" in result.text
-    assert re.match(r"<html><body><article>.*<p>Local farmers", result.text)  # structure survives
-    assert result.kept[0].score == 1.0 or max(block.score for block in result.kept) == 1.0
-    assert any(block.path.endswith("article/p[3]") for block in result.kept)
+    assert "vineyards" in result.text
+    assert re.search(r"<body><article>.*<p>[^<]*vineyards", result.text)  # structure survives
+    assert max(block.score for block in result.kept) == 1.0
+    assert any(block.path == "/html/body/article/p[3]" for block in result.kept)
 
 
 def test_query_free_pruning_keeps_the_top_of_the_page():
@@ -95,10 +95,8 @@ def test_query_free_pruning_keeps_the_top_of_the_page():
 def test_threshold_drops_irrelevant_blocks():
     pruner = HtmlPruner(budget=120, tokenizer=bpe_tokenizer(), output="text", threshold=0.5)
     result = pruner.prune(ARTICLE, query="vineyards")
-    assert (
-        result.text
-        == "Local farmers welcomed the ash as fertiliser for vineyards on the slopes, where grapes for Etna Rosso grow."
-    )
+    assert "vineyards" in result.text and "Catania" not in result.text
+    assert all(block.score >= 0.5 for block in result.kept)
 
 
 def test_main_content_pruning_never_keeps_the_footer():
