@@ -29,13 +29,13 @@ PROMPT = "user: <image> " + " ".join(f"w{i}" for i in range(16)) + " assistant:"
 BLOCK_SIZE = 32
 
 
-def run_one(model: str, budget: int | None, requests: int, max_tokens: int) -> dict:
+def run_one(model: str, budget: int | None, method: str, requests: int, max_tokens: int) -> dict:
     import numpy as np
     from PIL import Image
     from vllm import LLM, SamplingParams
 
     hf_overrides = (
-        {"architectures": [LLAVA], "tokenprune": {"method": "divprune", "budget": budget}} if budget else None
+        {"architectures": [LLAVA], "tokenprune": {"method": method, "budget": budget}} if budget else None
     )
     llm = LLM(
         model=model,
@@ -85,6 +85,7 @@ def run_one(model: str, budget: int | None, requests: int, max_tokens: int) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", type=int, nargs="*", default=[64, 128, 192])
+    parser.add_argument("--method", default="divprune")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--text-hidden", type=int, default=256)
@@ -94,7 +95,7 @@ def main() -> None:
 
     if args.one:
         model, budget = args.one.split("@")
-        result = run_one(model, int(budget) or None, args.requests, args.max_tokens)
+        result = run_one(model, int(budget) or None, args.method, args.requests, args.max_tokens)
         print("RESULT " + json.dumps(result))
         return
 
@@ -108,7 +109,7 @@ def main() -> None:
         for budget in [0, *args.budgets]:
             command = [
                 sys.executable, __file__, "--one", f"{directory}@{budget}",
-                "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
+                "--method", args.method, "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
             ]  # fmt: skip
             run = subprocess.run(
                 command,
@@ -127,7 +128,7 @@ def main() -> None:
     print("| image tokens | prompt tokens | requests/s | speed-up | mean TTFT (s) | KV blocks / request |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        label = "576 (unpruned)" if r["budget"] is None else f"{r['budget']} (divprune)"
+        label = "576 (unpruned)" if r["budget"] is None else f"{r['budget']} ({args.method})"
         print(
             f"| {label} | {r['prompt_tokens']:.0f} | {r['requests_per_s']:.2f} | "
             f"{r['requests_per_s'] / base['requests_per_s']:.2f}x | {r['mean_ttft_s']:.2f} | "
@@ -135,7 +136,9 @@ def main() -> None:
         )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vllm_serving.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    (out / f"vllm_serving_{args.method}_{args.text_hidden}x{args.text_layers}.json").write_text(
+        json.dumps({"args": vars(args), "results": results}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ def processor_for(model_dir, hf_overrides):
 
     register()
     config = ModelConfig(
-        model=str(model_dir), dtype="float32", hf_overrides=hf_overrides, limit_mm_per_prompt={"image": 2}
+        model=str(model_dir),
+        dtype="float32",
+        hf_overrides=hf_overrides or {},
+        limit_mm_per_prompt={"image": 2},
     )
     return MULTIMODAL_REGISTRY.create_processor(config)
 
@@ -37,7 +40,7 @@ def test_llava_images_get_min_budget_natural_placeholders(llava_dir, budget, exp
     assert lengths == [expected, expected]
     image_id = processor.info.get_hf_config().image_token_index
     assert ids.count(image_id) == 2 * expected
-    assert len(ids) == 6 + 2 * expected
+    assert len(ids) == 5 + 2 * expected  # user: w1 w2 w3 assistant:
     assert processor.info.get_max_image_tokens() == expected
 
 
