@@ -34,6 +34,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+# Both tools count tokens with the same Rust tokenizer, whose thread pool busy-waits on a loaded machine;
+# that spin would count as CPU time, so the benchmark and its htmlrag subprocess run it single-threaded.
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "article-extraction-benchmark"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -372,10 +375,9 @@ def run_scaling(sizes: list[float], tokenizer) -> dict:
 # --- report ----------------------------------------------------------------------------------------------
 
 
-def report(results: dict) -> str:
-    lines = []
-    ours, htmlrag = results["throughput"]["tokenprune"], results["throughput"].get("htmlrag")
-    lines += [
+def _throughput_table(throughput: dict) -> list[str]:
+    ours, htmlrag = throughput["tokenprune"], throughput.get("htmlrag")
+    lines = [
         f"### Throughput: clean + block tree + BM25 pruning to {THROUGHPUT_BUDGET} tokens ({ours['pages']} pages)",
         "",
         "| tool | pages/s | MB/s | failures | max tokens after | mean tokens after |",
@@ -389,7 +391,11 @@ def report(results: dict) -> str:
             )
     if htmlrag:
         lines += ["", f"Speed-up: {ours['pages_per_s'] / htmlrag['pages_per_s']:.1f}x (target >= 5x)."]
-    lines += [
+    return lines
+
+
+def _cleaning_table(cleaning: dict) -> list[str]:
+    lines = [
         "",
         "### Cleaning: tokens and main-content quality vs articleBody",
         "",
@@ -405,14 +411,17 @@ def report(results: dict) -> str:
         "trafilatura": "trafilatura.extract (reference)",
     }
     for key, name in names.items():
-        row = results["cleaning"][key]
+        row = cleaning[key]
         lines.append(
             f"| {name} | {row['tokens']:,} | {row['reduction']:.1%} | {row['precision']:.3f} | "
             f"{row['recall']:.3f} | {row['f1']:.3f} |"
         )
-    retention = results["retention"]
+    return lines
+
+
+def _retention_table(retention: dict) -> list[str]:
     scorers = sorted({key.split("@")[0] for key in retention})
-    lines += [
+    lines = [
         "",
         "### Evidence retention (markdown output)",
         "",
@@ -423,17 +432,32 @@ def report(results: dict) -> str:
         lines.append(
             f"| {scorer} | " + " | ".join(f"{retention[f'{scorer}@{b}']:.3f}" for b in BUDGETS) + " |"
         )
-    if results.get("scaling"):
-        lines += [
-            "",
-            "### Scaling (CPU s per MB, synthetic pages)",
-            "",
-            "| MB | clean | clean + prune |",
-            "|---|---|---|",
-        ]
-        for size, row in results["scaling"].items():
-            lines.append(f"| {size} | {row['clean_s_per_mb']:.2f} | {row['prune_s_per_mb']:.2f} |")
-    return "\n".join(lines)
+    return lines
+
+
+def _scaling_table(scaling: dict) -> list[str]:
+    lines = [
+        "",
+        "### Scaling (CPU s per MB, synthetic pages)",
+        "",
+        "| MB | clean | clean + prune |",
+        "|---|---|---|",
+    ]
+    for size, row in scaling.items():
+        lines.append(f"| {size} | {row['clean_s_per_mb']:.2f} | {row['prune_s_per_mb']:.2f} |")
+    return lines
+
+
+def report(results: dict) -> str:
+    tables = {
+        "throughput": _throughput_table,
+        "cleaning": _cleaning_table,
+        "retention": _retention_table,
+        "scaling": _scaling_table,
+    }
+    return "\n".join(
+        line for key, table in tables.items() if results.get(key) for line in table(results[key])
+    )
 
 
 def main() -> None:
@@ -446,30 +470,41 @@ def main() -> None:
     parser.add_argument("--scorers", default="bm25,embedding,hybrid")
     parser.add_argument("--skip-htmlrag", action="store_true")
     parser.add_argument("--htmlrag-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
-    parser.add_argument("--scaling-mb", default="1,5,10,25,50", help="comma-separated sizes; empty to skip")
+    parser.add_argument("--scaling-mb", default="1,5,10,25,50", help="comma-separated sizes")
+    parser.add_argument("--sections", default="throughput,cleaning,retention,scaling")
+    parser.add_argument("--out", type=Path, default=RESULTS / "context.json")
+    parser.add_argument("--report", type=Path, nargs="*", help="only print the tables of these JSON results")
     parser.add_argument("--htmlrag-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.htmlrag_worker:
         htmlrag_worker(args.data, args.pages)
         return
+    if args.report:
+        merged = {key: value for path in args.report for key, value in json.loads(path.read_text()).items()}
+        print(report(merged))
+        return
     pages = load_pages(args.data, args.pages)
     tokenizer = load_tokenizer()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sections = args.sections.split(",")
     results: dict = {}
 
     def save(section: str, value) -> None:  # after every section: a long run keeps what it measured
         results[section] = value
-        (RESULTS / "context.json").write_text(json.dumps(results, indent=2))
+        args.out.write_text(json.dumps(results, indent=2))
         print(f"{section} done", file=sys.stderr)
 
-    throughput = {"tokenprune": run_ours(pages, tokenizer)}
-    if not args.skip_htmlrag:
-        throughput["htmlrag"] = run_htmlrag(args.htmlrag_python, args.data, args.pages)
-    save("throughput", throughput)
-    save("cleaning", run_cleaning(pages, tokenizer))
-    save("retention", run_retention(pages[: args.retention_pages], tokenizer, args.scorers.split(",")))
-    sizes = [float(size) for size in args.scaling_mb.split(",") if size]
-    save("scaling", run_scaling(sizes, tokenizer) if sizes else {})
+    if "throughput" in sections:
+        throughput = {"tokenprune": run_ours(pages, tokenizer)}
+        if not args.skip_htmlrag:
+            throughput["htmlrag"] = run_htmlrag(args.htmlrag_python, args.data, args.pages)
+        save("throughput", throughput)
+    if "cleaning" in sections:
+        save("cleaning", run_cleaning(pages, tokenizer))
+    if "retention" in sections:
+        save("retention", run_retention(pages[: args.retention_pages], tokenizer, args.scorers.split(",")))
+    if "scaling" in sections:
+        save("scaling", run_scaling([float(size) for size in args.scaling_mb.split(",") if size], tokenizer))
     print(report(results))
 
 

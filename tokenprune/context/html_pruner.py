@@ -95,8 +95,8 @@ class HtmlDocument:
 
 
 def default_max_words(budget: int, max_words: int) -> int:
-    """Blocks of about an eighth of the budget, so several compete for it, never above ``max_words``."""
-    return max(MIN_MAX_WORDS, min(max_words, budget // 8))
+    """Blocks of about a twelfth of the budget in words, so several compete for it, never above ``max_words``."""
+    return max(MIN_MAX_WORDS, min(max_words, budget // 12))
 
 
 def check_query(query: object) -> str | None:
