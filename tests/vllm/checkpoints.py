@@ -45,6 +45,7 @@ def _save_weights(model, directory: Path, rename: tuple[str, str] | None = None)
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
+    model.config.architectures = [type(model).__name__]  # what vLLM resolves the in-tree model from
     model.config.save_pretrained(directory)
     state = {}
     for name, tensor in model.state_dict().items():

