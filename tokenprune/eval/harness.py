@@ -71,7 +71,7 @@ def prompt_pruner(name: str, budget: float, depth: int):
         from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
 
         last = DEFAULT_SCHEDULE[-1][1]
-        schedule = tuple((at, min(1.0, keep * budget / last)) for at, keep in DEFAULT_SCHEDULE)
+        schedule = tuple((at, round(min(1.0, keep * budget / last), 4)) for at, keep in DEFAULT_SCHEDULE)
         return tp.LazySkip(schedule=schedule)
     if name == "gemfilter":
         return tp.GemFilter(budget, filter_layer=max(1, round(GEMFILTER_DEPTH * depth)))
