@@ -9,7 +9,7 @@ speedup vs unpruned, the FLOP-ideal speedup (vision tower + LLM), speedup / idea
 as % of the unpruned prefill. Vision-attention scoring (VisionZip, FoPru) runs inside the tower and
 is part of the prefill time, not of the selection column.
 
-    python benchmarks/visual_prefill_qwen.py [--runs 3] [--budgets 0.1,0.2,0.3] [--quick]
+    python benchmarks/visual_prefill_qwen.py [--runs 2] [--budgets 0.1,0.2,0.3] [--quick]
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ PATCH, TEMPORAL, MERGE, WINDOW = 14, 2, 2, 112
 class Geometry:
     name: str
     grid_thw: tuple[int, int, int]  # in patches (t in temporal patches)
-    vision_hidden: int = 128
+    vision_hidden: int = 96
     vision_layers: int = 8
-    vision_heads: int = 4
-    vision_ffn: int = 256
-    text_hidden: int = 512
-    text_layers: int = 12
-    text_heads: int = 8
+    vision_heads: int = 3
+    vision_ffn: int = 192
+    text_hidden: int = 384
+    text_layers: int = 8
+    text_heads: int = 6
     text_kv_heads: int = 2
-    text_ffn: int = 1536
+    text_ffn: int = 1024
     vocab: int = 152064
     text_tokens: int = 60
 
@@ -234,7 +234,7 @@ def bench(g: Geometry, budgets: list[float], runs: int) -> tuple[float, list[dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--budgets", default="0.1,0.2,0.3")
     parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
     parser.add_argument("--only", choices=["image", "video"], help="run one input only")
