@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-if importlib.util.find_spec("vllm") is None:
+# This directory itself is importable as a namespace package named "vllm" once pytest puts tests/
+# on sys.path; only a real package (with an origin) counts.
+_spec = importlib.util.find_spec("vllm")
+if _spec is None or _spec.origin is None:
     collect_ignore_glob = ["*"]
 else:
     sys.path.insert(0, str(Path(__file__).parent))
