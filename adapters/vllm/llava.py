@@ -22,7 +22,7 @@ from vllm.model_executor.models.llava import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from tokenprune.adapters.vllm.config import PruneConfig, parse_config
-from tokenprune.adapters.vllm.select import select_rows
+from tokenprune.adapters.vllm.selection import select_rows
 from tokenprune.attention import cls_attention
 from tokenprune.pruners import VisualTokens
 

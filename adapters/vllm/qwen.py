@@ -35,7 +35,7 @@ from vllm.multimodal.video_prune.evs import recompute_mrope_positions
 
 from tokenprune.adapters.vllm.config import PruneConfig, parse_config
 from tokenprune.adapters.vllm.patches import mark_pruning, patches_active
-from tokenprune.adapters.vllm.select import select_rows
+from tokenprune.adapters.vllm.selection import select_rows
 from tokenprune.pruners import VisualTokens
 
 # VisionZip and FoPru need the tower's attention significance (mean attention received, pooled per
