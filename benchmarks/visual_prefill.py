@@ -48,8 +48,19 @@ class Geometry:
         return (self.image_size // self.patch_size) ** 2
 
 
-QUICK = Geometry(image_size=112, vision_hidden=64, vision_layers=2, vision_heads=2, vision_ffn=128,
-                 text_hidden=128, text_layers=8, text_heads=4, text_ffn=256, vocab=32064, text_tokens=20)
+QUICK = Geometry(
+    image_size=112,
+    vision_hidden=64,
+    vision_layers=2,
+    vision_heads=2,
+    vision_ffn=128,
+    text_hidden=128,
+    text_layers=8,
+    text_heads=4,
+    text_ffn=256,
+    vocab=32064,
+    text_tokens=20,
+)
 
 
 def build_model(g: Geometry):
@@ -58,12 +69,20 @@ def build_model(g: Geometry):
     torch.manual_seed(0)
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=g.vision_hidden, intermediate_size=g.vision_ffn, num_hidden_layers=g.vision_layers,
-            num_attention_heads=g.vision_heads, image_size=g.image_size, patch_size=g.patch_size,
+            hidden_size=g.vision_hidden,
+            intermediate_size=g.vision_ffn,
+            num_hidden_layers=g.vision_layers,
+            num_attention_heads=g.vision_heads,
+            image_size=g.image_size,
+            patch_size=g.patch_size,
         ),
         text_config=LlamaConfig(
-            vocab_size=g.vocab, hidden_size=g.text_hidden, intermediate_size=g.text_ffn,
-            num_hidden_layers=g.text_layers, num_attention_heads=g.text_heads, num_key_value_heads=g.text_heads,
+            vocab_size=g.vocab,
+            hidden_size=g.text_hidden,
+            intermediate_size=g.text_ffn,
+            num_hidden_layers=g.text_layers,
+            num_attention_heads=g.text_heads,
+            num_key_value_heads=g.text_heads,
             max_position_embeddings=4096,
         ),
         image_token_index=IMAGE_TOKEN,
@@ -96,7 +115,9 @@ def text_layer_flops(g: Geometry, n: int) -> float:
 
 
 def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
-    return vision_flops(g) + sum(text_layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
+    return (
+        vision_flops(g) + sum(text_layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
+    )
 
 
 class PeakRss:
@@ -192,24 +213,39 @@ def main() -> None:
             seconds, selecting, peak, records = time_prefill(model, inputs, args.runs, pruner)
             ideal = base_flops / prefill_flops(g, tokens_per_layer(g, records, pruner))
             speedup = base_time / seconds
-            rows.append({
-                "pruner": name, "budget": budget, "prefill_s": seconds, "speedup": speedup, "ideal": ideal,
-                "ratio": speedup / ideal, "selection_pct": 100 * selecting / base_time, "peak_mb": peak,
-            })
+            rows.append(
+                {
+                    "pruner": name,
+                    "budget": budget,
+                    "prefill_s": seconds,
+                    "speedup": speedup,
+                    "ideal": ideal,
+                    "ratio": speedup / ideal,
+                    "selection_pct": 100 * selecting / base_time,
+                    "peak_mb": peak,
+                }
+            )
     header = "| pruner | tokens | prefill (s) | speedup | FLOP-ideal | speedup/ideal | selection % | peak extra MB |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|",
-             f"| unpruned | {g.patches} | {base_time:.3f} | 1.00 | 1.00 | 1.00 | 0.0 | {base_peak:.0f} |"]
+    lines = [
+        header,
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| unpruned | {g.patches} | {base_time:.3f} | 1.00 | 1.00 | 1.00 | 0.0 | {base_peak:.0f} |",
+    ]
     lines += [
         f"| {r['pruner']} | {r['budget']} | {r['prefill_s']:.3f} | {r['speedup']:.2f} | {r['ideal']:.2f} | "
         f"{r['ratio']:.2f} | {r['selection_pct']:.2f} | {r['peak_mb']:.0f} |"
         for r in rows
     ]
-    print(f"LLaVA-1.5 geometry: {g.patches} patches + {g.text_tokens} text tokens; tower {g.vision_layers}x{g.vision_hidden}, "
-          f"LLM {g.text_layers}x{g.text_hidden}; {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"median of {args.runs}")
+    print(
+        f"LLaVA-1.5 geometry: {g.patches} patches + {g.text_tokens} text tokens; tower {g.vision_layers}x{g.vision_hidden}, "
+        f"LLM {g.text_layers}x{g.text_hidden}; {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+        f"median of {args.runs}"
+    )
     print("\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps({"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

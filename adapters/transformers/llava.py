@@ -6,12 +6,12 @@ import math
 import time
 
 import torch
+
 from tokenprune.adapters.transformers.base import Adapter
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
-
 from tokenprune.pruners.base import Selection, VisualTokens
 from tokenprune.stats import PruneRecord
 
