@@ -66,7 +66,7 @@ def visual_pruner(name: str, budget: float, depth: int):
 
 def prompt_pruner(name: str, budget: float, depth: int):
     """A prefill pruner keeping `budget` of the prompt. LazySkip scales its default schedule so that
-    the last stage keeps `budget` (budget 0.3 is the default schedule); GemFilter selects at 40% depth."""
+    the last stage keeps `budget` (budget 0.1 is the default schedule); GemFilter selects at 40% depth."""
     if name == "lazyskip":
         from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
 
