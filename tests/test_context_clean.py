@@ -232,7 +232,7 @@ def test_cleaning_is_lossless_for_visible_words(html):
     assert re.findall(r"\w+", clean_html(html, output="text")) == re.findall(
         r"\w+", render(reference, "text")
     )
-    cleaned_tree = parse_html(clean_html(html))
-    assert re.findall(r"\w+", " ".join(cleaned_tree.itertext())) == re.findall(
-        r"\w+", " ".join(reference.itertext())
+    # the HTML output, parsed again, shows the same words (inline tags do not separate words)
+    assert re.findall(r"\w+", render(parse_html(clean_html(html)), "text")) == re.findall(
+        r"\w+", render(reference, "text")
     )

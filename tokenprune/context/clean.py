@@ -26,6 +26,8 @@ BLOCK_TAGS = frozenset(
         "summary", "menu", "legend", "colgroup", "col",
     }
 )  # fmt: skip
+# Table parts only break lines inside their table; a stray one would glue to the text beside it.
+_TABLE_PARTS = frozenset({"tr", "td", "th", "thead", "tbody", "tfoot", "caption", "col", "colgroup"})
 _PRESERVE_WHITESPACE = ("pre", "textarea")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
@@ -143,7 +145,11 @@ def _is_wrapper(element: etree._Element) -> bool:
         len(element) == 1
         and (
             element.tag in INLINE_WRAPPER_TAGS
-            or (element.tag in BLOCK_WRAPPER_TAGS and element[0].tag in BLOCK_TAGS)
+            or (
+                element.tag in BLOCK_WRAPPER_TAGS
+                and element[0].tag in BLOCK_TAGS
+                and element[0].tag not in _TABLE_PARTS
+            )
         )
         and not element.attrib
         and _is_blank(element.text)
@@ -152,7 +158,10 @@ def _is_wrapper(element: etree._Element) -> bool:
 
 
 def _drop_tree(element: etree._Element) -> None:
-    """Remove an element and its content, keeping the text that follows it."""
+    """Remove an element and its content, keeping the text that follows it (after a line break's
+    worth of space when the element was a block, so the words around it stay apart)."""
+    if element.tail and element.tag in BLOCK_TAGS:
+        element.tail = " " + element.tail
     if element.tail:
         previous = element.getprevious()
         if previous is None:
