@@ -41,11 +41,11 @@ class Geometry:
     vision_layers: int = 8
     vision_heads: int = 3
     vision_ffn: int = 192
-    text_hidden: int = 384
-    text_layers: int = 8
-    text_heads: int = 6
+    text_hidden: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
     text_kv_heads: int = 2
-    text_ffn: int = 1024
+    text_ffn: int = 1536
     vocab: int = 152064
     text_tokens: int = 60
 

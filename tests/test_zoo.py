@@ -86,7 +86,7 @@ def test_processor_matches_the_training_pixels_and_prompt():
     assert inputs["input_ids"][0].tolist() == batch["input_ids"][0, :prompt_length].tolist()
 
 
-# The committed checkpoints are short CPU runs (see docs-snippets/zoo.md) that have not reached the
+# The committed checkpoints are short CPU runs (see the README's reference-model section) that have not reached the
 # accuracy targets; these tests pin what they do reliably: load as standard HF checkpoints and answer
 # with a word of the asked-for kind.
 ANSWER_WORDS = {
