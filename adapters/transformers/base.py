@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from tokenprune.compose import Composed
-from tokenprune.stats import RunStats
+from tokenprune.pruners.base import VisualTokens
+from tokenprune.stats import PruneRecord, RunStats
 
 
 class Adapter:
@@ -36,6 +39,43 @@ class Adapter:
 
     def install(self) -> None:
         raise NotImplementedError
+
+    def select_visual(
+        self,
+        tokens: VisualTokens,
+        positions: torch.Tensor,
+        keep: torch.Tensor,
+        embeds: torch.Tensor,
+        sample: int,
+        group: int,
+        grid: tuple[int, ...],
+    ) -> torch.Tensor:
+        """Run the pre-LLM pruner on one image (or video) whose tokens sit at `positions` of `sample`:
+        clear the dropped positions in `keep` (B, L), write merged features into `embeds`, record the
+        stats. Returns the kept indices (into the group's own token order)."""
+        pruner = self.pruner.at("pre_llm")
+        started = time.perf_counter()
+        selection = pruner.select(tokens)
+        seconds = time.perf_counter() - started
+        dropped = torch.ones(len(positions), dtype=torch.bool, device=keep.device)
+        dropped[selection.indices] = False
+        keep[sample, positions[dropped]] = False
+        if selection.features is not None:
+            embeds[sample, positions[selection.indices]] = selection.features.to(embeds.dtype)
+        self.stats.records.append(
+            PruneRecord(
+                stage="pre_llm",
+                method=pruner.name,
+                sample=sample,
+                group=group,
+                tokens_before=len(tokens),
+                tokens_after=len(selection.indices),
+                kept_indices=tuple(selection.indices.tolist()),
+                grid=grid,
+                seconds=seconds,
+            )
+        )
+        return selection.indices
 
     def remove(self) -> None:
         for hook in self._hooks:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
@@ -12,8 +11,7 @@ from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningE
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
-from tokenprune.pruners.base import Selection, VisualTokens
-from tokenprune.stats import PruneRecord
+from tokenprune.pruners.base import VisualTokens
 
 
 class LlavaAdapter(Adapter):
@@ -177,28 +175,7 @@ class LlavaAdapter(Adapter):
             origins = []
             for g, positions in enumerate(per_sample):
                 tokens = images[image]
-                started = time.perf_counter()
-                selection: Selection = self.pre.select(tokens)
-                seconds = time.perf_counter() - started
-                dropped = torch.ones(len(positions), dtype=torch.bool, device=keep.device)
-                dropped[selection.indices] = False
-                keep[b, positions[dropped]] = False
-                if selection.features is not None:
-                    embeds[b, positions[selection.indices]] = selection.features.to(embeds.dtype)
-                origins.append(selection.indices)
-                self.stats.records.append(
-                    PruneRecord(
-                        stage="pre_llm",
-                        method=self.pre.name,
-                        sample=b,
-                        group=g,
-                        tokens_before=len(tokens),
-                        tokens_after=len(selection.indices),
-                        kept_indices=tuple(selection.indices.tolist()),
-                        grid=self.grid,
-                        seconds=seconds,
-                    )
-                )
+                origins.append(self.select_visual(tokens, positions, keep, embeds, b, g, self.grid))
                 image += 1
             kept_origins.append(origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)

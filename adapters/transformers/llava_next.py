@@ -20,7 +20,6 @@ the layout is read from the features, not from `image_sizes`, which generate() d
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -31,9 +30,7 @@ from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningE
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index
 from tokenprune.attention import mean_attention_received
-from tokenprune.pruners.base import Selection
 from tokenprune.pruners.views import ViewTokens
-from tokenprune.stats import PruneRecord
 
 AUX = ("attention", "keys", "pre_projection")
 
@@ -381,29 +378,9 @@ class AnyresAdapter(Adapter):
                     project=module.multi_modal_projector,
                     views=item.views,
                 )
-                started = time.perf_counter()
-                selection: Selection = self.pre.select(tokens)
-                seconds = time.perf_counter() - started
-                dropped = torch.ones(len(candidates), dtype=torch.bool, device=keep.device)
-                dropped[selection.indices] = False
-                keep[b, candidates[dropped]] = False
-                if selection.features is not None:
-                    embeds[b, candidates[selection.indices]] = selection.features.to(embeds.dtype)
-                sample_positions.append(candidates[selection.indices])
-                sample_origins.append(selection.indices)
-                self.stats.records.append(
-                    PruneRecord(
-                        stage="pre_llm",
-                        method=self.pre.name,
-                        sample=b,
-                        group=g,
-                        tokens_before=len(tokens),
-                        tokens_after=len(selection.indices),
-                        kept_indices=tuple(selection.indices.tolist()),
-                        grid=item.grid,
-                        seconds=seconds,
-                    )
-                )
+                kept = self.select_visual(tokens, candidates, keep, embeds, b, g, item.grid)
+                sample_positions.append(candidates[kept])
+                sample_origins.append(kept)
             kept_positions.append(sample_positions)
             kept_origins.append(sample_origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)

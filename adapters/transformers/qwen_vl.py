@@ -10,7 +10,6 @@ tokens (`"reindex"`, where every kept token gets a contiguous 1-D position, as t
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,6 @@ from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.attention import mean_attention_received
 from tokenprune.pruners.base import VisualTokens
 from tokenprune.pruners.views import ViewTokens
-from tokenprune.stats import PruneRecord
 
 # (kind, pixel kwarg, grid kwarg, feature getter, mm_token_type value)
 KINDS = (
@@ -343,28 +341,7 @@ class QwenVLAdapter(Adapter):
                         features, group.grid, attention, keys, views=(group.grid[1:],) * group.grid[0]
                     )
                 )
-                started = time.perf_counter()
-                selection = self.pre.select(visual)
-                seconds = time.perf_counter() - started
-                dropped = torch.ones(len(group.positions), dtype=torch.bool, device=keep.device)
-                dropped[selection.indices] = False
-                keep[b, group.positions[dropped]] = False
-                if selection.features is not None:
-                    embeds[b, group.positions[selection.indices]] = selection.features.to(embeds.dtype)
-                origins.append(selection.indices)
-                self.stats.records.append(
-                    PruneRecord(
-                        stage="pre_llm",
-                        method=self.pre.name,
-                        sample=b,
-                        group=g,
-                        tokens_before=len(visual),
-                        tokens_after=len(selection.indices),
-                        kept_indices=tuple(selection.indices.tolist()),
-                        grid=group.grid,
-                        seconds=seconds,
-                    )
-                )
+                origins.append(self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid))
             kept_origins.append(origins)
         packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)
         prefill = PackedPrefill(
