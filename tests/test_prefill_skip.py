@@ -209,7 +209,11 @@ def test_default_schedule_is_relative_to_depth():
     model = tiny_causal_lm("llama", num_hidden_layers=8)
     with tp.apply(model, tp.LazySkip()) as run:
         logits(model, padded_batch((60,)))
-    assert [(r.layer, r.tokens_after) for r in run.stats] == [(2, 30), (4, 15), (6, 12)]  # the last stage is floored at sinks + window
+    assert [(r.layer, r.tokens_after) for r in run.stats] == [
+        (2, 30),
+        (4, 15),
+        (6, 12),
+    ]  # the last stage is floored at sinks + window
     assert tp.LazySkip().for_depth(32).schedule == ((8, 0.5), (16, 0.25), (24, 0.1))
     assert tp.LazySkip().budget == 0.1
 
