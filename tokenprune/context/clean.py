@@ -158,10 +158,11 @@ def _is_wrapper(element: etree._Element) -> bool:
 
 
 def _drop_tree(element: etree._Element) -> None:
-    """Remove an element and its content, keeping the text that follows it (after a line break's
-    worth of space when the element was a block, so the words around it stay apart)."""
-    if element.tail and element.tag in BLOCK_TAGS:
-        element.tail = " " + element.tail
+    """Remove an element and its content, keeping the text that follows it. A block, or an element
+    holding only whitespace (e.g. what dropped blocks inside it left), still separates the words
+    around it, so a space takes its place."""
+    if element.tag in BLOCK_TAGS or (element.text or "").isspace():
+        element.tail = " " + (element.tail or "")
     if element.tail:
         previous = element.getprevious()
         if previous is None:
@@ -175,7 +176,13 @@ def _drop_tree(element: etree._Element) -> None:
 def _unwrap(wrapper: etree._Element) -> None:
     """Replace a wrapper by its only child (replace() is O(1); index-based unwrapping is not)."""
     child = wrapper[0]
-    child.tail = wrapper.tail
+    if wrapper.text:  # whitespace only, but it may be all that separates two words
+        previous, parent = wrapper.getprevious(), wrapper.getparent()
+        if previous is None:
+            parent.text = (parent.text or "") + wrapper.text
+        else:
+            previous.tail = (previous.tail or "") + wrapper.text
+    child.tail = (child.tail or "") + (wrapper.tail or "") or None
     wrapper.getparent().replace(wrapper, child)
 
 
