@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from visual_prefill import time_prefill  # noqa: E402
+from visual_prefill import text_layer_flops, time_prefill  # noqa: E402
 
 import tokenprune as tp  # noqa: E402
 
@@ -112,11 +112,6 @@ def vision_flops(g: Geometry) -> float:
     per_crop = g.vision_layers * (2 * n * (4 * d * d + 2 * d * g.vision_ffn) + 4 * n * n * d)
     projector = 2 * g.candidates * (g.vision_hidden * g.text_hidden + g.text_hidden**2)
     return (1 + g.crops_per_side**2) * per_crop + projector
-
-
-def text_layer_flops(g: Geometry, n: int) -> float:
-    d = g.text_hidden
-    return 2 * n * (4 * d * d + 3 * d * g.text_ffn) + 2 * n * n * d
 
 
 def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
