@@ -179,14 +179,9 @@ class LlavaAdapter(Adapter):
                 image += 1
             kept_origins.append(origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)
-        self._prefill = PackedPrefill(
-            input_ids.shape[1], packed.index.shape[1], packed.mask, packed.dropped, self.reindex
-        )
+        self._prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
         if self.engine is not None:
-            slot_of = torch.full_like(input_ids, -1)
-            for b in range(len(runs)):
-                real = packed.valid[b].nonzero().squeeze(1)
-                slot_of[b, packed.index[b, real]] = real
+            slot_of = packed.slots(input_ids.shape[1])
             self._groups = TokenGroups(
                 [[slot_of[b, p[o]] for p, o in zip(runs[b], kept_origins[b])] for b in range(len(runs))],
                 kept_origins,

@@ -384,14 +384,9 @@ class AnyresAdapter(Adapter):
             kept_positions.append(sample_positions)
             kept_origins.append(sample_origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)
-        self._prefill = PackedPrefill(
-            input_ids.shape[1], packed.index.shape[1], packed.mask, packed.dropped, self.reindex
-        )
+        self._prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
         if self.engine is not None:
-            slot_of = torch.full_like(input_ids, -1)
-            for b in range(len(placed)):
-                real = packed.valid[b].nonzero().squeeze(1)
-                slot_of[b, packed.index[b, real]] = real
+            slot_of = packed.slots(input_ids.shape[1])
             self._groups = TokenGroups(
                 [[slot_of[b, p] for p in per] for b, per in enumerate(kept_positions)],
                 kept_origins,

@@ -107,7 +107,7 @@ class PrefillSelectEngine:
         if bool((keep == valid).all()):
             return args, inputs  # nothing dropped: the forward runs exactly as without pruning
         packed = pack(embeds, keep, mask, kwargs.get("position_ids"), self.reindex)
-        self.prefill = PackedPrefill(length, packed.index.shape[1], packed.mask, packed.dropped, self.reindex)
+        self.prefill = packed.prefill_state(length, self.reindex)
         return args, {
             **inputs,
             "inputs_embeds": packed.embeds,

@@ -344,18 +344,13 @@ class QwenVLAdapter(Adapter):
                 origins.append(self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid))
             kept_origins.append(origins)
         packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)
-        prefill = PackedPrefill(
-            input_ids.shape[1], packed.index.shape[1], packed.mask, packed.dropped, self.reindex
-        )
+        prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
         self._prefill = QwenPrefill(prefill, rope_deltas)
         # rope_deltas maps unpruned text positions to the positions the model now uses
         module.rope_deltas = -packed.dropped[:, None] if self.reindex else rope_deltas
         self.after_pack(input_ids, packed)
         if self.engine is not None:
-            slot_of = torch.full_like(input_ids, -1)
-            for b in range(len(groups)):
-                real = packed.valid[b].nonzero().squeeze(1)
-                slot_of[b, packed.index[b, real]] = real
+            slot_of = packed.slots(input_ids.shape[1])
             self._groups = TokenGroups(
                 [
                     [slot_of[b, g.positions[o]] for g, o in zip(groups[b], kept_origins[b])]

@@ -21,6 +21,18 @@ class Packed:
     position_ids: torch.Tensor
     dropped: torch.Tensor  # (B,) real tokens removed per sample
 
+    def prefill_state(self, length: int, reindex: bool) -> PackedPrefill:
+        """What decoding after this packed prefill of a `length`-token prompt needs."""
+        return PackedPrefill(length, self.index.shape[1], self.mask, self.dropped, reindex)
+
+    def slots(self, length: int) -> torch.Tensor:
+        """(B, length): the packed slot of each original real position, -1 where it was dropped."""
+        slot_of = torch.full((self.index.shape[0], length), -1, dtype=torch.long, device=self.index.device)
+        for b in range(self.index.shape[0]):
+            real = self.valid[b].nonzero().squeeze(1)
+            slot_of[b, self.index[b, real]] = real
+        return slot_of
+
 
 def pack(
     embeds: torch.Tensor,
