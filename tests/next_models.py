@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from tiny_models import IMAGE_TOKEN, tiny_llama_config
+from tiny_models import IMAGE_TOKEN, tiny_llama_config, tiny_vision_config
 
 VIDEO_TOKEN = 126
 CROP = 42  # tower resolution: 6 x 6 patches of 7 pixels per crop
@@ -19,15 +19,7 @@ def tiny_llava_next(seed: int = 0, attn: str = "sdpa"):
     from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
 
     torch.manual_seed(seed)
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=CROP,
-        patch_size=7,
-        projection_dim=32,
-    )
+    vision = tiny_vision_config(CLIPVisionConfig, CROP, 7)
     config = LlavaNextConfig(
         vision_config=vision,
         text_config=tiny_llama_config(),

@@ -28,14 +28,9 @@ def tiny_llama_config(**overrides):
     return LlamaConfig(**values)
 
 
-def tiny_llava(
-    seed: int = 0, image_size: int = 84, patch_size: int = 14, attn: str = "sdpa", **text_overrides
-):
-    """LLaVA-1.5 geometry in miniature: CLIP tower (CLS + (image_size/patch_size)^2 patches), layer -2 features."""
-    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    torch.manual_seed(seed)
-    vision = CLIPVisionConfig(
+def tiny_vision_config(config_class, image_size: int, patch_size: int):
+    """A 3-layer, 32-wide CLIP-style vision tower config shared by the tiny VLMs."""
+    return config_class(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=3,
@@ -44,8 +39,17 @@ def tiny_llava(
         patch_size=patch_size,
         projection_dim=32,
     )
+
+
+def tiny_llava(
+    seed: int = 0, image_size: int = 84, patch_size: int = 14, attn: str = "sdpa", **text_overrides
+):
+    """LLaVA-1.5 geometry in miniature: CLIP tower (CLS + (image_size/patch_size)^2 patches), layer -2 features."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
     config = LlavaConfig(
-        vision_config=vision,
+        vision_config=tiny_vision_config(CLIPVisionConfig, image_size, patch_size),
         text_config=tiny_llama_config(**text_overrides),
         image_token_index=IMAGE_TOKEN,
         vision_feature_layer=-2,
