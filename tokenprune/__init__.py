@@ -6,46 +6,60 @@ with tp.apply(model, tp.DivPrune(budget=64)) as run:
 run.stats
 """
 
-from tokenprune.apply import PruneHandle, apply
-from tokenprune.compose import Composed, compose
-from tokenprune.pruners import (
-    DivPrune,
-    FastV,
-    Feather,
-    FoPru,
-    GemFilter,
-    LayerPruner,
-    LazySkip,
-    PrefillPruner,
-    PreLLMPruner,
-    Pruner,
-    RandomPrune,
-    SplitByArea,
-    UniformPrune,
-    VisionZip,
-)
-from tokenprune.stats import PruneRecord, RunStats
+import importlib
+import sys
+import types
 
-__all__ = [
-    "Composed",
-    "DivPrune",
-    "FastV",
-    "Feather",
-    "FoPru",
-    "GemFilter",
-    "LayerPruner",
-    "LazySkip",
-    "PreLLMPruner",
-    "PrefillPruner",
-    "PruneHandle",
-    "PruneRecord",
-    "Pruner",
-    "RandomPrune",
-    "RunStats",
-    "SplitByArea",
-    "UniformPrune",
-    "VisionZip",
-    "apply",
-    "compose",
-]
+# Names exported here, and the module defining each. They are imported on first use, so that
+# torch-free parts (tokenprune.context, the prune-html CLI) start without importing torch.
+_EXPORTS = {
+    "apply": "tokenprune.apply",
+    "PruneHandle": "tokenprune.apply",
+    "compose": "tokenprune.compose",
+    "Composed": "tokenprune.compose",
+    "PruneRecord": "tokenprune.stats",
+    "RunStats": "tokenprune.stats",
+    **dict.fromkeys(
+        (
+            "DivPrune",
+            "FastV",
+            "Feather",
+            "FoPru",
+            "GemFilter",
+            "LayerPruner",
+            "LazySkip",
+            "PrefillPruner",
+            "PreLLMPruner",
+            "Pruner",
+            "RandomPrune",
+            "SplitByArea",
+            "UniformPrune",
+            "VisionZip",
+        ),
+        "tokenprune.pruners",
+    ),
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+class _Package(types.ModuleType):
+    def __getattr__(self, name: str):
+        if name not in _EXPORTS:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        setattr(self, name, value)
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        # Importing a submodule binds it on its package; the functions apply() and compose() keep
+        # their names even when their modules (tokenprune.apply, tokenprune.compose) load later.
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == f"{self.__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *_EXPORTS})
+
+
+sys.modules[__name__].__class__ = _Package
