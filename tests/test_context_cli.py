@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import subprocess
 import sys
 
 import pytest
@@ -45,3 +46,11 @@ def test_prune_html_errors(argv, message, monkeypatch, capsys):
 def test_unknown_subcommand():
     with pytest.raises(SystemExit):
         main(["nope"])
+
+
+def test_context_pruning_never_imports_torch():
+    code = (
+        "import sys, tokenprune, tokenprune.context, tokenprune.cli, tokenprune.context.cli; "
+        "assert 'torch' not in sys.modules; import tokenprune as tp; tp.DivPrune; assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,9 +4,10 @@ import re
 
 import numpy as np
 import pytest
-from _context_fixtures import ARTICLE, bpe_count, bpe_tokenizer, hf_tokenizer, whitespace_count
+from _context_fixtures import ARTICLE, bpe_count, bpe_tokenizer, hf_tokenizer, real_pages, whitespace_count
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tokenizers import Tokenizer
 
 from tokenprune.context import (
     BlockTree,
@@ -30,6 +31,32 @@ def test_token_counter_accepts_every_supported_tokenizer(tmp_path):
     for tokenizer in (bpe_tokenizer(), hf_tokenizer(), str(path), path, bpe_count):
         assert token_counter(tokenizer)(text) == expected
     assert token_counter(None)("Hello, world!") == 4  # words and punctuation
+
+
+def test_token_counts_ignore_truncation_and_padding_of_the_tokenizer(tmp_path):
+    """A tokenizer.json often enables truncation and padding; counts must be of the whole text, and
+    counting must leave the caller's tokenizer as it was."""
+    text = " ".join(["Etna erupted, and lava reached the vineyards."] * 20)
+    expected = bpe_count(text)
+    assert expected > 64
+    configured = Tokenizer.from_str(bpe_tokenizer().to_str())
+    configured.enable_truncation(max_length=16)
+    configured.enable_padding(length=32)
+    path = tmp_path / "tokenizer.json"
+    configured.save(str(path))
+    for tokenizer in (configured, str(path)):
+        counter = token_counter(tokenizer)
+        assert counter(text) == expected
+        assert counter.many([text, "Etna"]) == [expected, bpe_count("Etna")]
+    assert configured.truncation["max_length"] == 16 and configured.padding["length"] == 32
+
+
+def test_fast_tokenizer_batch_counts_equal_its_own_counts():
+    texts = [page.decode("utf-8", "replace")[:5000] for _, page, _ in real_pages(3)] or [ARTICLE]
+    texts += ["<s> special </s> tokens", "", " é &amp; <a href='/x'>x</a>"]
+    tokenizer = hf_tokenizer()
+    counter = token_counter(tokenizer)
+    assert counter.many(texts) == [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
 
 
 @pytest.mark.parametrize("bad", [3, 2.5, object(), ["tok"]])
@@ -121,6 +148,25 @@ def test_one_block_page_is_split_further():
     tree = BlockTree.split(clean(page), max_words=256)
     assert len(tree.blocks) >= 2
     assert all(block.path == "/html/body/p" and block.span is not None for block in tree.blocks)
+
+
+def test_costly_blocks_are_split_where_they_are_and_nowhere_else():
+    """A run of links costs far more tokens than words; only its own blocks get finer."""
+    links = " ".join(f"<a href='/section/{i}/a-long-path-to-page-{i}.html'>Item {i}</a>" for i in range(16))
+    prose = "".join(f"<p>Paragraph {i} tells about lava near the crater and the ash.</p>" for i in range(6))
+    page = f"<body><div>{links}</div>{prose}</body>"
+    coarse = HtmlPruner(budget=10**6, tokenizer=bpe_tokenizer(), max_words=33).document(page)[0]
+    coarse_costs = [coarse.unit_cost(unit) for unit in range(len(coarse.tree.blocks))]
+    assert coarse.tree.blocks[0].path == "/html/body/div" and coarse_costs[0] > 400 // 2
+
+    document, _ = HtmlPruner(budget=400, tokenizer=bpe_tokenizer()).document(page)  # max_words 400 // 12
+    costs = [document.unit_cost(unit) for unit in range(len(document.tree.blocks))]
+    assert max(costs) <= 400 // 2
+    link_blocks = [block for block in document.tree.blocks if block.path == "/html/body/div"]
+    assert len(link_blocks) > 1
+    assert [b for b in document.tree.blocks if b.path != "/html/body/div"] == coarse.tree.blocks[1:]
+    rebuilt = document.tree.assemble(set(range(len(document.tree.blocks))))
+    assert " ".join(rebuilt.itertext()).split() == " ".join(clean(page).itertext()).split()
 
 
 def test_assemble_everything_reproduces_the_page():

@@ -84,16 +84,27 @@ def _text_of(value: str | etree._Element) -> str:
 class BlockTree:
     """Blocks of one cleaned page, and re-assembly of any subset of them with their ancestors."""
 
-    def __init__(self, root: etree._Element, max_words: int = 256):
+    def __init__(
+        self,
+        root: etree._Element,
+        max_words: int = 256,
+        limits: dict[etree._Element, int] | None = None,
+        words: dict[etree._Element, int] | None = None,
+    ):
+        """``limits`` lowers ``max_words`` inside given elements (see :meth:`split_point`); ``words``
+        reuses the subtree word counts of an earlier tree of the same root."""
         if max_words < 1:
             raise ValueError(f"max_words must be >= 1, got {max_words}")
         self.root = root
         self.max_words = max_words
+        self.limits = limits or {}
+        self.words = words if words is not None else _subtree_words(root)
         self.containers: list[_Container] = []
         self.blocks: list[Block] = []
         self._block_pieces: list[list[etree._Element | str]] = []
         self._block_container: list[int] = []
-        self._build(_subtree_words(root))
+        self._container_limit: list[int] = []
+        self._build()
 
     @classmethod
     def split(cls, root: etree._Element, max_words: int = 256, min_blocks: int = 2) -> BlockTree:
@@ -103,19 +114,23 @@ class BlockTree:
         size = max_words
         while len(tree.blocks) < min_blocks and size > MIN_MAX_WORDS:
             size = max(size // 2, MIN_MAX_WORDS)
-            smaller = cls(root, size)
+            smaller = cls(root, size, words=tree.words)
             if len(smaller.blocks) >= min_blocks:
                 return smaller
         return tree
 
-    def _build(self, words: dict[etree._Element, int]) -> None:
-        stack: list[tuple[etree._Element, int | None, str]] = [(self.root, None, f"/{self.root.tag}")]
+    def _build(self) -> None:
+        root_limit = self.limits.get(self.root, self.max_words)
+        stack: list[tuple[etree._Element, int | None, str, int]] = [
+            (self.root, None, f"/{self.root.tag}", root_limit)
+        ]
         while stack:  # depth-first, document order, no recursion (pages can be 2,048 deep)
-            element, parent, path = stack.pop()
+            element, parent, path, limit = stack.pop()
             self.containers.append(_Container(element, parent, path, []))
+            self._container_limit.append(limit)
             index = len(self.containers) - 1
-            for child, child_path in reversed(self._expand(index, words)):
-                stack.append((child, index, child_path))
+            for child, child_path, child_limit in reversed(self._expand(index, limit)):
+                stack.append((child, index, child_path, child_limit))
         # Point each expanded child's piece at its container.
         container_of = {id(c.element): i for i, c in enumerate(self.containers)}
         for container in self.containers:
@@ -124,25 +139,27 @@ class BlockTree:
                     piece.owner = -1 - container_of[id(piece.value)]
         self._number_in_document_order()
 
-    def _expand(self, index: int, words: dict[etree._Element, int]) -> list[tuple[etree._Element, str]]:
-        """Cut one container's content into blocks; return the children that need expanding."""
+    def _expand(self, index: int, limit: int) -> list[tuple[etree._Element, str, int]]:
+        """Cut one container's content into blocks of at most ``limit`` words; return the children
+        that need expanding, with their own limits."""
+        words = self.words
         container = self.containers[index]
         element = container.element
         path = container.path
         child_path = _child_paths(element, path)
-        expanded: list[tuple[etree._Element, str]] = []
+        expanded: list[tuple[etree._Element, str, int]] = []
         run: list[_Piece] = []  # consecutive text and inline children, becoming one block
         run_words = 0
         for value in self._content(element):
             if isinstance(value, str):
                 size = _words(value)
-                chunks = [value] if size <= self.max_words else chunk_words(value, self.max_words)
+                chunks = [value] if size <= limit else chunk_words(value, limit)
                 pieces = [(chunk, _words(chunk)) for chunk in chunks]
-            elif words[value] > self.max_words or element is self.root or value.tag == "body":
+            elif words[value] > self.limits.get(value, limit) or element is self.root or value.tag == "body":
                 pieces = []
                 self._close_run(index, path, run, run_words)
                 run, run_words = [], 0
-                expanded.append((value, child_path(value)))
+                expanded.append((value, child_path(value), self.limits.get(value, limit)))
                 container.pieces.append(_Piece(value, None))  # owner set once the child is built
             elif value.tag in _STANDALONE_TAGS:
                 pieces = []
@@ -154,7 +171,7 @@ class BlockTree:
             else:
                 pieces = [(value, words[value])]
             for piece_value, size in pieces:
-                if run and run_words + size > self.max_words:
+                if run and run_words + size > limit:
                     self._close_run(index, path, run, run_words)
                     run, run_words = [], 0
                 run.append(_Piece(piece_value, None))
@@ -209,6 +226,15 @@ class BlockTree:
         self.blocks.append(Block(path, span, " ".join(text.split()), words))
         self._block_pieces.append([p.value for p in pieces])
         self._block_container.append(container)
+
+    def split_point(self, block: int) -> tuple[etree._Element, int]:
+        """The element whose limit decides the block's extent, and that limit: a ``limits`` entry
+        below it for that element splits the block (and its siblings in the same run) finer."""
+        container = self._block_container[block]
+        if self.blocks[block].span is None:  # a whole element, kept whole while within its limit
+            element = self._block_pieces[block][0]
+            return element, self.limits.get(element, self._container_limit[container])
+        return self.containers[container].element, self._container_limit[container]
 
     def ancestors(self, block: int) -> list[int]:
         """Indices of the containers a block needs, innermost first."""

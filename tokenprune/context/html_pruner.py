@@ -42,16 +42,31 @@ class PruneResult:
 class HtmlDocument:
     """A cleaned page as packable units: its blocks, priced in the output format."""
 
-    def __init__(self, tree: BlockTree, output: str, counter: TokenCounter):
+    def __init__(
+        self, tree: BlockTree, output: str, counter: TokenCounter, counts: dict[str, int] | None = None
+    ):
         self.tree = tree
         self.output = output
         self.counter = counter
+        # Token counts by text, shared with the finer trees of the same page: most of their blocks
+        # are unchanged and are counted once.
+        self.counts = {} if counts is None else counts
         self._costs: list[int] | None = None
         self._container_costs: list[int] | None = None
 
     @classmethod
     def from_root(cls, root, output: str, counter: TokenCounter, max_words: int) -> HtmlDocument:
         return cls(BlockTree.split(root, max_words=max_words), output, counter)
+
+    def refined(self, limits: dict) -> HtmlDocument:
+        """The same page with lower word limits inside some elements (``BlockTree.split_point``)."""
+        tree = BlockTree(self.tree.root, self.tree.max_words, {**self.tree.limits, **limits}, self.tree.words)
+        return HtmlDocument(tree, self.output, self.counter, self.counts)
+
+    def count(self, texts: list[str]) -> list[int]:
+        missing = list(dict.fromkeys(text for text in texts if text not in self.counts))
+        self.counts.update(zip(missing, self.counter.many(missing)))
+        return [self.counts[text] for text in texts]
 
     def unit_texts(self) -> list[str]:
         return [block.text for block in self.tree.blocks]
@@ -60,10 +75,10 @@ class HtmlDocument:
         if self._costs is None:  # all at once: one tokenizer call
             blocks = range(len(self.tree.blocks))
             if self.output == "html":
-                self._costs = self.counter.many([self.tree.block_html(b) for b in blocks])
+                self._costs = self.count([self.tree.block_html(b) for b in blocks])
             else:  # +1: the line break that separates a block from its neighbours
                 texts = [render(self.tree.block_fragment(b), self.output) for b in blocks]
-                self._costs = [cost + 1 for cost in self.counter.many(texts)]
+                self._costs = [cost + 1 for cost in self.count(texts)]
         return self._costs[unit]
 
     def unit_parents(self, unit: int) -> list[tuple[object, int]]:
@@ -71,14 +86,25 @@ class HtmlDocument:
             return []
         if self._container_costs is None:
             markup = [self.tree.container_markup(c) for c in range(len(self.tree.containers))]
-            self._container_costs = self.counter.many(markup)
+            self._container_costs = self.count(markup)
         return [(container, self._container_costs[container]) for container in self.tree.ancestors(unit)]
 
     def render(self, kept: set[int]) -> str:
         return render(self.tree.assemble(kept), self.output)
 
-    def largest_cost(self) -> int:
-        return max((self.unit_cost(unit) for unit in range(len(self.tree.blocks))), default=0)
+    def finer_limits(self, most: int) -> dict:
+        """Word limits that split the blocks costing more than ``most`` tokens: in proportion to how
+        far over they are (words do not bound tokens: link-heavy blocks cost far more), at least halved."""
+        limits: dict = {}
+        for unit, block in enumerate(self.tree.blocks):
+            cost = self.unit_cost(unit)
+            if cost <= most or block.words <= MIN_MAX_WORDS:
+                continue
+            element, limit = self.tree.split_point(unit)
+            target = max(MIN_MAX_WORDS, min(limit // 2, block.words * most // cost))
+            if target < limits.get(element, limit):
+                limits[element] = target
+        return limits
 
     def full_text(self) -> str:
         return render(self.tree.root, self.output)
@@ -148,11 +174,9 @@ class HtmlPruner:
         root = clean(html, main_content=self.main_content)
         max_words = default_max_words(self.budget, self.max_words)
         document = HtmlDocument.from_root(root, self.output, self.counter, max_words)
-        # Words do not bound tokens (link-heavy blocks cost far more): split finer while a block
-        # would take over half the budget, so the best blocks can still fit.
-        while document.largest_cost() > self.budget // 2 and max_words > MIN_MAX_WORDS:
-            max_words = max(max_words // 2, MIN_MAX_WORDS)
-            document = HtmlDocument.from_root(root, self.output, self.counter, max_words)
+        # Split finer where a block would take over half the budget, so the best blocks can still fit.
+        while limits := document.finer_limits(self.budget // 2):
+            document = document.refined(limits)
         return document, html
 
     def prune(self, html: str | bytes, query: str | None = None) -> PruneResult:

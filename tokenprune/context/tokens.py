@@ -51,19 +51,42 @@ def _from_path(path: Path) -> TokenCounter:
     )
 
 
+def _counting_copy(backend: Any) -> Any:
+    """A private copy of a Rust tokenizer that neither truncates nor pads (a tokenizer.json often
+    enables both, which would cap or inflate counts), so counting never changes the caller's object."""
+    from tokenizers import Tokenizer
+
+    copied = Tokenizer.from_str(backend.to_str())
+    copied.no_truncation()
+    copied.no_padding()
+    copied.encode_special_tokens = backend.encode_special_tokens
+    return copied
+
+
+def _rust_counts(backend: Any) -> Callable[[list[str]], list[int]]:
+    # encode_batch_fast skips character offsets, which counting does not need.
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return lambda texts: [len(encoding.ids) for encoding in encode(texts, add_special_tokens=False)]
+
+
 def _from_object(tokenizer: Any, name: str) -> TokenCounter:
     from tokenizers import Tokenizer
 
-    if isinstance(tokenizer, Tokenizer):  # the Rust tokenizer returns an Encoding, not a list of ids
-        return TokenCounter(
-            lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
-            name,
-            lambda texts: [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)],
-        )
+    if isinstance(tokenizer, Tokenizer):
+        counts = _rust_counts(_counting_copy(tokenizer))
+        return TokenCounter(lambda text: counts([text])[0], name, counts)
     # Hugging Face tokenizers (slow or fast): special tokens belong to the prompt, not to the context.
-    batch = None
-    if callable(tokenizer):
+    # The exact count goes through the tokenizer's own API; a fast tokenizer prices many units at once
+    # with its Rust backend, as the tokenizer itself does (without its per-call Python overhead).
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if isinstance(backend, Tokenizer):
+        copied = _counting_copy(backend)
+        copied.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+        batch = _rust_counts(copied)
+    elif callable(tokenizer):
         batch = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    else:
+        batch = None
     return TokenCounter(lambda text: len(tokenizer.encode(text, add_special_tokens=False)), name, batch)
 
 
