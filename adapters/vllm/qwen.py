@@ -4,19 +4,28 @@ The processor shrinks each image's `<|image_pad|>` run to min(budget, natural) t
 budgets follow Qwen's dynamic resolution). The model selects that many merged tokens and, as vLLM's
 EVS does for videos, appends four position columns to each item's embeddings: the kept tokens'
 original (t, h, w) M-RoPE offsets and where the text after the item continues. vLLM's runner strips
-them and places the kept tokens at their original positions (see patches.py). The text after an
-item continues where the unpruned item would have ended (max offset + 1), so a budget >= natural
-reproduces stock positions exactly; `get_mrope_input_positions` uses the same rule, so a request
-whose image is served from the prefix cache (and never re-gathered) gets the same positions as a
-cold run.
+them and places the kept tokens at their original positions (see patches.py).
+
+Text after a pruned image continues at `base + llm_grid_w`, vLLM's EVS convention; text after an
+unpruned item (a budget >= natural, or a video) continues where stock Qwen puts it (max offset + 1),
+so full budgets reproduce stock positions exactly. The two differ only for images taller than wide.
+`get_mrope_input_positions` applies the same rule, so a request whose image is served from the
+prefix cache (and never re-gathered) gets the same positions as a cold run.
+
+VisionZip and FoPru rank merged tokens by the mean attention their patches receive in a
+full-attention block of the vision tower (Qwen's tower has no [CLS]), recomputed from the q/k that
+block feeds its attention kernel; Qwen2.5-VL's windowed blocks are skipped, as in the transformers
+adapter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from vllm.distributed import tensor_model_parallel_all_reduce
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
     Qwen2_5_VLForConditionalGeneration,
@@ -36,26 +45,79 @@ from vllm.multimodal.video_prune.evs import recompute_mrope_positions
 from tokenprune.adapters.vllm.config import PruneConfig, parse_config
 from tokenprune.adapters.vllm.patches import mark_pruning, patches_active
 from tokenprune.adapters.vllm.selection import select_rows
+from tokenprune.attention import mean_attention_received
 from tokenprune.pruners import VisualTokens
 
-# VisionZip and FoPru need the tower's attention significance (mean attention received, pooled per
-# 2x2 merge group), which is not wired up for Qwen's windowed vision attention yet.
-METHODS = ("divprune", "uniform", "random")
+METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
+ATTENTION_METHODS = ("visionzip", "fopru")
+# bound on the float32 attention block recomputed at once in the vision tower (elements)
+ATTENTION_CHUNK = 1 << 26
 
 
 def qwen_prune_config(hf_config, family: str) -> PruneConfig:
     return parse_config(hf_config, family, METHODS)
 
 
-def media_positions(t: int, h: int, w: int, t_factor: float = 1.0) -> torch.Tensor:
+def media_positions(t: int, h: int, w: int, t_factor: float = 1.0, pruned: bool = False) -> torch.Tensor:
     """(t*h*w, 4) int64 rows: M-RoPE (t, h, w) offsets of a media item's merged tokens, in the order
-    the encoder emits them, and the offset where following text continues (max offset + 1)."""
+    the encoder emits them, and the offset where following text continues: the grid width for a
+    pruned item (vLLM's EVS convention), max offset + 1 (stock Qwen) otherwise."""
     grid = np.indices((t, h, w)).reshape(3, -1)
     if t_factor != 1.0:
         grid[0] = (grid[0] * t_factor).astype(np.int64)
     positions = torch.from_numpy(np.ascontiguousarray(grid.T)).long()
-    end = torch.full((positions.shape[0], 1), int(positions.max()) + 1, dtype=torch.long)
+    text_offset = w if pruned else int(positions.max()) + 1
+    end = torch.full((positions.shape[0], 1), text_offset, dtype=torch.long)
     return torch.cat([positions, end], dim=1)
+
+
+def _mean_received(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean attention each token receives within one attention segment, averaged over this rank's
+    heads; query rows in chunks, so large images never materialise an N x N block per head.
+    query, key: (1, H, N, d). Returns (N,) float32."""
+    heads, n = query.shape[1], query.shape[2]
+    step = max(1, ATTENTION_CHUNK // (heads * n))
+    total = torch.zeros(n, dtype=torch.float32, device=query.device)
+    for start in range(0, n, step):
+        chunk = query[:, :, start : start + step]
+        total += mean_attention_received(chunk, key, scale)[0] * chunk.shape[2]
+    return total / n
+
+
+@contextmanager
+def capture_merged_attention(block, grid_thw: list[list[int]], merge_unit: int, into: dict):
+    """While active, store in `into["attention"]` the mean attention received by each merged token
+    of one forward of the vision `block` (N_merged,), in the tower's token order: head-averaged,
+    within each image frame (the block's full-attention segments), pooled over the merge group.
+
+    It reads the rotated q/k the block passes to its attention kernel (vLLM's encoder attention
+    never forms probabilities). Under tensor parallelism each rank holds a slice of the heads, so
+    per-rank head sums are all-reduced before averaging."""
+    attention = block.attn
+    local_heads = attention.num_attention_heads_per_partition
+    segments = [h * w for t, h, w in grid_thw for _ in range(t)]
+
+    def hook(module, args, kwargs):
+        query = kwargs["query"] if "query" in kwargs else args[0]
+        key = kwargs["key"] if "key" in kwargs else args[1]
+        query, key = query.transpose(1, 2), key.transpose(1, 2)  # (1, H, N, d)
+        scores = torch.cat(
+            [
+                _mean_received(q, k, module.scale)
+                for q, k in zip(query.split(segments, dim=2), key.split(segments, dim=2))
+            ]
+        )
+        if attention.tp_size > 1:
+            scores = tensor_model_parallel_all_reduce(scores * local_heads) / (
+                local_heads * attention.tp_size
+            )
+        into["attention"] = scores.view(-1, merge_unit).mean(dim=1)
+
+    handle = attention.attn.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield into
+    finally:
+        handle.remove()
 
 
 class _PrunedInfo:
@@ -110,20 +172,53 @@ class _PrunedModel:
             raise ValueError(
                 "tokenprune: --video-pruning-rate (EVS) cannot be combined with tokenprune's image pruning"
             )
+        if self.tokenprune.method in ATTENTION_METHODS and multimodal_config.mm_encoder_tp_mode == "data":
+            raise ValueError(
+                f"tokenprune: {self.tokenprune.method} reads vision-tower attention, which "
+                "mm_encoder_tp_mode='data' splits across ranks; use the default 'weights' mode, or divprune, "
+                "uniform or random"
+            )
         mark_pruning(multimodal_config)
 
     def _merge_size(self) -> int:
         return self.config.vision_config.spatial_merge_size
 
-    def _pruned_images(self, embeds, grid_thw) -> tuple[torch.Tensor, ...]:
+    def attention_block(self) -> int:
+        """Vision block whose attention scores the merged tokens: the last one (all attend fully)."""
+        return len(self.visual.blocks) - 1
+
+    def merge_order(self, grid_thw: list[list[int]]) -> torch.Tensor | None:
+        """Original merge-group index of each group in the tower's internal order (None: identity)."""
+        return None
+
+    def _process_image_input(self, image_input):
+        grid_thw = image_input["image_grid_thw"]
+        if self.tokenprune.method not in ATTENTION_METHODS:
+            return self._pruned_images(super()._process_image_input(image_input), grid_thw)
+        if image_input["type"] != "pixel_values":
+            raise ValueError(
+                f"tokenprune: {self.tokenprune.method} needs the vision tower's attention, so images must be "
+                "passed as pixels, not as precomputed embeddings"
+            )
+        grid = grid_thw.tolist()
+        block = self.visual.blocks[self.attention_block()]
+        with capture_merged_attention(block, grid, self._merge_size() ** 2, {}) as captured:
+            embeds = super()._process_image_input(image_input)
+        attention = captured["attention"]
+        order = self.merge_order(grid)
+        if order is not None:
+            attention = attention[order.to(attention.device)]
+        return self._pruned_images(embeds, grid_thw, attention.split([len(e) for e in embeds]))
+
+    def _pruned_images(self, embeds, grid_thw, attention=None) -> tuple[torch.Tensor, ...]:
         merge = self._merge_size()
         out = []
         for i, (features, (t, h, w)) in enumerate(zip(embeds, grid_thw.tolist())):
             grid = (h // merge, w // merge) if t == 1 else (t, h // merge, w // merge)
-            kept = select_rows(
-                self.tokenprune, VisualTokens(features=features, grid=grid), f"image {i} of the batch"
-            )
-            positions = media_positions(t, h // merge, w // merge).to(features.device)
+            tokens = VisualTokens(features=features, grid=grid, attention=attention[i] if attention else None)
+            kept = select_rows(self.tokenprune, tokens, f"image {i} of the batch")
+            pruned = len(kept) < len(features)
+            positions = media_positions(t, h // merge, w // merge, pruned=pruned).to(features.device)
             out.append(torch.cat([features[kept], positions[kept].to(features.dtype)], dim=1))
         return tuple(out)
 
@@ -146,8 +241,8 @@ class _PrunedModel:
             text = offset - start
             pieces.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
             base = next_position + text
-            media = media_positions(t, h, w, t_factor).numpy()
             length = feature.mm_position.length
+            media = media_positions(t, h, w, t_factor, pruned=length < t * h * w).numpy()
             pieces.append(media[:length, :3].T + base)
             next_position = base + int(media[0, 3])
             start = offset + length
@@ -173,7 +268,8 @@ class TokenPruneQwen2_5_VLMultiModalProcessor(_PrunedProcessor, Qwen2_5_VLMultiM
 )
 class TokenPruneQwen2_5_VLForConditionalGeneration(_PrunedModel, Qwen2_5_VLForConditionalGeneration):
     """Uses the in-tree EVS hooks: with pruning flagged, the parent routes every image and video
-    through `_postprocess_*_embeds_evs` and disables encoder CUDA graphs."""
+    through `_postprocess_*_embeds_evs` and disables encoder CUDA graphs. Images are selected in
+    `_process_image_input`, where the tower's attention is at hand."""
 
     family = "Qwen2.5-VL"
 
@@ -181,8 +277,20 @@ class TokenPruneQwen2_5_VLForConditionalGeneration(_PrunedModel, Qwen2_5_VLForCo
         self._init_pruning(vllm_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
 
+    def attention_block(self) -> int:
+        """The last full-attention block: the others attend within windows only."""
+        return max(self.visual.fullatt_block_indexes)
+
+    def merge_order(self, grid_thw: list[list[int]]) -> torch.Tensor:
+        """The tower permutes merge groups by window, image by image; invert that permutation."""
+        window_index, offset = [], 0
+        for t, h, w in grid_thw:
+            window_index.append(self.visual.get_window_index_thw(t, h, w)[0] + offset)
+            offset += t * (h // self._merge_size()) * (w // self._merge_size())
+        return torch.argsort(torch.cat(window_index))
+
     def _postprocess_image_embeds_evs(self, image_embeds_split, image_input):
-        return self._pruned_images(image_embeds_split, image_input["image_grid_thw"])
+        return image_embeds_split  # selected, with position columns, by _process_image_input
 
     def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
         return self._full_videos(
@@ -213,9 +321,6 @@ class TokenPruneQwen2VLForConditionalGeneration(_PrunedModel, Qwen2VLForConditio
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         self._init_pruning(vllm_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-
-    def _process_image_input(self, image_input):
-        return self._pruned_images(super()._process_image_input(image_input), image_input["image_grid_thw"])
 
     def _process_video_input(self, video_input):
         return self._full_videos(

@@ -66,3 +66,34 @@ def assert_same_outputs(a, b) -> None:
 def image(seed: int, size: tuple[int, int] = (56, 56)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+class Recorder:
+    """Stands in for a model's pruner inside an in-process engine and records, per image, the
+    attention it was given and the rows it kept."""
+
+    def __init__(self, pruner) -> None:
+        self.pruner = pruner
+        self.calls: list[dict] = []
+
+    def select(self, tokens):
+        selection = self.pruner.select(tokens)
+        attention = tokens.attention.detach().cpu().clone() if tokens.attention is not None else None
+        self.calls.append(
+            {"grid": tokens.grid, "attention": attention, "kept": tuple(selection.indices.tolist())}
+        )
+        return selection
+
+
+def record_selections(llm) -> list[dict]:
+    """Wrap the engine's pruner (the engine runs in this process, see conftest) and return the list
+    its selections are appended to."""
+    import dataclasses
+
+    def install(model):
+        recorder = Recorder(model.tokenprune.pruner)
+        model.tokenprune = dataclasses.replace(model.tokenprune, pruner=recorder)
+        return recorder
+
+    [recorder] = llm.apply_model(install)
+    return recorder.calls

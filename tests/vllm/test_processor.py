@@ -50,11 +50,12 @@ def test_llava_in_tree_processor_is_untouched(llava_dir):
     assert lengths == [16]
 
 
+@pytest.mark.parametrize("method", ["divprune", "visionzip", "fopru"])
 @pytest.mark.parametrize(
     ("budget", "size", "expected"), [(4, (112, 112), 4), (0.25, (112, 56), 2), (64, (112, 112), 16)]
 )
-def test_qwen_pad_runs_shrink_and_keep_their_markup(qwen_dir, budget, size, expected):
-    processor = processor_for(qwen_dir, overrides(QWEN2_5_VL, "divprune", budget))
+def test_qwen_pad_runs_shrink_and_keep_their_markup(qwen_dir, method, budget, size, expected):
+    processor = processor_for(qwen_dir, overrides(QWEN2_5_VL, method, budget))
     prompt = "user: w1 <|vision_start|><|image_pad|><|vision_end|> w2 assistant:"
     ids, lengths = placeholders(processor, prompt, [image(0, size)])
     assert lengths == [expected]
@@ -65,7 +66,7 @@ def test_qwen_pad_runs_shrink_and_keep_their_markup(qwen_dir, budget, size, expe
     ]
 
 
-def test_qwen_attention_methods_fail_at_startup(qwen_dir):
-    processor = processor_for(qwen_dir, overrides(QWEN2_5_VL, "visionzip", 4))
-    with pytest.raises(ValueError, match="not supported for Qwen2.5-VL"):
+def test_qwen_in_llm_methods_fail_at_startup(qwen_dir):
+    processor = processor_for(qwen_dir, overrides(QWEN2_5_VL, "fastv", 4))
+    with pytest.raises(ValueError, match="paged KV cache"):
         placeholders(processor, "<|vision_start|><|image_pad|><|vision_end|>", [image(0, (112, 112))])

@@ -1,6 +1,7 @@
 """Qwen2.5-VL: with a budget that covers every image token, the pruned architecture (position
 columns and runner recomputation included) gives the same prompts, tokens and log-probabilities
-as vLLM's in-tree one (same weights, greedy), also for an image taller than wide."""
+as vLLM's in-tree one (same weights, greedy), also for an image taller than wide. FoPru runs the
+attention capture in the vision tower on the way."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def test_full_budget_matches_the_in_tree_model(qwen_dir):
         {"prompt": SHORT, "multi_modal_data": {"image": image(3, (112, 112))}},
     ]
     results = {}
-    for name, hf_overrides in (("full", overrides(QWEN2_5_VL, "uniform", 1.0)), ("in_tree", None)):
+    for name, hf_overrides in (("full", overrides(QWEN2_5_VL, "fopru", 1.0)), ("in_tree", None)):
         llm = make_llm(qwen_dir, hf_overrides)
         try:
             results[name] = llm.generate(requests, greedy())
