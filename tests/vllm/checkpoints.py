@@ -209,3 +209,73 @@ def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed:
     processor.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# head sizes vLLM's CPU attention kernel implements (CPUAttentionBackend.get_supported_head_sizes)
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def vllm_llava_copy(source: Path, directory: Path) -> Path:
+    """A copy of a saved LLaVA checkpoint that vLLM 0.32 on CPU loads, computing the same function.
+
+    Two layout changes, no new weights: the CLIP tower gets the `vision_model` level vLLM's weight
+    names have, and a text head size the CPU kernel lacks (the reference toy-vlm has 24) is padded
+    with zero dimensions to the next one it has. Padding keeps attention exact: q.k is unchanged
+    (q scaled by sqrt(new/old) for the 1/sqrt(head size) factor), zero value dimensions meet zero
+    output-projection columns, and each rotary half goes to the front of its new half, with
+    rope_theta raised to the power new/old so those frequencies stay theta^(-2i/old).
+    """
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    source, directory = Path(source), Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.name != "model.safetensors":
+            shutil.copy(path, directory / path.name)
+    config = json.loads((source / "config.json").read_text())
+    text = config["text_config"]
+    heads, kv_heads = (
+        text["num_attention_heads"],
+        text.get("num_key_value_heads", text["num_attention_heads"]),
+    )
+    old = text.get("head_dim") or text["hidden_size"] // heads
+    new = min(size for size in CPU_HEAD_SIZES if size >= old)
+    state = {}
+    for name, tensor in load_file(source / "model.safetensors").items():
+        if name.startswith("vision_tower."):
+            name = "vision_tower.vision_model." + name[len("vision_tower.") :]
+        elif new != old and ".self_attn." in name:
+            if name.endswith("bias"):
+                raise ValueError(f"padding attention biases is not implemented ({name})")
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                count = heads if "q_proj" in name else kv_heads
+                rows = tensor.view(count, old, -1)
+                padded = rows.new_zeros(count, new, rows.shape[-1])
+                padded[:, : old // 2] = rows[:, : old // 2]
+                padded[:, new // 2 : new // 2 + old // 2] = rows[:, old // 2 :]
+                if "q_proj" in name:
+                    padded *= (new / old) ** 0.5
+                tensor = padded.reshape(count * new, -1)
+            elif name.endswith("v_proj.weight"):
+                rows = tensor.view(kv_heads, old, -1)
+                tensor = torch.cat([rows, rows.new_zeros(kv_heads, new - old, rows.shape[-1])], 1).flatten(
+                    0, 1
+                )
+            elif name.endswith("o_proj.weight"):
+                columns = tensor.view(tensor.shape[0], heads, old)
+                tensor = torch.cat(
+                    [columns, columns.new_zeros(tensor.shape[0], heads, new - old)], 2
+                ).flatten(1)
+        state[name] = tensor.contiguous()
+    if new != old:
+        text["head_dim"] = new
+        rope = text.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": 10000.0})
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"padding the head size of {rope['rope_type']} RoPE is not implemented")
+        rope["rope_theta"] = rope["rope_theta"] ** (new / old)
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
