@@ -1,0 +1,254 @@
+"""The demo app's tab functions, called directly on the bundled reference models (no server, no browser)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tokenprune as tp
+from tokenprune.cli import load_module
+from tokenprune.stats import PruneRecord
+
+app = load_module("demos.app")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return app.Demo(app.load_reference("toy-vlm"), app.load_reference("toy-lm"))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return app.generated_scene(1000)
+
+
+def record(stage, before, after, layer=None, sample=0):
+    return PruneRecord(stage, "X", sample, 0, before, after, tuple(range(after)), (4, 4), 0.0, layer)
+
+
+def test_layer_tokens_counts_each_stage_from_where_it_acts():
+    records = [
+        record("pre_llm", 16, 8),
+        record("llm", 8, 4, layer=2),
+        record("llm", 16, 1, layer=1, sample=1),  # other samples do not count
+    ]
+    assert app.layer_tokens(records, 30, 4) == [22, 22, 18, 18]
+    assert app.layer_tokens([record("prefill", 100, 25, layer=1)], 100, 3) == [25, 25, 25]
+    assert app.layer_tokens([], 7, 2) == [7, 7]
+
+
+def test_overlay_darkens_exactly_the_dropped_patches():
+    from PIL import Image
+
+    image = Image.new("RGB", (40, 40), (200, 200, 200))
+    drawn = np.asarray(app.overlay(image, (2, 2), (0, 3), size=40)).astype(int)
+    centres = {0: (10, 10), 1: (10, 30), 2: (30, 10), 3: (30, 30)}  # (y, x) of each patch of a 2x2 grid
+    for index, (y, x) in centres.items():
+        if index in (0, 3):
+            assert (drawn[y, x] == 200).all()
+        else:
+            assert (drawn[y, x] < 100).all()
+    with pytest.raises(ValueError, match="2-D patch grid"):
+        app.overlay(image, (2, 2, 2), (0,))
+
+
+def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, scene):
+    image, question, _ = scene
+    result = app.run_vision(demo.vlm, image, question, ["divprune", "fastv"], 0.25, repeats=1)
+    assert [row["pruner"] for row in result.rows] == ["unpruned", "divprune @ 0.25", "fastv @ 0.25"]
+    unpruned, divprune, fastv = result.measurements
+    length = unpruned.layer_tokens[0]
+    assert unpruned.layer_tokens == [length] * 4 and result.rows[0]["image tokens kept"] == "all"
+    assert divprune.layer_tokens == [length - 12] * 4  # 4 of 16 image tokens reach the LLM
+    assert fastv.layer_tokens == [length] * 2 + [length - 12] * 2  # FastV prunes before layer 2
+    for row, measurement in zip(result.rows[1:], result.measurements[1:]):
+        assert row["image tokens kept"] == "4 / 16"
+        assert row["tokens prefilled"] == round(sum(measurement.layer_tokens) / 4)
+        assert row["prefill ms"] > 0 and row["total ms"] > 0 and row["prefill speedup"] > 0
+    assert len(result.overlays) == 2
+    from PIL import Image
+
+    view = app.processed_view(image, demo.vlm.processor).resize((app.OVERLAY_SIZE,) * 2, Image.NEAREST)
+    cell = app.OVERLAY_SIZE // 4
+    for (picture, caption), measurement in zip(result.overlays, result.measurements[1:]):
+        kept = set(app.final_selection(measurement.records).kept_indices)
+        assert len(kept) == 4 and caption.endswith("4 of 16 patches kept")
+        drawn, original = np.asarray(picture).astype(int), np.asarray(view).astype(int)
+        for index in range(16):
+            y, x = (index // 4) * cell + cell // 2, (index % 4) * cell + cell // 2
+            assert (drawn[y, x] == original[y, x]).all() == (index in kept)
+
+
+def test_vision_answers_are_the_unpruned_model_s_at_full_budget(demo, scene):
+    image, question, _ = scene
+    result = app.run_vision(
+        demo.vlm, image, question, ["divprune", "fastv"], 1.0, max_new_tokens=3, repeats=1
+    )
+    inputs = demo.vlm.processor(text=f"<image> {question}", images=image, return_tensors="pt")
+    with torch.no_grad():
+        output = demo.vlm.model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    reference = demo.vlm.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert [row["answer"] for row in result.rows] == [reference.strip()] * 3
+
+
+@pytest.mark.parametrize(
+    ("image", "question", "pruners", "budget", "message"),
+    [
+        (None, "what color is at a1 ?", ["divprune"], 0.5, "Upload an image"),
+        ("not an image", "what color is at a1 ?", ["divprune"], 0.5, "Expected an image"),
+        ("scene", "   ", ["divprune"], 0.5, "Enter a question"),
+        ("scene", "what color is at a1 ?", [], 0.5, "at least one pruner"),
+        ("scene", "what color is at a1 ?", ["magic"], 0.5, "Unknown pruner"),
+        ("scene", "what color is at a1 ?", ["divprune"], 0.0, r"in \(0, 1\]"),
+        ("scene", "what color is at a1 ?", ["divprune"], 1.5, r"in \(0, 1\]"),
+    ],
+)
+def test_vision_bad_input_is_a_clear_error(demo, scene, image, question, pruners, budget, message):
+    image = scene[0] if image == "scene" else image
+    with pytest.raises(ValueError, match=message):
+        app.run_vision(demo.vlm, image, question, pruners, budget, repeats=1)
+
+
+def test_long_context_tokens_per_layer_come_from_the_selection_records(demo):
+    prompt, _ = app.retrieval_task(1000, 512)
+    result = app.run_long_context(
+        demo.lm, prompt, ["lazyskip", "gemfilter"], 0.1, max_new_tokens=2, repeats=1
+    )
+    unpruned, lazy, gem = result.measurements
+    length = len(demo.lm.tokenizer(prompt).input_ids)
+    assert unpruned.layer_tokens == [length] * 4 and result.rows[0]["prompt tokens"] == length
+    schedule = {r.layer: r for r in lazy.records}
+    assert sorted(schedule) == [1, 2, 3]  # default schedule on 4 layers: a quarter, half, three quarters
+    assert lazy.layer_tokens[0] == length
+    for layer in (1, 2, 3):  # every record removes tokens from its layer on
+        assert lazy.layer_tokens[layer] == lazy.layer_tokens[layer - 1] - (
+            schedule[layer].tokens_before - schedule[layer].tokens_after
+        )
+    (selection,) = gem.records
+    assert gem.layer_tokens == [selection.tokens_after] * 4 and selection.tokens_after == round(0.1 * length)
+    assert [row["tokens per layer"] for row in result.rows] == [
+        " · ".join(map(str, m.layer_tokens)) for m in result.measurements
+    ]
+    assert len(result.layers) == 3 * 4
+
+
+def test_long_context_at_full_budget_answers_like_the_unpruned_model(demo):
+    prompt, _ = app.retrieval_task(1001, 512)
+    result = app.run_long_context(demo.lm, prompt, ["gemfilter"], 1.0, max_new_tokens=2, repeats=1)
+    assert result.rows[0]["answer"] == result.rows[1]["answer"]
+
+
+def test_long_context_bad_input(demo):
+    with pytest.raises(ValueError, match="Enter a prompt"):
+        app.run_long_context(demo.lm, " ", ["lazyskip"], 0.5)
+    with pytest.raises(ValueError, match="at most 2048"):
+        app.run_long_context(demo.lm, " ".join(["k1 v1 ;"] * 800), ["lazyskip"], 0.5)
+    with pytest.raises(ValueError, match="Unknown pruner"):
+        app.run_long_context(demo.lm, "k1 v1 ; k2 v2 ; k3 v3 ; ? k1", ["divprune"], 0.5)
+
+
+def test_rag_counts_blocks_and_extractive_answers():
+    from tokenprune.context import HtmlPruner, clean_html
+
+    html = app.bundled_pages()["harbour-bridge-news"].read_text()
+    question = app.page_question(html)
+    assert question == "How much did the bridge restoration cost?"
+    result = app.run_rag(html, question, 150)
+    reference = HtmlPruner(budget=150, output="markdown").prune(html, query=question)
+    words = [row["words + punctuation"] for row in result.counts]
+    counter = HtmlPruner(budget=150).counter
+    assert words == [counter(html), counter(clean_html(html, output="markdown")), reference.tokens_after]
+    assert words[2] <= 150 < words[1] < words[0]
+    assert result.pruned == reference.text
+    kept = [text.strip() for text, label in result.blocks if label == "kept"]
+    assert kept == [block.text for block in reference.kept]
+    assert any(label == "removed" for _, label in result.blocks)
+    for answer in result.answers:
+        assert "3.8 million pounds" in answer["answer"] and answer["how"].startswith("best sentence")
+
+
+def test_rag_without_pruning_keeps_every_block():
+    html = app.bundled_pages()["tidal-energy-wiki"].read_text()
+    result = app.run_rag(html, app.page_question(html), 2000)
+    assert all(label == "kept" for _, label in result.blocks)
+    assert "18 × 1.5 MW" in result.pruned or "eighteen" in result.pruned
+
+
+@pytest.mark.parametrize(
+    ("html", "question", "budget", "message"),
+    [
+        ("", "q?", 100, "Paste an HTML page"),
+        ("<p>text</p>", "", 100, "Enter a question"),
+        ("<p>text</p>", "q?", 0, "tokens >= 1"),
+        ("<p>text</p>", "q?", "many", "number of tokens"),
+        ("<script>x()</script>", "q?", 100, "no visible text"),
+    ],
+)
+def test_rag_bad_input(html, question, budget, message):
+    with pytest.raises(ValueError, match=message):
+        app.run_rag(html, question, budget)
+
+
+def test_bundled_pages_are_small_and_each_suggests_a_question():
+    pages = app.bundled_pages()
+    assert len(pages) >= 3
+    assert sum(path.stat().st_size for path in pages.values()) < 300_000
+    for path in pages.values():
+        assert app.page_question(path.read_text())
+
+
+def test_sweep_reports_every_pruner_and_budget(demo, tmp_path):
+    result = app.run_sweep(demo.vlm, "vision", ["uniform"], "0.25, 0.5", 3, tmp_path)
+    assert [(p["pruner"], p["budget"]) for p in result.points] == [("uniform", 0.25), ("uniform", 0.5)]
+    assert all(0.0 <= p["accuracy"] <= 1.0 and p["speedup"] > 0 for p in result.points)
+    assert result.plot.is_file() and result.plot.parent == tmp_path
+    assert "| uniform | 0.25 |" in result.table
+    with pytest.raises(ValueError, match="fractions"):
+        app.run_sweep(demo.vlm, "vision", ["uniform"], "0.25,2", 3, tmp_path)
+    with pytest.raises(ValueError, match="Unknown pruner"):
+        app.run_sweep(demo.lm, "long context", ["uniform"], "0.5", 3, tmp_path)
+
+
+def test_loading_a_checkpoint_swaps_one_model_or_says_why_not(demo, tmp_path):
+    with pytest.raises(ValueError, match="Could not load"):
+        app.load_checkpoint(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="Enter a checkpoint"):
+        app.load_checkpoint("  ")
+    from tokenprune import zoo
+
+    fresh = app.Demo(demo.vlm, demo.lm)
+    assert fresh.text_lm() is None  # the toy LM reads only its retrieval vocabulary
+    message = fresh.load(str(zoo.path("toy-lm")))
+    assert "language model" in message and fresh.lm is not demo.lm and fresh.vlm is demo.vlm
+    assert fresh.text_lm() is fresh.lm
+
+
+def test_failures_become_messages_not_traces():
+    def broken():
+        raise ValueError("Enter a question.")
+
+    # outside a request gr.Warning is a Python warning; inside one, a toast in the page
+    with pytest.warns(UserWarning, match="Enter a question"):
+        assert app._safely(broken, (None, None)) == (None, None, "**Error:** Enter a question.")
+    with pytest.warns(UserWarning, match="ZeroDivisionError"):
+        assert app._safely(lambda: 1 / 0, ())[-1] == "**Error:** ZeroDivisionError: division by zero"
+
+
+def test_build_app_does_not_launch(demo):
+    import gradio as gr
+
+    assert isinstance(app.build_app(demo), gr.Blocks)
+
+
+def test_cli_demo_rejects_a_bad_port_before_loading_anything():
+    from tokenprune.cli import main
+
+    with pytest.raises(SystemExit, match="--port"):
+        main(["demo", "--port", "0"])
+
+
+def test_pruners_are_the_harness_ones():
+    assert isinstance(app.visual_pruner("fopru", 0.5, 4), tp.FoPru)
+    assert isinstance(app.visual_pruner("fastv", 0.5, 4), tp.FastV)
+    assert isinstance(app.prompt_pruner("lazyskip", 0.1, 4), tp.LazySkip)
