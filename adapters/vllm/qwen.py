@@ -40,7 +40,6 @@ from vllm.model_executor.models.qwen2_vl import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
-from vllm.multimodal.video_prune.evs import recompute_mrope_positions
 
 from tokenprune.adapters.vllm.config import PruneConfig, parse_config
 from tokenprune.adapters.vllm.patches import mark_pruning, patches_active
@@ -252,6 +251,35 @@ class _PrunedModel:
         positions = np.concatenate(pieces, axis=1)
         return torch.from_numpy(positions), int(positions.max()) + 1 - len(input_tokens)
 
+    def recompute_mrope_positions(
+        self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens
+    ):
+        """Called by the model runner with the media items (or the rest of a partly computed one)
+        of the scheduled window, in prompt order: writes each kept token's position (the position
+        after its <|vision_start|> plus its (t, h, w) column) and strips the four columns. Text
+        positions are already final (`get_mrope_input_positions` applies the same rule).
+
+        vLLM's EVS version (evs.recompute_mrope_positions) finds an item's <|vision_start|> by
+        comparing token indices with counts of media tokens, which picks the wrong item for the
+        second and later images when text before them is longer than the images before them."""
+        ids = torch.as_tensor(input_ids, device=mrope_positions.device)
+        is_media = (ids == self.config.image_token_id) | (ids == self.config.video_token_id)
+        before = torch.cat([is_media.new_zeros(1), is_media[:-1]])
+        after = torch.cat([is_media[1:], is_media.new_zeros(1)])
+        starts = (is_media & ~before).nonzero().squeeze(1).tolist()
+        ends = [int(i) + 1 for i in (is_media & ~after).nonzero().squeeze(1).tolist()]
+        positions = mrope_positions.clone()
+        if multimodal_embeddings:
+            first = next(run for run, end in enumerate(ends) if end > num_computed_tokens)
+            for i, item in enumerate(multimodal_embeddings):
+                start = starts[first + i]
+                at = start + (max(num_computed_tokens - start, 0) if i == 0 else 0)
+                base = positions[0, start - 1] + 1
+                columns = item[:, -4:-1].T.long().to(positions.device)
+                positions[:, at : at + item.shape[0]] = columns + base
+        delta = int(positions.max()) + 1 - ids.numel()
+        return [item[:, :-4] for item in multimodal_embeddings], positions, delta
+
 
 class TokenPruneQwen2_5_VLProcessingInfo(_PrunedInfo, Qwen2_5_VLProcessingInfo):
     family = "Qwen2.5-VL"
@@ -332,20 +360,3 @@ class TokenPruneQwen2VLForConditionalGeneration(_PrunedModel, Qwen2VLForConditio
     def get_encoder_cudagraph_config(self):
         # Encoder CUDA graphs call the tower directly, bypassing the selection above.
         return dataclasses.replace(super().get_encoder_cudagraph_config(), modalities=[])
-
-    def recompute_mrope_positions(
-        self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens
-    ):
-        if not isinstance(input_ids, torch.Tensor):
-            input_ids = torch.tensor(input_ids, dtype=torch.long, device=mrope_positions.device)
-        columns = [item[:, -4:].T.long() for item in multimodal_embeddings]
-        positions, delta = recompute_mrope_positions(
-            input_ids.long(),
-            columns,
-            mrope_positions,
-            num_computed_tokens,
-            self.config.vision_start_token_id,
-            self.config.image_token_id,
-            self.config.video_token_id,
-        )
-        return [item[:, :-4] for item in multimodal_embeddings], positions, delta

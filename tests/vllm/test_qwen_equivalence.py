@@ -7,13 +7,18 @@ from __future__ import annotations
 
 from engines import QWEN2_5_VL, assert_same_outputs, greedy, image, make_llm, overrides, shutdown
 
-SHORT = "user: w1 <|vision_start|><|image_pad|><|vision_end|> w2 w3 assistant:"
+MARKUP = "<|vision_start|><|image_pad|><|vision_end|>"
+SHORT = f"user: w1 {MARKUP} w2 w3 assistant:"
+# more text before the images than image tokens: the runner-side position recomputation must still
+# find the second image (vLLM's EVS version places it over the first)
+TWO_IMAGES = "user: " + " ".join(f"w{i}" for i in range(20)) + f" {MARKUP} w1 {MARKUP} w2 assistant:"
 
 
 def test_full_budget_matches_the_in_tree_model(qwen_dir):
     requests = [
         {"prompt": SHORT, "multi_modal_data": {"image": image(2, (56, 112))}},  # taller than wide
         {"prompt": SHORT, "multi_modal_data": {"image": image(3, (112, 112))}},
+        {"prompt": TWO_IMAGES, "multi_modal_data": {"image": [image(4, (112, 112)), image(5, (56, 112))]}},
     ]
     results = {}
     for name, hf_overrides in (("full", overrides(QWEN2_5_VL, "fopru", 1.0)), ("in_tree", None)):
