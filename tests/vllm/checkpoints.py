@@ -144,20 +144,15 @@ QWEN_SPECIALS = [
 QWEN_IMAGE_MARKUP = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: int = 0) -> Path:
-    """Qwen2.5-VL in miniature: a 112x112 image is an 8x8 patch grid, 16 merged tokens."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+def _qwen_checkpoint(directory: Path, family: str, vision: dict, max_pixels: int, seed: int) -> Path:
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
+    prefix = {"qwen2_vl": "Qwen2VL", "qwen2_5_vl": "Qwen2_5_VL"}[family]
     directory = Path(directory)
     tokenizer = _tokenizer(QWEN_SPECIALS, QWEN_IMAGE_MARKUP)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
-    config = Qwen2_5_VLConfig(
+    config = getattr(transformers, f"{prefix}Config")(
         text_config=dict(
             vocab_size=64,
             hidden_size=64,
@@ -171,19 +166,7 @@ def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed:
             eos_token_id=2,
             pad_token_id=3,
         ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=56,
-            fullatt_block_indexes=[1],
-            tokens_per_second=2,
-        ),
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -193,22 +176,51 @@ def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed:
         pad_token_id=3,
     )
     torch.manual_seed(seed)
-    _save_weights(Qwen2_5_VLForConditionalGeneration(config).eval(), directory)
-    image_processor = Qwen2VLImageProcessor(
-        min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2
-    )
-    video_processor = Qwen2VLVideoProcessor(
-        min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2
-    )
-    processor = Qwen2_5_VLProcessor(
-        image_processor=image_processor,
+    _save_weights(getattr(transformers, f"{prefix}ForConditionalGeneration")(config).eval(), directory)
+    sizes = dict(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
+    processor = getattr(transformers, f"{prefix}Processor")(
+        image_processor=Qwen2VLImageProcessor(**sizes),
         tokenizer=tokenizer,
-        video_processor=video_processor,
+        video_processor=Qwen2VLVideoProcessor(**sizes),
         chat_template=tokenizer.chat_template,
     )
     processor.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: int = 0) -> Path:
+    """Qwen2.5-VL in miniature: a 112x112 image is an 8x8 patch grid, 16 merged tokens, in 2x2-token
+    attention windows except in the last (full-attention) block."""
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,
+        fullatt_block_indexes=[1],
+        tokens_per_second=2,
+    )
+    return _qwen_checkpoint(directory, "qwen2_5_vl", vision, max_pixels, seed)
+
+
+def qwen2_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: int = 0) -> Path:
+    """Qwen2-VL in miniature (every vision block attends over the whole image)."""
+    vision = dict(
+        depth=2,
+        embed_dim=32,
+        hidden_size=64,
+        num_heads=2,
+        mlp_ratio=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    return _qwen_checkpoint(directory, "qwen2_vl", vision, max_pixels, seed)
 
 
 # head sizes vLLM's CPU attention kernel implements (CPUAttentionBackend.get_supported_head_sizes)

@@ -32,3 +32,9 @@ else:
         from checkpoints import qwen2_5_vl_checkpoint
 
         return qwen2_5_vl_checkpoint(tmp_path_factory.mktemp("qwen2_5_vl"))
+
+    @pytest.fixture(scope="session")
+    def qwen2_vl_dir(tmp_path_factory):
+        from checkpoints import qwen2_vl_checkpoint
+
+        return qwen2_vl_checkpoint(tmp_path_factory.mktemp("qwen2_vl"))

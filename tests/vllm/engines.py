@@ -11,6 +11,7 @@ from PIL import Image
 
 LLAVA = "TokenPruneLlavaForConditionalGeneration"
 QWEN2_5_VL = "TokenPruneQwen2_5_VLForConditionalGeneration"
+QWEN2_VL = "TokenPruneQwen2VLForConditionalGeneration"
 
 
 def overrides(architecture: str, method: str, budget) -> dict:
