@@ -144,7 +144,9 @@ QWEN_SPECIALS = [
 QWEN_IMAGE_MARKUP = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-def _qwen_checkpoint(directory: Path, family: str, vision: dict, max_pixels: int, seed: int) -> Path:
+def _qwen_checkpoint(
+    directory: Path, family: str, vision: dict, max_pixels: int, seed: int, text_hidden: int, text_layers: int
+) -> Path:
     import transformers
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -155,11 +157,11 @@ def _qwen_checkpoint(directory: Path, family: str, vision: dict, max_pixels: int
     config = getattr(transformers, f"{prefix}Config")(
         text_config=dict(
             vocab_size=64,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
+            hidden_size=text_hidden,
+            intermediate_size=2 * text_hidden,
+            num_hidden_layers=text_layers,
+            num_attention_heads=text_hidden // 32,  # head size 32: mrope_section covers its 16 pairs
+            num_key_value_heads=text_hidden // 32,
             max_position_embeddings=2048,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
             bos_token_id=1,
@@ -189,7 +191,14 @@ def _qwen_checkpoint(directory: Path, family: str, vision: dict, max_pixels: int
     return directory
 
 
-def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: int = 0) -> Path:
+def qwen2_5_vl_checkpoint(
+    directory: Path,
+    *,
+    max_pixels: int = 112 * 112,
+    seed: int = 0,
+    text_hidden: int = 64,
+    text_layers: int = 2,
+) -> Path:
     """Qwen2.5-VL in miniature: a 112x112 image is an 8x8 patch grid, 16 merged tokens, in 2x2-token
     attention windows except in the last (full-attention) block."""
     vision = dict(
@@ -205,7 +214,7 @@ def qwen2_5_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed:
         fullatt_block_indexes=[1],
         tokens_per_second=2,
     )
-    return _qwen_checkpoint(directory, "qwen2_5_vl", vision, max_pixels, seed)
+    return _qwen_checkpoint(directory, "qwen2_5_vl", vision, max_pixels, seed, text_hidden, text_layers)
 
 
 def qwen2_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: int = 0) -> Path:
@@ -220,7 +229,7 @@ def qwen2_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: i
         spatial_merge_size=2,
         temporal_patch_size=2,
     )
-    return _qwen_checkpoint(directory, "qwen2_vl", vision, max_pixels, seed)
+    return _qwen_checkpoint(directory, "qwen2_vl", vision, max_pixels, seed, 64, 2)
 
 
 # head sizes vLLM's CPU attention kernel implements (CPUAttentionBackend.get_supported_head_sizes)
