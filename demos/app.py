@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,10 @@ DEFAULT_PORT = 7860
 OVERLAY_SIZE = 288
 # the toy scenes are 48 px: show them enlarged with sharp pixels
 CSS = "#vision-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+TOY_TIMING = (
+    " The reference models are tiny (a few layers, 96-wide): fixed per-forward costs weigh heavily, so"
+    " prefill speedups are smaller and noisier than on a real checkpoint (`--model`)."
+)
 log = logging.getLogger("tokenprune.demo")
 
 
@@ -138,33 +143,49 @@ def layer_tokens(records: list[PruneRecord], length: int, depth: int) -> list[in
     return tokens
 
 
+@contextmanager
+def applied(model, pruner):
+    """`tp.apply` for a pruner, nothing for None (the unpruned model)."""
+    if pruner is None:
+        yield None
+        return
+    with tp.apply(model, pruner) as handle:
+        yield handle
+
+
 @torch.no_grad()
-def measure(
-    loaded: Loaded, inputs: dict, pruner, label: str, max_new_tokens: int, repeats: int
-) -> Measurement:
+def measure_all(
+    loaded: Loaded, inputs: dict, configs: list, max_new_tokens: int, repeats: int
+) -> list[Measurement]:
+    """Median prefill time of every (label, pruner) config over `repeats` rounds, then one greedy
+    generation each. Configs take turns within a round, so changes in machine load hit them alike."""
     model = loaded.model
     length = inputs["input_ids"].shape[1]
-    handle = tp.apply(model, pruner) if pruner is not None else None
-    try:
-        model(**inputs)  # warm-up: first calls allocate
-        times = []
-        for _ in range(repeats):
-            if handle is not None:
-                handle.stats.clear()
+    times: dict[str, list[float]] = {label: [] for label, _ in configs}
+    records: dict[str, list[PruneRecord]] = {}
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for label, pruner in configs:
+            with applied(model, pruner) as handle:
+                started = time.perf_counter()
+                model(**inputs)
+                elapsed = time.perf_counter() - started
+                records[label] = list(handle.stats) if handle is not None else []
+            if round_:
+                times[label].append(elapsed)
+    measurements = []
+    for label, pruner in configs:
+        with applied(model, pruner):
             started = time.perf_counter()
-            model(**inputs)
-            times.append(time.perf_counter() - started)
-        records = list(handle.stats) if handle is not None else []
-        started = time.perf_counter()
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=None)
-        total = time.perf_counter() - started
-    finally:
-        if handle is not None:
-            handle.remove()
-    answer = loaded.tokenizer.decode(output[0, length:], skip_special_tokens=True).strip()
-    return Measurement(
-        label, answer, statistics.median(times), total, layer_tokens(records, length, loaded.depth), records
-    )
+            output = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=None
+            )
+            total = time.perf_counter() - started
+        answer = loaded.tokenizer.decode(output[0, length:], skip_special_tokens=True).strip()
+        tokens = layer_tokens(records[label], length, loaded.depth)
+        measurements.append(
+            Measurement(label, answer, statistics.median(times[label]), total, tokens, records[label])
+        )
+    return measurements
 
 
 def _check_budget(budget) -> float:
@@ -273,7 +294,7 @@ def run_vision(
     configs = [("unpruned", None)] + [
         (f"{name} @ {budget:g}", visual_pruner(name, budget, vlm.depth)) for name in names
     ]
-    measurements = [measure(vlm, inputs, p, label, max_new_tokens, repeats) for label, p in configs]
+    measurements = measure_all(vlm, inputs, configs, max_new_tokens, repeats)
     base = measurements[0]
     view = processed_view(image, processor)
     rows, overlays = [], []
@@ -343,7 +364,7 @@ def run_long_context(
     configs = [("unpruned", None)] + [
         (f"{name} @ {budget:g}", prompt_pruner(name, budget, lm.depth)) for name in names
     ]
-    measurements = [measure(lm, inputs, p, label, max_new_tokens, repeats) for label, p in configs]
+    measurements = measure_all(lm, inputs, configs, max_new_tokens, repeats)
     base = measurements[0]
     rows, layers = [], []
     for m in measurements:
@@ -609,6 +630,7 @@ def build_app(demo: Demo, startup_message: str = ""):
             vision_gallery = gr.Gallery(
                 label="kept patches (dropped ones darkened)",
                 columns=4,
+                fit_columns=False,
                 height="auto",
                 object_fit="contain",
                 elem_id="vision-overlays",
@@ -622,7 +644,9 @@ def build_app(demo: Demo, startup_message: str = ""):
                 def call():
                     with demo.lock:
                         result = run_vision(demo.vlm, picture, text, names, fraction, int(tokens))
-                    done = f"Ran {len(result.rows)} configurations on **{demo.vlm.name}**."
+                    done = f"Ran {len(result.rows)} configurations on **{demo.vlm.name}**." + (
+                        TOY_TIMING if demo.vlm.is_toy else ""
+                    )
                     return pd.DataFrame(result.rows), result.overlays, done
 
                 return _safely(call, (None, None))
@@ -668,7 +692,9 @@ def build_app(demo: Demo, startup_message: str = ""):
                 def call():
                     with demo.lock:
                         result = run_long_context(demo.lm, text, names, fraction, int(tokens))
-                    done = f"Ran {len(result.rows)} configurations on **{demo.lm.name}**."
+                    done = f"Ran {len(result.rows)} configurations on **{demo.lm.name}**." + (
+                        TOY_TIMING if demo.lm.is_toy else ""
+                    )
                     return pd.DataFrame(result.rows), pd.DataFrame(result.layers), done
 
                 return _safely(call, (None, None))

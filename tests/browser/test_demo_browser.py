@@ -1,0 +1,180 @@
+"""End to end: `tokenprune demo` serving on 127.0.0.1, driven by a real headless Chromium (Debian's
+chromium package through Playwright). Screenshots go to test-artifacts/ (gitignored).
+
+Nothing here is skipped: without chromium or playwright the tests fail and say how to install them
+(`make test-browser` does both).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+STARTUP_SECONDS = 180
+RUN_MS = 120_000  # a run on a busy 2-core machine
+
+
+def chromium_executable() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail(
+            "Chromium not found on PATH: install Debian's package (apt-get install chromium, or make test-browser)"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The demo started as a user starts it, on a free port; yields its URL and stops it afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenprune.cli", "demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    output = []
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=STARTUP_SECONDS)
+            except queue.Empty:
+                pytest.fail(f"the demo printed no URL within {STARTUP_SECONDS} s:\n{''.join(output)}")
+            output.append(line)
+            found = re.search(r"running at (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                break
+            if process.poll() is not None:
+                pytest.fail(f"the demo exited with {process.returncode}:\n{''.join(output)}")
+        assert found.group(1) == f"http://127.0.0.1:{port}"
+        yield found.group(1)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[dev]' (or make test-browser)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(server)
+    yield page
+    page.close()
+
+
+def table_rows(page, selector: str) -> list[list[str]]:
+    """Body cells of a Gradio dataframe (a grid of divs), row by row."""
+    rows = page.locator(f"{selector} [role=row][data-index]")
+    return [
+        [c.strip() for c in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
+        for i in range(rows.count())
+    ]
+
+
+def table_header(page, selector: str) -> list[str]:
+    cells = page.locator(f"{selector} [role=columnheader]")
+    return [cells.nth(i).get_attribute("title") for i in range(cells.count())]
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def test_vision_tab_compares_pruners_and_draws_kept_patches(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Vision").click()
+    page.click("#vision-scene")
+    expect(page.locator("#vision-question textarea")).not_to_have_value("", timeout=30_000)
+    expect(page.locator("#vision-image img")).to_have_count(1)
+    page.click("#vision-run")
+    expect(page.locator("#vision-status")).to_contain_text("Ran 3 configurations", timeout=RUN_MS)
+
+    header = table_header(page, "#vision-table")
+    assert header[:3] == ["pruner", "answer", "image tokens kept"]
+    rows = table_rows(page, "#vision-table")
+    assert [row[0] for row in rows] == ["unpruned", "divprune @ 0.25", "fastv @ 0.25"]
+    column = {name: i for i, name in enumerate(header)}
+    for row in rows:
+        assert number(row[column["prefill ms"]]) > 0 and number(row[column["total ms"]]) > 0
+        assert number(row[column["tokens prefilled"]]) > 0
+    assert [row[column["image tokens kept"]] for row in rows] == ["all", "4 / 16", "4 / 16"]
+
+    overlays = page.locator("#vision-overlays img")
+    expect(overlays).to_have_count(2, timeout=30_000)
+    for i in range(2):  # the images really loaded, at the overlay's size
+        assert overlays.nth(i).evaluate("img => img.complete && img.naturalWidth") == 288
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "demo-vision.png", full_page=True)
+
+
+def test_rag_tab_shows_counts_blocks_and_answers(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="RAG / HTML").click()
+    page.locator("#rag-page input").click()
+    page.get_by_role("option", name="harbour-bridge-news").click()
+    expect(page.locator("#rag-question textarea")).to_have_value(
+        "How much did the bridge restoration cost?", timeout=30_000
+    )
+    page.click("#rag-run")
+    expect(page.locator("#rag-status")).to_contain_text("Kept", timeout=RUN_MS)
+
+    counts = table_rows(page, "#rag-counts")
+    assert [row[0] for row in counts] == ["raw HTML", "cleaned (markdown)", "pruned (budget 150)"]
+    raw, cleaned, pruned = (number(row[1]) for row in counts)
+    assert pruned <= 150 < cleaned < raw
+    kept, total = map(int, re.search(r"Kept (\d+) of (\d+) blocks", page.inner_text("#rag-status")).groups())
+    assert 0 < kept < total
+    expect(page.locator("#rag-blocks")).to_contain_text("removed")
+    answers = table_rows(page, "#rag-answers")
+    assert [row[0] for row in answers] == ["whole cleaned page", "pruned context"]
+    assert all("3.8 million pounds" in row[1] for row in answers)
+    expect(page.locator("#rag-pruned")).to_contain_text("Pruned context")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "demo-rag.png", full_page=True)
+
+
+def test_bad_input_is_a_message_in_the_page(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Vision").click()
+    page.click("#vision-run")  # no image, no question
+    expect(page.locator("#vision-status")).to_contain_text("Error: Upload an image", timeout=RUN_MS)
+    page.get_by_role("tab", name="RAG / HTML").click()
+    page.click("#rag-run")
+    expect(page.locator("#rag-status")).to_contain_text("Error: Paste an HTML page", timeout=RUN_MS)
+    assert "Traceback" not in page.inner_text("body")
