@@ -171,12 +171,20 @@ class _PrunedModel:
             raise ValueError(
                 "tokenprune: --video-pruning-rate (EVS) cannot be combined with tokenprune's image pruning"
             )
-        if self.tokenprune.method in ATTENTION_METHODS and multimodal_config.mm_encoder_tp_mode == "data":
-            raise ValueError(
-                f"tokenprune: {self.tokenprune.method} reads vision-tower attention, which "
-                "mm_encoder_tp_mode='data' splits across ranks; use the default 'weights' mode, or divprune, "
-                "uniform or random"
-            )
+        if self.tokenprune.method in ATTENTION_METHODS:
+            # Both would run the vision blocks without the module hook that reads their attention.
+            if multimodal_config.mm_encoder_tp_mode == "data":
+                raise ValueError(
+                    f"tokenprune: {self.tokenprune.method} reads vision-tower attention, which "
+                    "mm_encoder_tp_mode='data' splits across ranks; use the default 'weights' mode, or "
+                    "divprune, uniform or random"
+                )
+            if vllm_config.compilation_config.compile_mm_encoder:
+                raise ValueError(
+                    f"tokenprune: {self.tokenprune.method} reads vision-tower attention through a module "
+                    "hook, which a compiled encoder bypasses; turn off compile_mm_encoder, or use divprune, "
+                    "uniform or random"
+                )
         mark_pruning(multimodal_config)
 
     def _merge_size(self) -> int:
@@ -203,6 +211,11 @@ class _PrunedModel:
         block = self.visual.blocks[self.attention_block()]
         with capture_merged_attention(block, grid, self._merge_size() ** 2, {}) as captured:
             embeds = super()._process_image_input(image_input)
+        if "attention" not in captured:
+            raise RuntimeError(
+                f"tokenprune: {self.tokenprune.method} found no attention in vision block "
+                f"{self.attention_block()}; this vLLM version runs the tower differently"
+            )
         attention = captured["attention"]
         order = self.merge_order(grid)
         if order is not None:

@@ -75,3 +75,36 @@ def test_register_is_idempotent():
     register()
     assert set(ARCHITECTURES) <= set(ModelRegistry.get_supported_archs())
     assert patches_active()
+
+
+def qwen_startup(method: str, *, encoder_tp_mode: str = "weights", compile_encoder: bool = False):
+    """Run the Qwen models' startup checks on a stand-in vLLM config."""
+    from tokenprune.adapters.vllm import register
+    from tokenprune.adapters.vllm.qwen import _PrunedModel
+
+    register()
+    model = _PrunedModel()
+    model.family = "Qwen2.5-VL"
+    multimodal = SimpleNamespace(video_pruning_rate=None, mm_encoder_tp_mode=encoder_tp_mode)
+    vllm_config = SimpleNamespace(
+        model_config=SimpleNamespace(
+            hf_config=hf({"method": method, "budget": 8}), multimodal_config=multimodal
+        ),
+        compilation_config=SimpleNamespace(compile_mm_encoder=compile_encoder),
+    )
+    model._init_pruning(vllm_config)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"encoder_tp_mode": "data"}, "mm_encoder_tp_mode='data'"),
+        ({"compile_encoder": True}, "compile_mm_encoder"),
+    ],
+)
+def test_qwen_attention_methods_refuse_encoder_modes_that_skip_the_hook(settings, match):
+    for method in ("visionzip", "fopru"):
+        with pytest.raises(ValueError, match=match):
+            qwen_startup(method, **settings)
+    assert qwen_startup("divprune", **settings).tokenprune.method == "divprune"
