@@ -333,7 +333,6 @@ def generated_scene(seed: int, index: int = 0):
 @dataclass
 class LongContextResult:
     rows: list[dict]
-    layers: list[dict]  # one row per (method, layer): tokens at that layer, for a plot
     measurements: list[Measurement]
 
 
@@ -366,7 +365,7 @@ def run_long_context(
     ]
     measurements = measure_all(lm, inputs, configs, max_new_tokens, repeats)
     base = measurements[0]
-    rows, layers = [], []
+    rows = []
     for m in measurements:
         rows.append(
             {
@@ -380,8 +379,29 @@ def run_long_context(
                 "total ms": round(1e3 * m.total_s, 2),
             }
         )
-        layers += [{"method": m.label, "layer": i, "tokens": n} for i, n in enumerate(m.layer_tokens)]
-    return LongContextResult(rows, layers, measurements)
+    return LongContextResult(rows, measurements)
+
+
+def layer_figure(measurements: list[Measurement]):
+    """Grouped bars: the sequence length each method's prefill runs through at every layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 2.8))
+    width = 0.8 / len(measurements)
+    for i, m in enumerate(measurements):
+        layers = [layer + (i - (len(measurements) - 1) / 2) * width for layer in range(len(m.layer_tokens))]
+        ax.bar(layers, m.layer_tokens, width, label=m.label)
+    ax.set_xticks(range(len(measurements[0].layer_tokens)))
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("tokens")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    plt.close(figure)  # Gradio renders the figure object; pyplot need not keep it
+    return figure
 
 
 def retrieval_task(seed: int, length: int) -> tuple[str, str]:
@@ -600,8 +620,10 @@ def build_app(demo: Demo, startup_message: str = ""):
         with gr.Accordion("Models", open=False):
             models = gr.Markdown(demo.describe(), elem_id="models")
             with gr.Row():
-                checkpoint = gr.Textbox(label="checkpoint (local directory or hub id)", scale=4)
-                load = gr.Button("Load", scale=1)
+                checkpoint = gr.Textbox(
+                    label="checkpoint (local directory or hub id)", scale=4, elem_id="load-checkpoint"
+                )
+                load = gr.Button("Load", scale=1, elem_id="load-run")
             load_status = gr.Markdown(startup_message, elem_id="load-status")
 
         with gr.Tab("Vision", elem_id="tab-vision"):
@@ -682,7 +704,7 @@ def build_app(demo: Demo, startup_message: str = ""):
                     long_button = gr.Button("Run", variant="primary", elem_id="long-run")
             long_status = gr.Markdown(elem_id="long-status")
             long_table = gr.Dataframe(label="unpruned vs prefill skipping", wrap=True, elem_id="long-table")
-            long_plot = gr.LinePlot(x="layer", y="tokens", color="method", label="tokens per layer")
+            long_plot = gr.Plot(label="tokens per layer", elem_id="long-plot")
 
             def new_task(seed, tokens):
                 text, answer = retrieval_task(seed, tokens)
@@ -695,7 +717,7 @@ def build_app(demo: Demo, startup_message: str = ""):
                     done = f"Ran {len(result.rows)} configurations on **{demo.lm.name}**." + (
                         TOY_TIMING if demo.lm.is_toy else ""
                     )
-                    return pd.DataFrame(result.rows), pd.DataFrame(result.layers), done
+                    return pd.DataFrame(result.rows), layer_figure(result.measurements), done
 
                 return _safely(call, (None, None))
 
@@ -765,15 +787,17 @@ def build_app(demo: Demo, startup_message: str = ""):
                     list(VISUAL_PRUNERS + PROMPT_PRUNERS), value=["divprune", "fastv"], label="pruners"
                 )
                 sweep_budgets = gr.Textbox(value="0.1,0.25,0.5", label="budgets (fractions kept)")
-                sweep_questions = gr.Slider(5, 200, value=20, step=5, label="questions")
+                sweep_questions = gr.Slider(
+                    5, 200, value=20, step=5, label="questions", elem_id="sweep-questions"
+                )
             sweep_button = gr.Button("Sweep", variant="primary", elem_id="sweep-run")
             sweep_status = gr.Markdown(elem_id="sweep-status")
             with gr.Row():
-                sweep_plot = gr.Image(label="accuracy vs budget", type="filepath")
+                sweep_plot = gr.Image(label="accuracy vs budget", type="filepath", elem_id="sweep-plot")
                 speed_plot = gr.LinePlot(
                     x="budget", y="speedup", color="pruner", label="time to answer: speedup"
                 )
-            sweep_table = gr.Markdown()
+            sweep_table = gr.Markdown(elem_id="sweep-table")
 
             def on_sweep(task, names, budgets, questions, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
                 def call():

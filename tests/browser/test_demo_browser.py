@@ -168,6 +168,33 @@ def test_rag_tab_shows_counts_blocks_and_answers(page):
     page.screenshot(path=ARTIFACTS / "demo-rag.png", full_page=True)
 
 
+def test_long_context_and_sweep_tabs_render_measurements(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Long context").click()
+    page.get_by_role("button", name="Generate retrieval task").click()
+    expect(page.locator("#long-prompt textarea")).not_to_have_value("", timeout=30_000)
+    page.click("#long-run")
+    expect(page.locator("#long-status")).to_contain_text("Ran 3 configurations", timeout=RUN_MS)
+    header = table_header(page, "#long-table")
+    rows = table_rows(page, "#long-table")
+    assert [row[0] for row in rows] == ["unpruned", "lazyskip @ 0.1", "gemfilter @ 0.1"]
+    per_layer = [[int(n) for n in row[header.index("tokens per layer")].split(" · ")] for row in rows]
+    assert per_layer[0] == [1020] * 4 and per_layer[1][0] == 1020 and per_layer[1][-1] < 200
+    assert all(number(row[header.index("TTFT ms")]) > 0 for row in rows)
+    expect(page.locator("#long-plot img")).to_have_count(1, timeout=30_000)
+
+    page.get_by_role("tab", name="Sweep").click()
+    page.locator("#sweep-questions input[type=number]").fill("5")
+    page.click("#sweep-run")
+    expect(page.locator("#sweep-status")).to_contain_text("Swept 6 (pruner, budget) pairs", timeout=RUN_MS)
+    expect(page.locator("#sweep-plot img")).to_have_count(1)
+    assert page.locator("#sweep-plot img").evaluate("img => img.complete && img.naturalWidth") > 0
+    expect(page.locator("#sweep-table")).to_contain_text("fastv")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "demo-sweep.png", full_page=True)
+
+
 def test_bad_input_is_a_message_in_the_page(page):
     from playwright.sync_api import expect
 
@@ -177,4 +204,9 @@ def test_bad_input_is_a_message_in_the_page(page):
     page.get_by_role("tab", name="RAG / HTML").click()
     page.click("#rag-run")
     expect(page.locator("#rag-status")).to_contain_text("Error: Paste an HTML page", timeout=RUN_MS)
+    page.get_by_text("Models").click()
+    page.locator("#load-checkpoint textarea").fill("/nonexistent/checkpoint")
+    page.click("#load-run")
+    expect(page.locator("#load-status")).to_contain_text("Error: Could not load '/nonexistent/checkpoint'")
+    expect(page.locator("#models")).to_contain_text("toy-vlm")  # the app goes on with what it had
     assert "Traceback" not in page.inner_text("body")
