@@ -241,20 +241,31 @@ def processed_view(image, processor):
     return image
 
 
-def overlay(image, grid: tuple[int, ...], kept: tuple[int, ...], size: int = OVERLAY_SIZE):
-    """The image with dropped patches darkened and the patch grid drawn; kept patches unchanged."""
+def spatial(grid) -> bool:
+    """A 2-D patch grid (LLaVA, Qwen-VL images); not a video's (t, h, w) nor a token row (anyres)."""
+    return grid is not None and len(grid) == 2 and min(grid) > 1
+
+
+def overlay(image, grid: tuple[int, ...], kept: tuple[int, ...], width: int = OVERLAY_SIZE):
+    """The image with dropped patches darkened and the kept ones outlined, `width` pixels wide."""
     from PIL import Image, ImageDraw
 
-    if grid is None or len(grid) != 2:
+    if not spatial(grid):
         raise ValueError(f"an overlay needs a 2-D patch grid, got {grid}")
     rows, cols = grid
-    view = image.convert("RGB").resize((size, size), Image.NEAREST)
+    height = round(width * rows / cols)
+    view = image.convert("RGB").resize((width, height), Image.NEAREST)
     shade = Image.new("RGBA", view.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(shade)
     kept = set(kept)
     for index in range(rows * cols):
         r, c = divmod(index, cols)
-        box = (c * size // cols, r * size // rows, (c + 1) * size // cols - 1, (r + 1) * size // rows - 1)
+        box = (
+            c * width // cols,
+            r * height // rows,
+            (c + 1) * width // cols - 1,
+            (r + 1) * height // rows - 1,
+        )
         if index in kept:
             draw.rectangle(box, outline=(40, 220, 90, 255), width=2)
         else:
@@ -313,7 +324,7 @@ def run_vision(
                 "total ms": round(1e3 * m.total_s, 2),
             }
         )
-        if selection is not None and selection.grid is not None and len(selection.grid) == 2:
+        if selection is not None and spatial(selection.grid):
             caption = f"{m.label}: {selection.tokens_after} of {selection.tokens_before} patches kept"
             overlays.append((overlay(view, selection.grid, selection.kept_indices), caption))
     return VisionResult(rows, overlays, measurements)
@@ -447,14 +458,20 @@ def extractive_answer(scorer, question: str, text: str) -> tuple[str, float]:
 
 
 @torch.no_grad()
-def generated_answer(lm: Loaded, question: str, context: str, max_new_tokens: int = 32) -> tuple[str, float]:
+def generated_answer(lm: Loaded, question: str, context: str, max_new_tokens: int = 32) -> tuple[str, str]:
+    """(answer, how it was made): greedy generation from the context, or why there is none."""
     prompt = f"Context:\n{context}\n\nQuestion: {question}\nAnswer:"
     inputs = lm.tokenizer(prompt, return_tensors="pt")
     inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+    length = inputs["input_ids"].shape[1]
+    limit = getattr(lm.model.config, "max_position_embeddings", None)
+    if limit is not None and length + max_new_tokens > limit:
+        return "", f"{lm.name}: the prompt has {length} tokens, more than its {limit}-token context"
     started = time.perf_counter()
     output = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     seconds = time.perf_counter() - started
-    return lm.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True), seconds
+    answer = lm.tokenizer.decode(output[0, length:], skip_special_tokens=True).strip()
+    return answer, f"{lm.name}, {length} prompt tokens, {seconds:.2f} s"
 
 
 def run_rag(html, question, budget, scorer: str = "bm25", lm: Loaded | None = None) -> RagResult:
@@ -494,8 +511,8 @@ def run_rag(html, question, budget, scorer: str = "bm25", lm: Loaded | None = No
     answers = []
     for context_name, context in (("whole cleaned page", cleaned), ("pruned context", result.text)):
         if lm is not None:
-            text, seconds = generated_answer(lm, question, context)
-            answers.append({"context": context_name, "answer": text, "how": f"{lm.name}, {seconds:.2f} s"})
+            text, how = generated_answer(lm, question, context)
+            answers.append({"context": context_name, "answer": text, "how": how})
         else:
             text, score = extractive_answer(pruner.scorer, question, context)
             answers.append(

@@ -42,7 +42,7 @@ def test_overlay_darkens_exactly_the_dropped_patches():
     from PIL import Image
 
     image = Image.new("RGB", (40, 40), (200, 200, 200))
-    drawn = np.asarray(app.overlay(image, (2, 2), (0, 3), size=40)).astype(int)
+    drawn = np.asarray(app.overlay(image, (2, 2), (0, 3), width=40)).astype(int)
     centres = {0: (10, 10), 1: (10, 30), 2: (30, 10), 3: (30, 30)}  # (y, x) of each patch of a 2x2 grid
     for index, (y, x) in centres.items():
         if index in (0, 3):
@@ -51,6 +51,26 @@ def test_overlay_darkens_exactly_the_dropped_patches():
             assert (drawn[y, x] < 100).all()
     with pytest.raises(ValueError, match="2-D patch grid"):
         app.overlay(image, (2, 2, 2), (0,))
+
+
+def test_overlay_keeps_the_grid_aspect_and_refuses_non_spatial_grids():
+    from PIL import Image
+
+    image = Image.new("RGB", (60, 30), (200, 200, 200))
+    assert app.overlay(image, (2, 4), (0,), width=80).size == (80, 40)
+    assert not app.spatial((1, 20)) and not app.spatial((2, 3, 3)) and app.spatial((3, 5))
+    with pytest.raises(ValueError, match="2-D patch grid"):
+        app.overlay(image, (1, 20), (0,))
+
+
+def test_vision_takes_any_uploaded_image(demo):
+    from PIL import Image
+
+    upload = Image.new("RGBA", (120, 64), (10, 200, 30, 128))  # not square, with alpha
+    result = app.run_vision(demo.vlm, upload, "what color is at a1 ?", ["uniform"], 0.5, repeats=1)
+    assert app.processed_view(upload, demo.vlm.processor).size == (64, 64)  # the processor's center crop
+    assert [row["image tokens kept"] for row in result.rows] == ["all", "8 / 16"]
+    assert len(result.overlays) == 1 and result.overlays[0][0].size == (app.OVERLAY_SIZE, app.OVERLAY_SIZE)
 
 
 def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, scene):
@@ -170,6 +190,24 @@ def test_rag_counts_blocks_and_extractive_answers():
         assert "3.8 million pounds" in answer["answer"] and answer["how"].startswith("best sentence")
 
 
+def test_rag_with_a_text_model_counts_its_tokens_and_answers_by_generation(demo):
+    import copy
+
+    from tokenprune.context import HtmlPruner
+
+    html = app.bundled_pages()["harbour-bridge-news"].read_text()
+    short = copy.deepcopy(demo.lm.model)
+    short.config.max_position_embeddings = 400  # the whole page does not fit, the pruned one does
+    lm = app.Loaded(short, demo.lm.tokenizer, "short-lm")
+    result = app.run_rag(html, "How much did the bridge restoration cost?", 150, lm=lm)
+    tokens = [row["tokens"] for row in result.counts]
+    counter = HtmlPruner(budget=150, tokenizer=lm.tokenizer).counter
+    assert tokens[0] == counter(html) and tokens[2] <= 150
+    whole, pruned = result.answers
+    assert whole["answer"] == "" and "more than its 400-token context" in whole["how"]
+    assert pruned["how"].startswith("short-lm, ") and "prompt tokens" in pruned["how"]
+
+
 def test_rag_without_pruning_keeps_every_block():
     html = app.bundled_pages()["tidal-energy-wiki"].read_text()
     result = app.run_rag(html, app.page_question(html), 2000)
@@ -224,6 +262,7 @@ def test_loading_a_checkpoint_swaps_one_model_or_says_why_not(demo, tmp_path):
     message = fresh.load(str(zoo.path("toy-lm")))
     assert "language model" in message and fresh.lm is not demo.lm and fresh.vlm is demo.vlm
     assert fresh.text_lm() is fresh.lm
+    assert "vision model" in fresh.load(str(zoo.path("toy-vlm"))) and fresh.vlm is not demo.vlm
 
 
 def test_failures_become_messages_not_traces():
