@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenprune.context import PassagePruner, split_sentences
+from tokenprune.context.text import sentence_pieces
 
 PASSAGES = [
     ("Cats", "Cats sleep up to sixteen hours a day. They are crepuscular hunters. Kittens sleep even more."),
@@ -62,6 +63,37 @@ def test_sentence_splitter():
         "Finally, e.g. here.",
         "New line",
     ]
+
+
+def test_sentence_splitter_in_other_scripts():
+    text = (
+        "Какую кухню любите? Есть ли блюда. 반응 때문이었을까. 류화영은 입장을. 中文句子。第二句！ok. lower"
+    )
+    assert split_sentences(text) == [
+        "Какую кухню любите?",
+        "Есть ли блюда.",
+        "반응 때문이었을까.",
+        "류화영은 입장을.",
+        "中文句子。",
+        "第二句！",
+        "ok. lower",
+    ]
+
+
+@pytest.mark.parametrize("max_words", [1, 3, 8, 100])
+def test_sentence_pieces_concatenate_to_the_text(max_words):
+    text = "  Dr. Smith came home. It was  late!  Then a long sentence with many words in it\nNext line  "
+    pieces = sentence_pieces(text, max_words)
+    assert "".join(piece for piece, _ in pieces) == text
+    assert all(len(piece.split()) <= max_words for piece, _ in pieces)
+    assert [piece.split()[-1] for piece, ends in pieces if ends] == ["home.", "late!", "it"]
+    if max_words == 100:
+        assert pieces == [
+            ("  Dr. Smith came home. ", True),
+            ("It was  late!  ", True),
+            ("Then a long sentence with many words in it\n", True),
+            ("Next line  ", False),
+        ]
 
 
 @pytest.mark.parametrize(

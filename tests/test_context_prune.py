@@ -169,6 +169,22 @@ def test_costly_blocks_are_split_where_they_are_and_nowhere_else():
     assert " ".join(rebuilt.itertext()).split() == " ".join(clean(page).itertext()).split()
 
 
+def test_blocks_end_at_sentence_ends():
+    """A paragraph with links, cut into blocks, is cut between sentences, never inside one."""
+    sentences = [
+        f"Sentence {i} mentions <a href='/{i}'>a link</a> and {'some ' * (i % 4)}words about lava."
+        for i in range(12)
+    ]
+    page = "<p>" + " ".join(sentences) + "</p>"
+    tree = BlockTree(clean(page), max_words=20)
+    assert len(tree.blocks) > 3
+    plain = [re.sub("<[^>]+>", "", sentence) for sentence in sentences]
+    for block in tree.blocks:
+        assert block.words <= 20 and block.text.endswith("lava.")
+        assert block.text in " ".join(plain)
+    assert " ".join(block.text for block in tree.blocks) == " ".join(plain)
+
+
 def test_assemble_everything_reproduces_the_page():
     root = clean(ARTICLE)
     tree = BlockTree(root, max_words=15)

@@ -2,24 +2,27 @@
 
 An element with more words than the limit is *expanded*: its content (child elements and text) is
 cut into blocks. A small block-level child is a block; consecutive text and small inline children
-form one block; an over-long text is cut into sentence chunks; a child over the limit is expanded in
-turn. Original tag names are kept, and every block knows the XPath of the element holding it.
+form one block, closed after a complete sentence where one ends within the limit (sentences longer
+than the limit are cut at word boundaries); a child over the limit is expanded in turn. Original tag
+names are kept, and every block knows the XPath of the element holding it.
 """
 
 from __future__ import annotations
 
 import copy
 import html as html_escape
+import re
 from collections import Counter
 from dataclasses import dataclass
 
 from lxml import etree
 
 from tokenprune.context.clean import BLOCK_TAGS
-from tokenprune.context.text import chunk_words
+from tokenprune.context.text import sentence_pieces
 
 # Elements that stand as blocks of their own; <br> flows with the text around it.
 _STANDALONE_TAGS = BLOCK_TAGS - {"br"}
+_MAY_END_SENTENCE = re.compile(r"[.!?…\n]")
 MIN_MAX_WORDS = 8
 
 
@@ -148,42 +151,59 @@ class BlockTree:
         path = container.path
         child_path = _child_paths(element, path)
         expanded: list[tuple[etree._Element, str, int]] = []
-        run: list[_Piece] = []  # consecutive text and inline children, becoming one block
+        # Consecutive text and inline children become one block: (value, words, ends a sentence).
+        run: list[tuple[str | etree._Element, int, bool]] = []
         run_words = 0
         for value in self._content(element):
             if isinstance(value, str):
-                size = _words(value)
-                chunks = [value] if size <= limit else chunk_words(value, limit)
-                pieces = [(chunk, _words(chunk)) for chunk in chunks]
+                if _MAY_END_SENTENCE.search(value):
+                    pieces = [(text, _words(text), ends) for text, ends in sentence_pieces(value, limit)]
+                else:
+                    pieces = [(value, _words(value), False)]
             elif words[value] > self.limits.get(value, limit) or element is self.root or value.tag == "body":
                 pieces = []
-                self._close_run(index, path, run, run_words)
+                self._close_run(index, path, run)
                 run, run_words = [], 0
                 expanded.append((value, child_path(value), self.limits.get(value, limit)))
                 container.pieces.append(_Piece(value, None))  # owner set once the child is built
             elif value.tag in _STANDALONE_TAGS:
                 pieces = []
-                self._close_run(index, path, run, run_words)
+                self._close_run(index, path, run)
                 run, run_words = [], 0
                 piece = _Piece(value, None)
                 self._add_block(index, child_path(value), None, [piece], words[value])
                 container.pieces.append(piece)
             else:
-                pieces = [(value, words[value])]
-            for piece_value, size in pieces:
-                if run and run_words + size > limit:
-                    self._close_run(index, path, run, run_words)
-                    run, run_words = [], 0
-                run.append(_Piece(piece_value, None))
-                run_words += size
-        self._close_run(index, path, run, run_words)
+                pieces = [(value, words[value], value.tag == "br")]
+            for piece in pieces:
+                if run and run_words + piece[1] > limit:
+                    # Close the block after its last complete sentence, so that no sentence is cut
+                    # in two unless it alone overflows the limit.
+                    cut = next((i + 1 for i in reversed(range(len(run))) if run[i][2]), len(run))
+                    self._close_run(index, path, run[:cut])
+                    run = run[cut:]
+                    run_words = sum(size for _, size, _ in run)
+                    if run and run_words + piece[1] > limit:
+                        self._close_run(index, path, run)
+                        run, run_words = [], 0
+                run.append(piece)
+                run_words += piece[1]
+        self._close_run(index, path, run)
         return expanded
 
-    def _close_run(self, index: int, path: str, run: list[_Piece], run_words: int) -> None:
-        if any(not isinstance(piece.value, str) or piece.value.strip() for piece in run):
+    def _close_run(self, index: int, path: str, run: list[tuple[str | etree._Element, int, bool]]) -> None:
+        values: list[str | etree._Element] = []
+        for value, _, _ in run:  # neighbouring sentences of one text node are one piece again
+            if isinstance(value, str) and values and isinstance(values[-1], str):
+                values[-1] += value
+            else:
+                values.append(value)
+        if any(not isinstance(value, str) or value.strip() for value in values):
             pieces = self.containers[index].pieces
-            self._add_block(index, path, (len(pieces), len(pieces) + len(run)), run, run_words)
-            pieces.extend(run)
+            run_pieces = [_Piece(value, None) for value in values]
+            words = sum(size for _, size, _ in run)
+            self._add_block(index, path, (len(pieces), len(pieces) + len(run_pieces)), run_pieces, words)
+            pieces.extend(run_pieces)
 
     def _number_in_document_order(self) -> None:
         """Blocks were numbered container by container; renumber them in reading order."""

@@ -1,12 +1,15 @@
-"""Plain-text helpers: sentence splitting, size-bounded chunks, near-duplicate detection."""
+"""Plain-text helpers: sentence splitting, sentence pieces for blocks, near-duplicate detection."""
 
 from __future__ import annotations
 
 import re
 
-# A sentence ends at . ! ? or … (with closing quotes/brackets) followed by space and a capital,
-# digit or opening quote, or at a line break; common abbreviations do not end sentences.
-_BOUNDARY = re.compile(r"""(?:(?<=[.!?…])|(?<=[.!?…]["'”’)\]]))\s+(?=["'“‘(\[]?[A-Z0-9À-Ý])|\n\s*""")
+# A sentence ends at . ! ? or … (with closing quotes/brackets) followed by space and a word that does
+# not start lowercase (a capital in any script, a digit, a letter of a script without case such as
+# Hangul), after 。！？, or at a line break; common abbreviations do not end sentences.
+_BOUNDARY = re.compile(
+    r"""(?:(?<=[.!?…])|(?<=[.!?…]["'”’)\]]))\s+(?=["'“‘(\[]?(\w))|(?<=[。！？])\s*(?=\S)|\n\s*"""
+)
 _ABBREVIATION = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Mt|vs|etc|e\.g|i\.e|Inc|Ltd|Co|Corp|No|Fig|Vol|Jan|Feb|Mar|Apr"
     r"|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|U\.S|U\.K)|\b[A-Z])\.$"
@@ -14,44 +17,53 @@ _ABBREVIATION = re.compile(
 _WORD = re.compile(r"\w+")
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences (stripped, non-empty), joined back over abbreviations."""
-    sentences: list[str] = []
+def _sentence_ends(text: str) -> list[int]:
+    """Offsets where sentences end, after the whitespace that follows them; abbreviations ("Dr. Smith")
+    end none."""
+    ends: list[int] = []
     start = 0
     for boundary in _BOUNDARY.finditer(text):
-        piece = text[start : boundary.start()]
-        if "\n" not in boundary.group() and _ABBREVIATION.search(piece):
-            continue  # "Dr. Smith": keep reading
-        if piece.strip():
-            sentences.append(piece.strip())
-        start = boundary.end()
-    if text[start:].strip():
-        sentences.append(text[start:].strip())
-    return sentences
-
-
-def chunk_words(text: str, max_words: int) -> list[str]:
-    """Group whole sentences into chunks of at most ``max_words`` words; over-long sentences are cut
-    at word boundaries. Chunks keep their original spacing so they join back with single spaces."""
-    chunks: list[str] = []
-    current: list[str] = []
-    size = 0
-    for sentence in split_sentences(text):
-        words = sentence.split()
-        if len(words) > max_words:
-            if current:
-                chunks.append(" ".join(current))
-                current, size = [], 0
-            chunks.extend(" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words))
+        after_punctuation = boundary.group(1) is not None and "\n" not in boundary.group()
+        if after_punctuation and (
+            boundary.group(1).islower() or _ABBREVIATION.search(text[start : boundary.start()])
+        ):
             continue
-        if size + len(words) > max_words and current:
-            chunks.append(" ".join(current))
-            current, size = [], 0
-        current.append(sentence)
-        size += len(words)
-    if current:
-        chunks.append(" ".join(current))
-    return chunks
+        ends.append(boundary.end())
+        start = boundary.end()
+    return ends
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences (stripped, non-empty), joined back over abbreviations."""
+    starts = [0, *_sentence_ends(text)]
+    ends = [*starts[1:], len(text)]
+    return [text[start:end].strip() for start, end in zip(starts, ends) if text[start:end].strip()]
+
+
+_WORD_AND_SPACE = re.compile(r"\S+\s*")
+_SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*\s*$""")
+
+
+def sentence_pieces(text: str, max_words: int) -> list[tuple[str, bool]]:
+    """Cut text into sentences (those over ``max_words`` words into runs of at most that many words), each
+    with whether it ends a sentence. The pieces concatenate back to ``text`` exactly, so block boundaries
+    can fall between sentences without changing the text."""
+    pieces: list[tuple[str, bool]] = []
+    starts = [0, *_sentence_ends(text)]
+    for start, end in zip(starts, [*starts[1:], len(text)]):
+        sentence = text[start:end]
+        if not sentence:
+            continue
+        ends = end < len(text) or bool(_SENTENCE_END.search(sentence))
+        if len(sentence.split()) <= max_words:
+            pieces.append((sentence, ends))
+            continue
+        words = _WORD_AND_SPACE.findall(sentence)
+        lead = sentence[: len(sentence) - len(sentence.lstrip())]  # findall skips leading whitespace
+        cuts = ["".join(words[i : i + max_words]) for i in range(0, len(words), max_words)]
+        cuts[0] = lead + cuts[0]
+        pieces.extend((cut, ends and i == len(cuts) - 1) for i, cut in enumerate(cuts))
+    return pieces
 
 
 def _shingles(text: str, size: int = 3) -> set[tuple[str, ...]]:
