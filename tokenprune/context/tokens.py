@@ -23,7 +23,7 @@ class TokenCounter:
 
     count: Callable[[str], int]
     name: str
-    # One call for many texts: per-call overhead of Rust tokenizers dominates on small blocks.
+    # One call for many texts (pricing blocks or sentences): per-call overhead dominates on small texts.
     count_batch: Callable[[list[str]], list[int]] | None = None
 
     def __call__(self, text: str) -> int:
@@ -65,8 +65,7 @@ def _counting_copy(backend: Any) -> Any:
 
 def _rust_counts(backend: Any) -> Callable[[list[str]], list[int]]:
     # encode_batch_fast skips character offsets, which counting does not need.
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return lambda texts: [len(encoding.ids) for encoding in encode(texts, add_special_tokens=False)]
+    return lambda texts: [len(e.ids) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
 
 
 def _from_object(tokenizer: Any, name: str) -> TokenCounter:
@@ -81,6 +80,7 @@ def _from_object(tokenizer: Any, name: str) -> TokenCounter:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if isinstance(backend, Tokenizer):
         copied = _counting_copy(backend)
+        # What the tokenizer sets on its backend for every call.
         copied.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
         batch = _rust_counts(copied)
     elif callable(tokenizer):
