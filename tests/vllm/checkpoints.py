@@ -206,7 +206,7 @@ def qwen2_5_vl_checkpoint(
         hidden_size=32,
         intermediate_size=64,
         num_heads=2,
-        out_hidden_size=64,
+        out_hidden_size=text_hidden,  # the merger feeds the language model
         patch_size=14,
         spatial_merge_size=2,
         temporal_patch_size=2,
