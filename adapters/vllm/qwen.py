@@ -3,8 +3,9 @@
 The processor shrinks each image's `<|image_pad|>` run to min(budget, natural) tokens (fraction
 budgets follow Qwen's dynamic resolution). The model selects that many merged tokens and, as vLLM's
 EVS does for videos, appends four position columns to each item's embeddings: the kept tokens'
-original (t, h, w) M-RoPE offsets and where the text after the item continues. vLLM's runner strips
-them and places the kept tokens at their original positions (see patches.py).
+original (t, h, w) M-RoPE offsets and where the text after the item continues. vLLM's runner hands
+them back to the model's `recompute_mrope_positions`, which places the kept tokens at their
+original positions and strips the columns (patches.py enables that path for images).
 
 Text after a pruned image continues at `base + llm_grid_w`, vLLM's EVS convention; text after an
 unpruned item (a budget >= natural, or a video) continues where stock Qwen puts it (max offset + 1),
