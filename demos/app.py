@@ -36,6 +36,7 @@ VISUAL_PRUNERS = ("divprune", "visionzip", "fopru", "fastv", "feather", "random"
 PROMPT_PRUNERS = ("lazyskip", "gemfilter")
 DEFAULT_PORT = 7860
 OVERLAY_SIZE = 288
+MIN_ANSWER_WORDS = 6
 # the toy scenes are 48 px: show them enlarged with sharp pixels
 CSS = "#vision-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 TOY_TIMING = (
@@ -444,17 +445,12 @@ class RagResult:
     answers: list[dict]
 
 
-def extractive_answer(scorer, question: str, text: str) -> tuple[str, float]:
-    """The sentence of `text` most relevant to the question, by the pruner's own scorer."""
-    from tokenprune.context import split_sentences
-
-    # headings and fragments match query words without answering anything
-    sentences = [s for s in split_sentences(text) if not s.startswith("#") and len(s.split()) >= 4]
-    if not sentences:
+def extractive_answer(relevance, texts: list[str], among: list[int]) -> tuple[str, float]:
+    """The block among `among` that the pruner's scorer finds most relevant, with its relevance."""
+    if not among:
         return "", 0.0
-    scores = scorer.relevance(question, sentences)
-    best = int(max(range(len(sentences)), key=lambda i: scores[i]))
-    return sentences[best], float(scores[best])
+    best = max(among, key=lambda i: relevance[i])
+    return texts[best], float(relevance[best])
 
 
 @torch.no_grad()
@@ -476,8 +472,8 @@ def generated_answer(lm: Loaded, question: str, context: str, max_new_tokens: in
 
 def run_rag(html, question, budget, scorer: str = "bm25", lm: Loaded | None = None) -> RagResult:
     """Clean and prune a page for a question; answer from the whole cleaned page and from the pruned
-    context: with `lm` (a real text model) by generation, otherwise extractively (the best sentence
-    by the scorer), since the toy models cannot read English."""
+    context: with `lm` (a real text model) by generation, otherwise extractively (the block the
+    pruner's scorer ranks first), since the toy models cannot read English."""
     from tokenprune.context import HtmlPruner, clean_html
 
     if not isinstance(html, str) or not html.strip():
@@ -509,14 +505,21 @@ def run_rag(html, question, budget, scorer: str = "bm25", lm: Loaded | None = No
         {"stage": f"pruned (budget {budget})", unit: pruned, "% of raw": round(100 * pruned / raw, 1)},
     ]
     answers = []
-    for context_name, context in (("whole cleaned page", cleaned), ("pruned context", result.text)):
-        if lm is not None:
+    if lm is not None:
+        for context_name, context in (("whole cleaned page", cleaned), ("pruned context", result.text)):
             text, how = generated_answer(lm, question, context)
             answers.append({"context": context_name, "answer": text, "how": how})
-        else:
-            text, score = extractive_answer(pruner.scorer, question, context)
+    else:
+        texts = [text for text, _ in blocks]
+        relevance = pruner.scorer.relevance(question, texts)
+        # headings and labels match the query's words without stating anything: answers come from
+        # blocks of a few words at least
+        statements = [i for i, text in enumerate(texts) if len(text.split()) >= MIN_ANSWER_WORDS]
+        kept_statements = [i for i in statements if blocks[i][1] == "kept"]
+        for context_name, among in (("whole cleaned page", statements), ("pruned context", kept_statements)):
+            text, score = extractive_answer(relevance, texts, among)
             answers.append(
-                {"context": context_name, "answer": text, "how": f"best sentence, score {score:.2f}"}
+                {"context": context_name, "answer": text.strip(), "how": f"best block, relevance {score:.2f}"}
             )
     return RagResult(counts, blocks, result.text, answers)
 
