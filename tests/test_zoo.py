@@ -86,6 +86,41 @@ def test_processor_matches_the_training_pixels_and_prompt():
     assert inputs["input_ids"][0].tolist() == batch["input_ids"][0, :prompt_length].tolist()
 
 
+def test_further_questions_are_askable_and_answered_from_the_same_scene():
+    for index, s in enumerate(scenes.samples(4, 60)):
+        extra = scenes.more_questions(s, 4, index, 5)
+        assert extra == scenes.more_questions(s, 4, index, 5)
+        objects = {o.position: o for o in s.scene.objects}
+        for question, answer in extra:
+            words = question.split()
+            if question.startswith("what color is at"):
+                assert objects[words[-2]].colour == answer
+            elif question.startswith("what shape is at"):
+                assert objects[words[-2]].shape == answer
+            elif question.startswith("where"):
+                matches = [o for o in s.scene.objects if (o.colour, o.shape) == (words[-3], words[-2])]
+                assert [o.position for o in matches] == [answer]
+            elif question.startswith("how many"):
+                assert int(answer) == sum(words[-2] in (o.colour, o.shape) for o in s.scene.objects)
+            else:
+                top = [o for o in s.scene.objects if o.row == 0]
+                assert len(top) == 1 and answer in (top[0].colour, top[0].shape)
+
+
+def test_multi_turn_training_batch_starts_with_the_evaluation_prompt():
+    tokenizer = models.vlm_tokenizer()
+    single = train.vlm_batch(tokenizer, 0, 5, 3, "cpu")
+    turns = train.vlm_batch(tokenizer, 0, 5, 3, "cpu", questions=3)
+    torch.testing.assert_close(single["pixel_values"], turns["pixel_values"])
+    for b in range(3):
+        length = int(single["attention_mask"][b].sum())
+        assert turns["input_ids"][b, :length].tolist() == single["input_ids"][b, :length].tolist()
+        assert turns["targets"][b, :length].tolist() == single["targets"][b, :length].tolist()
+        # three answers, each followed by </s>
+        answers = turns["input_ids"][b][turns["targets"][b]].tolist()
+        assert answers.count(tokenizer.eos_token_id) == 3 and len(answers) == 6
+
+
 # The committed checkpoints are short CPU runs (see the README's reference-model section) that have not reached the
 # accuracy targets; these tests pin what they do reliably: load as standard HF checkpoints and answer
 # with a word of the asked-for kind.

@@ -108,25 +108,50 @@ def sample(seed: int, index: int, kind: str | None = None) -> Sample:
         raise ValueError(f"unknown question type {kind!r}; supported: {QUESTION_TYPES}")
     if kind == "top_row":
         scene = _scene(rng, top_row_objects=1)
-        target = scene.objects[0]
+    else:
+        scene = _scene(rng)
+        while kind == "where" and not _unique_objects(scene):
+            scene = _scene(rng)
+    question, answer = _question(scene, kind, rng)
+    return Sample(scene, question, answer, kind)
+
+
+def _question(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str]:
+    """A question of `kind` about `scene` and its answer; `kind` must be askable (see `askable`)."""
+    if kind == "top_row":
+        target = next(o for o in scene.objects if o.row == 0)
         attribute = str(rng.choice(["color", "shape"]))
         answer = target.colour if attribute == "color" else target.shape
-        return Sample(scene, f"what {attribute} is in the top row ?", answer, kind)
-    scene = _scene(rng)
-    while kind == "where" and not _unique_objects(scene):
-        scene = _scene(rng)
+        return f"what {attribute} is in the top row ?", answer
     if kind in ("color_at", "shape_at"):
         target = scene.objects[int(rng.integers(len(scene.objects)))]
         if kind == "color_at":
-            return Sample(scene, f"what color is at {target.position} ?", target.colour, kind)
-        return Sample(scene, f"what shape is at {target.position} ?", target.shape, kind)
+            return f"what color is at {target.position} ?", target.colour
+        return f"what shape is at {target.position} ?", target.shape
     if kind == "where":
         unique = _unique_objects(scene)
         target = unique[int(rng.integers(len(unique)))]
-        return Sample(scene, f"where is the {target.colour} {target.shape} ?", target.position, kind)
+        return f"where is the {target.colour} {target.shape} ?", target.position
     attribute = str(rng.choice(list(COLOURS) + list(SHAPES)))
-    answer = sum(attribute in (o.colour, o.shape) for o in scene.objects)
-    return Sample(scene, f"how many {attribute} ?", str(answer), kind)
+    return f"how many {attribute} ?", str(sum(attribute in (o.colour, o.shape) for o in scene.objects))
+
+
+def askable(scene: Scene) -> tuple[str, ...]:
+    """Question types with a unique answer on `scene`."""
+    top_row = sum(o.row == 0 for o in scene.objects) == 1
+    return tuple(
+        kind
+        for kind in QUESTION_TYPES
+        if (kind != "top_row" or top_row) and (kind != "where" or _unique_objects(scene))
+    )
+
+
+def more_questions(sample: Sample, seed: int, index: int, count: int) -> list[tuple[str, str]]:
+    """`count` further (question, answer) pairs about the scene of sample `index` of split `seed`, of
+    askable types drawn uniformly: training asks several questions per rendered image."""
+    rng = np.random.default_rng([seed, index, 1])
+    kinds = askable(sample.scene)
+    return [_question(sample.scene, str(rng.choice(kinds)), rng) for _ in range(count)]
 
 
 def _unique_objects(scene: Scene) -> list[SceneObject]:

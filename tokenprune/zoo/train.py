@@ -40,18 +40,27 @@ def vlm_prompt(question: str) -> str:
     return f"{models.IMAGE_TOKEN} {question}"
 
 
-def vlm_batch(tokenizer, seed: int, start: int, size: int, device) -> dict[str, torch.Tensor]:
-    """Input ids `<s> <image>*64 question answer </s>`, with loss only on the answer and `</s>`."""
+def vlm_batch(
+    tokenizer, seed: int, start: int, size: int, device, questions: int = 1
+) -> dict[str, torch.Tensor]:
+    """Input ids `<s> <image>*16 question answer </s>`, with loss only on the answer and `</s>`. With
+    `questions` > 1, further question-answer turns about the same image follow: training gets several
+    answers per rendered image, while the first turn is exactly what evaluation asks."""
     batch = scenes.samples(seed, size, start)
     image_ids = [tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)] * (
         scenes.IMAGE_SIZE // models.PATCH_SIZE
     ) ** 2
     rows, targets = [], []
-    for s in batch:
-        question = tokenizer(s.question, add_special_tokens=False).input_ids
-        answer = tokenizer(s.answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        rows.append([tokenizer.bos_token_id, *image_ids, *question, *answer])
-        targets.append([False] * (len(rows[-1]) - len(answer)) + [True] * len(answer))
+    for index, s in enumerate(batch, start):
+        row, target = [tokenizer.bos_token_id, *image_ids], [False] * (1 + len(image_ids))
+        turns = [(s.question, s.answer), *scenes.more_questions(s, seed, index, questions - 1)]
+        for question, answer in turns:
+            question_ids = tokenizer(question, add_special_tokens=False).input_ids
+            answer_ids = tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+            row += question_ids + answer_ids
+            target += [False] * len(question_ids) + [True] * len(answer_ids)
+        rows.append(row)
+        targets.append(target)
     return {
         **_pad(rows, targets, tokenizer.pad_token_id, device),
         "pixel_values": pixel_values(scenes.render([s.scene for s in batch], device)),
@@ -70,19 +79,25 @@ def _pad(rows: list[list[int]], targets: list[list[bool]], pad: int, device) -> 
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "targets": target.to(device)}
 
 
+# (fraction of the run, shortest, longest context): induction forms fastest on short contexts, the
+# later phases carry it to the 512-2,048-token evaluation lengths
+LM_CURRICULUM = ((0.5, 16, 64), (0.8, 64, 512), (1.0, 256, 2048))
+
+
 def lm_length(step: int, steps: int, rng: np.random.Generator) -> int:
-    """Curriculum on context length: 64-160 tokens for the first half, then 160-320; induction
-    learned on short contexts carries over (partly) to the longer evaluation contexts."""
-    low, high = (64, 160) if step < steps // 2 else (160, 320)
+    low, high = next((lo, hi) for end, lo, hi in LM_CURRICULUM if step < end * steps)
     return int(rng.integers(low, high + 1))
 
 
 def lm_batch(
     tokenizer, rng: np.random.Generator, length: int, tokens: int, device
 ) -> dict[str, torch.Tensor]:
+    """About `tokens` tokens of training sequences of `length`, a third of each context's pairs queried
+    (dense answers make the retrieval circuit form sooner)."""
     rows, targets = [], []
     for _ in range(max(1, tokens // length)):
-        words, target = retrieval.training_sequence(rng, length)
+        queries = max(2, retrieval.pair_count(length) // 3)
+        words, target = retrieval.training_sequence(rng, length, queries)
         rows.append([tokenizer.bos_token_id, *tokenizer.convert_tokens_to_ids(words)])
         targets.append([False, *target])
     return _pad(rows, targets, tokenizer.pad_token_id, device)
@@ -133,7 +148,9 @@ def fit(
     save()
 
 
-def train_vlm(out: Path, steps: int = 500, batch_size: int = 32, device: str = "cpu", log=print) -> float:
+def train_vlm(
+    out: Path, steps: int = 8000, batch_size: int = 32, questions: int = 3, device: str = "cpu", log=print
+) -> float:
     """Train the toy VLM into `out`; returns its held-out accuracy."""
     torch.manual_seed(TRAIN_SEED)
     processor = models.vlm_processor()
@@ -146,8 +163,9 @@ def train_vlm(out: Path, steps: int = 500, batch_size: int = 32, device: str = "
 
     fit(
         model,
-        lambda step: vlm_batch(tokenizer, TRAIN_SEED, step * batch_size, batch_size, device),
-        Schedule(steps=steps, lr=2e-3, warmup=100),
+        lambda step: vlm_batch(tokenizer, TRAIN_SEED, step * batch_size, batch_size, device, questions),
+        # above 1e-3 the image features collapse to a constant early and the model answers from priors
+        Schedule(steps=steps, lr=5e-4, warmup=200, checkpoint_every=500),
         save,
         log,
     )
@@ -156,7 +174,7 @@ def train_vlm(out: Path, steps: int = 500, batch_size: int = 32, device: str = "
     return accuracy
 
 
-def train_lm(out: Path, steps: int = 800, tokens: int = 1024, device: str = "cpu", log=print) -> float:
+def train_lm(out: Path, steps: int = 8000, tokens: int = 1024, device: str = "cpu", log=print) -> float:
     """Train the toy retrieval LM into `out`; returns its held-out accuracy at 512-2,048 tokens."""
     torch.manual_seed(TRAIN_SEED)
     tokenizer = models.lm_tokenizer()
@@ -170,7 +188,7 @@ def train_lm(out: Path, steps: int = 800, tokens: int = 1024, device: str = "cpu
     fit(
         model,
         lambda step: lm_batch(tokenizer, rng, lm_length(step, steps, rng), tokens, device),
-        Schedule(steps=steps, lr=2e-3, warmup=100),
+        Schedule(steps=steps, lr=1e-3, warmup=200, checkpoint_every=500),
         save,
         log,
     )
