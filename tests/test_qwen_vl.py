@@ -12,6 +12,7 @@ import torch
 from qwen_models import FAMILIES, IMAGE_TOKEN, VIDEO_TOKEN, qwen_inputs, tiny_qwen
 
 import tokenprune as tp
+import tokenprune.attention
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.pruners.base import LayerPruner
 from tokenprune.pruners.views import SplitByArea
@@ -402,7 +403,10 @@ def eager_vision_attention(model, inputs, block_index):
     return torch.cat(recorded)
 
 
-def test_vision_attention_matches_eager(model):
+@pytest.mark.parametrize("block_elements", [None, 64], ids=["one-block", "16-row-blocks"])
+def test_vision_attention_matches_eager(model, block_elements, monkeypatch):
+    if block_elements is not None:  # several query blocks per image, the last one partial
+        monkeypatch.setattr(tokenprune.attention, "QUERY_BLOCK_ELEMENTS", block_elements)
     family = model.config.model_type
     inputs = qwen_inputs([[("image", 8, 12)], [("image", 4, 4), ("image", 4, 8)]], family)
     block_index = max(model.config.vision_config.fullatt_block_indexes) if family == "qwen2_5_vl" else 2
@@ -426,6 +430,17 @@ def test_vision_attention_matches_eager(model):
         patch.setattr(tp.FoPru, "select", spy)
         run_forward(model, inputs)
     torch.testing.assert_close(torch.cat(seen), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_attention_received_in_query_blocks_equals_softmax_columns(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(2, 3, 37, 8, generator=generator) * 3  # large logits: the row max matters
+    keys = torch.randn(2, 3, 50, 8, generator=generator) * 3
+    monkeypatch.setattr(tokenprune.attention, "QUERY_BLOCK_ELEMENTS", 16 * 50)  # blocks of 16, 16, 5 rows
+    expected = torch.softmax(queries @ keys.transpose(-1, -2) * 0.3, dim=-1).mean(dim=(1, 2))
+    got = tokenprune.attention.mean_attention_received(queries, keys, 0.3)
+    assert got.shape == (2, 50) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("layer", [1, 3])

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 
+# logits computed at once per block of query rows in mean_attention_received (1 MiB in float32)
+QUERY_BLOCK_ELEMENTS = 1 << 18
+
 
 def attention_logits(
     queries: torch.Tensor, keys: torch.Tensor, scale: float, key_mask: torch.Tensor
@@ -39,10 +42,26 @@ def cls_attention(cls_query: torch.Tensor, keys: torch.Tensor, scale: float) -> 
     return torch.softmax(logits, dim=-1).sum(dim=1)[:, 0, 1:]
 
 
+@torch.no_grad()
 def mean_attention_received(queries: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
     """Mean attention each token receives from all queries of a bidirectional layer, head-averaged.
 
-    For towers without a [CLS] token. queries, keys: (B, H, N, d). Returns (B, N).
+    For towers without a [CLS] token. queries: (B, H, Q, d), keys: (B, H, N, d). Returns (B, N) float32.
+
+    Exact softmax maths without an N x N matrix: per head, blocks of query rows small enough to stay
+    in cache are exponentiated once (minus the row max) and folded into column sums by one
+    matrix-vector product with the rows' reciprocal sums.
     """
-    logits = torch.matmul(queries.float(), keys.float().transpose(-1, -2)) * scale
-    return torch.softmax(logits, dim=-1).mean(dim=(1, 2))
+    batch, heads, rows, _ = queries.shape
+    length = keys.shape[2]
+    block = max(16, QUERY_BLOCK_ELEMENTS // length)
+    received = torch.zeros(batch, length, dtype=torch.float64, device=queries.device)
+    for b in range(batch):
+        for h in range(heads):
+            scaled = queries[b, h].float() * scale
+            keys_t = keys[b, h].float().t()
+            for start in range(0, rows, block):
+                weights = scaled[start : start + block] @ keys_t
+                weights.sub_(weights.amax(dim=-1, keepdim=True)).exp_()
+                received[b] += weights.t() @ weights.sum(dim=-1).reciprocal_()
+    return (received / (heads * rows)).float()

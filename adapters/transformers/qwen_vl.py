@@ -27,8 +27,6 @@ KINDS = (
     ("image", "pixel_values", "image_grid_thw", "get_image_features", 1),
     ("video", "pixel_values_videos", "video_grid_thw", "get_video_features", 2),
 )
-# bound on the float32 attention block recomputed at once in the vision tower (elements)
-ATTENTION_CHUNK = 1 << 26
 
 
 @dataclass
@@ -77,17 +75,6 @@ def visual_groups(
     return per_sample
 
 
-def _mean_received_chunked(queries: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
-    """mean_attention_received over query chunks, so long videos never materialise an N x N block per head."""
-    heads, n = queries.shape[1], queries.shape[2]
-    step = max(1, ATTENTION_CHUNK // (heads * n))
-    total = torch.zeros(n, dtype=torch.float32, device=queries.device)
-    for start in range(0, n, step):
-        chunk = queries[:, :, start : start + step]
-        total += mean_attention_received(chunk, keys, scale)[0] * chunk.shape[2]
-    return total / n
-
-
 def merged_attention(block: nn.Module, kwargs: dict, hidden: torch.Tensor, merge_unit: int):
     """Mean attention each merged token's patches receive within their image (or frame) in the
     vision `block`, head-averaged and pooled over the merge group (N,), and the block's head-averaged
@@ -106,7 +93,7 @@ def merged_attention(block: nn.Module, kwargs: dict, hidden: torch.Tensor, merge
     bounds = kwargs["cu_seqlens"].tolist()
     scores = torch.cat(
         [
-            _mean_received_chunked(q[:, :, s:e], k[:, :, s:e], attention.scaling)
+            mean_attention_received(q[:, :, s:e], k[:, :, s:e], attention.scaling)[0]
             for s, e in zip(bounds[:-1], bounds[1:])
         ]
     )
