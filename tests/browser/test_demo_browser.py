@@ -109,6 +109,15 @@ def table_header(page, selector: str) -> list[str]:
     return [cells.nth(i).get_attribute("title") for i in range(cells.count())]
 
 
+def loaded_width(page, selector: str, index: int = 0) -> int:
+    """Natural width of the index-th image matching selector, once the browser has decoded it."""
+    script = """([selector, index]) => {
+        const image = document.querySelectorAll(selector)[index];
+        return image && image.complete && image.naturalWidth;
+    }"""
+    return page.wait_for_function(script, arg=[selector, index], timeout=30_000).json_value()
+
+
 def number(text: str) -> float:
     return float(text.replace(",", ""))
 
@@ -136,7 +145,7 @@ def test_vision_tab_compares_pruners_and_draws_kept_patches(page):
     overlays = page.locator("#vision-overlays img")
     expect(overlays).to_have_count(2, timeout=30_000)
     for i in range(2):  # the images really loaded, at the overlay's size
-        assert overlays.nth(i).evaluate("img => img.complete && img.naturalWidth") == 288
+        assert loaded_width(page, "#vision-overlays img", i) == 288
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "demo-vision.png", full_page=True)
 
@@ -189,7 +198,7 @@ def test_long_context_and_sweep_tabs_render_measurements(page):
     page.click("#sweep-run")
     expect(page.locator("#sweep-status")).to_contain_text("Swept 6 (pruner, budget) pairs", timeout=RUN_MS)
     expect(page.locator("#sweep-plot img")).to_have_count(1)
-    assert page.locator("#sweep-plot img").evaluate("img => img.complete && img.naturalWidth") > 0
+    assert loaded_width(page, "#sweep-plot img") > 0
     expect(page.locator("#sweep-table")).to_contain_text("fastv")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "demo-sweep.png", full_page=True)
