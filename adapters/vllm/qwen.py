@@ -50,8 +50,6 @@ from tokenprune.pruners import VisualTokens
 
 METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
 ATTENTION_METHODS = ("visionzip", "fopru")
-# bound on the float32 attention block recomputed at once in the vision tower (elements)
-ATTENTION_CHUNK = 1 << 26
 
 
 def qwen_prune_config(hf_config, family: str) -> PruneConfig:
@@ -69,19 +67,6 @@ def media_positions(t: int, h: int, w: int, t_factor: float = 1.0, pruned: bool 
     text_offset = w if pruned else int(positions.max()) + 1
     end = torch.full((positions.shape[0], 1), text_offset, dtype=torch.long)
     return torch.cat([positions, end], dim=1)
-
-
-def _mean_received(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-    """Mean attention each token receives within one attention segment, averaged over this rank's
-    heads; query rows in chunks, so large images never materialise an N x N block per head.
-    query, key: (1, H, N, d). Returns (N,) float32."""
-    heads, n = query.shape[1], query.shape[2]
-    step = max(1, ATTENTION_CHUNK // (heads * n))
-    total = torch.zeros(n, dtype=torch.float32, device=query.device)
-    for start in range(0, n, step):
-        chunk = query[:, :, start : start + step]
-        total += mean_attention_received(chunk, key, scale)[0] * chunk.shape[2]
-    return total / n
 
 
 @contextmanager
@@ -103,7 +88,7 @@ def capture_merged_attention(block, grid_thw: list[list[int]], merge_unit: int, 
         query, key = query.transpose(1, 2), key.transpose(1, 2)  # (1, H, N, d)
         scores = torch.cat(
             [
-                _mean_received(q, k, module.scale)
+                mean_attention_received(q, k, module.scale)[0]
                 for q, k in zip(query.split(segments, dim=2), key.split(segments, dim=2))
             ]
         )
