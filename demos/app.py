@@ -56,6 +56,7 @@ class Loaded:
     model: object
     processor: object
     name: str
+    reference: bool = False  # a bundled toy model (tokenprune.zoo)
 
     @property
     def tokenizer(self):
@@ -65,10 +66,6 @@ class Loaded:
     def depth(self) -> int:
         config = self.model.config
         return getattr(config, "text_config", config).num_hidden_layers
-
-    @property
-    def is_toy(self) -> bool:
-        return self.name.startswith("toy-")
 
 
 def load_checkpoint(id_or_path: str) -> tuple[str, Loaded]:
@@ -106,7 +103,7 @@ def load_reference(name: str) -> Loaded:
     from tokenprune import zoo
 
     model, processor = zoo.load_vlm(name) if name == "toy-vlm" else zoo.load_lm(name)
-    return Loaded(model, processor, name)
+    return Loaded(model, processor, name, reference=True)
 
 
 # ------------------------------------------------------------------------------------ measurement
@@ -274,10 +271,9 @@ def overlay(image, grid: tuple[int, ...], kept: tuple[int, ...], width: int = OV
     return Image.alpha_composite(view.convert("RGBA"), shade).convert("RGB")
 
 
-def final_selection(records: list[PruneRecord]) -> PruneRecord | None:
-    """The last selection of sample 0's first image: what reached the last layer."""
-    images = [r for r in records if r.sample == 0 and r.group == 0 and r.stage in ("pre_llm", "llm")]
-    return images[-1] if images else None
+def image_selections(records: list[PruneRecord]) -> list[PruneRecord]:
+    """Selections of sample 0's first image, in the order they ran (the last one reached the last layer)."""
+    return [r for r in records if r.sample == 0 and r.group == 0 and r.stage in ("pre_llm", "llm")]
 
 
 @dataclass
@@ -311,8 +307,11 @@ def run_vision(
     view = processed_view(image, processor)
     rows, overlays = [], []
     for m in measurements:
-        selection = final_selection(m.records)
-        image_tokens = f"{selection.tokens_after} / {selection.tokens_before}" if selection else "all"
+        selections = image_selections(m.records)
+        # kept of the image's own tokens: later stages select among what earlier ones kept
+        available = selections[0].tokens_before if selections else None
+        selection = selections[-1] if selections else None
+        image_tokens = f"{selection.tokens_after} / {available}" if selection else "all"
         rows.append(
             {
                 "pruner": m.label,
@@ -326,7 +325,7 @@ def run_vision(
             }
         )
         if selection is not None and spatial(selection.grid):
-            caption = f"{m.label}: {selection.tokens_after} of {selection.tokens_before} patches kept"
+            caption = f"{m.label}: {selection.tokens_after} of {available} patches kept"
             overlays.append((overlay(view, selection.grid, selection.kept_indices), caption))
     return VisionResult(rows, overlays, measurements)
 
@@ -605,7 +604,7 @@ class Demo:
 
     def text_lm(self) -> Loaded | None:
         """The language model if it reads English (the toy LM only knows its retrieval vocabulary)."""
-        return None if self.lm.is_toy else self.lm
+        return None if self.lm.reference else self.lm
 
 
 def _message(error: Exception) -> str:
@@ -687,7 +686,7 @@ def build_app(demo: Demo, startup_message: str = ""):
                     with demo.lock:
                         result = run_vision(demo.vlm, picture, text, names, fraction, int(tokens))
                     done = f"Ran {len(result.rows)} configurations on **{demo.vlm.name}**." + (
-                        TOY_TIMING if demo.vlm.is_toy else ""
+                        TOY_TIMING if demo.vlm.reference else ""
                     )
                     return pd.DataFrame(result.rows), result.overlays, done
 
@@ -735,7 +734,7 @@ def build_app(demo: Demo, startup_message: str = ""):
                     with demo.lock:
                         result = run_long_context(demo.lm, text, names, fraction, int(tokens))
                     done = f"Ran {len(result.rows)} configurations on **{demo.lm.name}**." + (
-                        TOY_TIMING if demo.lm.is_toy else ""
+                        TOY_TIMING if demo.lm.reference else ""
                     )
                     return pd.DataFrame(result.rows), layer_figure(result.measurements), done
 

@@ -92,12 +92,22 @@ def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, s
     view = app.processed_view(image, demo.vlm.processor).resize((app.OVERLAY_SIZE,) * 2, Image.NEAREST)
     cell = app.OVERLAY_SIZE // 4
     for (picture, caption), measurement in zip(result.overlays, result.measurements[1:]):
-        kept = set(app.final_selection(measurement.records).kept_indices)
+        kept = set(app.image_selections(measurement.records)[-1].kept_indices)
         assert len(kept) == 4 and caption.endswith("4 of 16 patches kept")
         drawn, original = np.asarray(picture).astype(int), np.asarray(view).astype(int)
         for index in range(16):
             y, x = (index // 4) * cell + cell // 2, (index % 4) * cell + cell // 2
             assert (drawn[y, x] == original[y, x]).all() == (index in kept)
+
+
+def test_multi_stage_pruners_report_kept_of_the_image_s_tokens(demo, scene):
+    image, question, _ = scene
+    result = app.run_vision(demo.vlm, image, question, ["feather"], 0.25, repeats=1)
+    first, last = app.image_selections(result.measurements[1].records)  # Feather selects at two layers
+    assert first.tokens_before == 16 and last.tokens_before == first.tokens_after
+    assert result.rows[1]["image tokens kept"] == f"{last.tokens_after} / 16"
+    assert set(last.kept_indices) <= set(first.kept_indices)  # original patch indices at every stage
+    assert result.overlays[0][1].endswith(f"{last.tokens_after} of 16 patches kept")
 
 
 def test_vision_answers_are_the_unpruned_model_s_at_full_budget(demo, scene):
