@@ -13,7 +13,7 @@ import tokenprune as tp
 from tokenprune import zoo
 from tokenprune.zoo import scenes
 
-BUDGET = 6  # of 16 image tokens
+BUDGET = 6  # of 16 image tokens (48 px images, 12 px patches)
 SAMPLES = [scenes.sample(7, i) for i in range(6)]  # one of each question type and more
 
 
@@ -61,7 +61,9 @@ def test_answers_and_kept_tokens_equal_the_transformers_adapters(served, referen
         inputs = processor(text=[prompt(sample)], images=[picture(sample)], return_tensors="pt")
         with tp.apply(model, tp.VisionZip(BUDGET, contextual=0)) as run, torch.no_grad():
             generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
-        assert len(output.prompt_token_ids) == inputs.input_ids.shape[1] - 16 + BUDGET
+        vision = model.config.vision_config
+        natural = (vision.image_size // vision.patch_size) ** 2
+        assert len(output.prompt_token_ids) == inputs.input_ids.shape[1] - natural + BUDGET
         assert call["kept"] == run.stats[0].kept_indices
         assert answer(output.outputs[0].token_ids, eos) == answer(
             generated[0, inputs.input_ids.shape[1] :].tolist(), eos
