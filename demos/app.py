@@ -330,6 +330,34 @@ def run_vision(
     return VisionResult(rows, overlays, measurements)
 
 
+def as_image(value):
+    """A PIL image from what the Image component sends unprocessed (None, a file payload with a path or
+    a data: URL, or a path), so that a file that is no image becomes a message, not a Gradio error."""
+    import base64
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if value is None or isinstance(value, Image.Image):
+        return value
+    name, source = value, value
+    if isinstance(value, dict):
+        name = value.get("orig_name") or value.get("path") or "pasted image"
+        url = value.get("url") or ""
+        source = (
+            io.BytesIO(base64.b64decode(url.split(",", 1)[1]))
+            if url.startswith("data:")
+            else value.get("path")
+        )
+    try:
+        with Image.open(source) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"The uploaded file {name!r} is not an image Pillow can read (PNG, JPEG, WebP, ...)."
+        ) from error
+
+
 def generated_scene(seed: int, index: int = 0):
     """(PIL image, question, answer) of a procedural scene the toy VLM was trained on."""
     from tokenprune.zoo import scenes
@@ -684,7 +712,7 @@ def build_app(demo: Demo, startup_message: str = ""):
             def on_vision(picture, text, names, fraction, tokens):
                 def call():
                     with demo.lock:
-                        result = run_vision(demo.vlm, picture, text, names, fraction, int(tokens))
+                        result = run_vision(demo.vlm, as_image(picture), text, names, fraction, int(tokens))
                     done = f"Ran {len(result.rows)} configurations on **{demo.vlm.name}**." + (
                         TOY_TIMING if demo.vlm.reference else ""
                     )
@@ -697,6 +725,7 @@ def build_app(demo: Demo, startup_message: str = ""):
                 on_vision,
                 [image, question, pruners, budget, max_new],
                 [vision_table, vision_gallery, vision_status],
+                preprocess=False,  # the handler opens the image itself (as_image) and reports bad files
             )
 
         with gr.Tab("Long context", elem_id="tab-long"):
@@ -885,7 +914,12 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(demo, startup)
     try:
         app.launch(
-            server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True, css=CSS
+            server_name=args.host,
+            server_port=args.port,
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=True,  # an error outside the tab functions still shows its message
+            css=CSS,
         )
     except OSError as error:
         raise SystemExit(f"cannot serve on {args.host}:{args.port}: {error}; pick another --port") from None

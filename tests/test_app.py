@@ -73,6 +73,27 @@ def test_vision_takes_any_uploaded_image(demo):
     assert len(result.overlays) == 1 and result.overlays[0][0].size == (app.OVERLAY_SIZE, app.OVERLAY_SIZE)
 
 
+def test_uploads_open_as_images_or_say_they_are_not(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    picture = Image.new("RGBA", (20, 10), (1, 2, 3, 4))
+    path = tmp_path / "scene.png"
+    picture.save(path)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    for value in (str(path), {"path": str(path), "orig_name": "scene.png"}, {"path": None, "url": data_url}):
+        opened = app.as_image(value)
+        assert opened.mode == "RGB" and opened.size == (20, 10) and opened.getpixel((0, 0)) == (1, 2, 3)
+    assert app.as_image(None) is None and app.as_image(picture) is picture
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ValueError, match="'notes.png' is not an image"):
+        app.as_image({"path": str(tmp_path / "notes.png"), "orig_name": "notes.png"})
+
+
 def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, scene):
     image, question, _ = scene
     result = app.run_vision(demo.vlm, image, question, ["divprune", "fastv"], 0.25, repeats=1)

@@ -204,12 +204,20 @@ def test_long_context_and_sweep_tabs_render_measurements(page):
     page.screenshot(path=ARTIFACTS / "demo-sweep.png", full_page=True)
 
 
-def test_bad_input_is_a_message_in_the_page(page):
+def test_bad_input_is_a_message_in_the_page(page, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Vision").click()
     page.click("#vision-run")  # no image, no question
     expect(page.locator("#vision-status")).to_contain_text("Error: Upload an image", timeout=RUN_MS)
+    not_an_image = tmp_path / "holiday.png"
+    not_an_image.write_text("this is text")
+    page.locator("#vision-image input[type=file]").set_input_files(not_an_image)
+    page.locator("#vision-question textarea").fill("what color is at a1 ?")
+    page.click("#vision-run")
+    expect(page.locator("#vision-status")).to_contain_text(
+        "Error: The uploaded file 'holiday.png' is not an image", timeout=RUN_MS
+    )
     page.get_by_role("tab", name="RAG / HTML").click()
     page.click("#rag-run")
     expect(page.locator("#rag-status")).to_contain_text("Error: Paste an HTML page", timeout=RUN_MS)
