@@ -292,6 +292,9 @@ def test_sweep_reports_every_pruner_and_budget(demo, tmp_path):
     assert all(0.0 <= p["accuracy"] <= 1.0 and p["speedup"] > 0 for p in result.points)
     assert result.plot.is_file() and result.plot.parent == tmp_path
     assert "| uniform | 0.25 |" in result.table
+    lm = app.run_sweep(demo.lm, "long context", ["lazyskip", "gemfilter"], "0.5", 2, tmp_path)
+    assert [(p["pruner"], p["budget"]) for p in lm.points] == [("lazyskip", 0.5), ("gemfilter", 0.5)]
+    assert lm.plot.is_file() and "filter_layer=" in lm.table
     with pytest.raises(ValueError, match="fractions"):
         app.run_sweep(demo.vlm, "vision", ["uniform"], "0.25,2", 3, tmp_path)
     with pytest.raises(ValueError, match="Unknown pruner"):
