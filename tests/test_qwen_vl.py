@@ -133,6 +133,22 @@ def test_full_budget_equals_unpruned(model, family, name):
         check_full_budget(model, family, name, batch)
 
 
+def test_full_budget_keeps_the_video_frame_interval(model, family):
+    """second_per_grid_ts spaces Qwen2.5-VL's temporal positions; the pruned prefill and its decode
+    steps must use the same spacing as the model."""
+    if family != "qwen2_5_vl":
+        pytest.skip("only Qwen2.5-VL takes second_per_grid_ts")
+    inputs = {
+        **qwen_inputs([[("video", 4, 4, 4)]], family, seed=2),
+        "second_per_grid_ts": torch.tensor([3.0]),
+    }
+    reference_logits, reference_tokens = run_forward(model, inputs), run_generate(model, inputs)
+    with tp.apply(model, tp.UniformPrune(1.0)):
+        logits, tokens = run_forward(model, inputs), run_generate(model, inputs)
+    torch.testing.assert_close(logits, reference_logits, rtol=1e-5, atol=1e-5)
+    assert torch.equal(tokens, reference_tokens)
+
+
 def check_full_budget(model, family, name, batch):
     inputs = inputs_for(family, batch)
     reference_logits, reference_tokens = reference(model, family, batch)

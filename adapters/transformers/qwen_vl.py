@@ -368,6 +368,7 @@ class QwenVLAdapter(Adapter):
             mm_token_type_ids=token_types,
             image_grid_thw=grids.get("image"),
             video_grid_thw=grids.get("video"),
+            second_per_grid_ts=kwargs.get("second_per_grid_ts"),  # Qwen2.5-VL's video time spacing
             attention_mask=attention_mask,
         )
 
