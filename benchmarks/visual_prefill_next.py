@@ -3,16 +3,18 @@
 A 672 x 672 image becomes a base view and 2 x 2 crops of 336 px (patch 14): 576 + 2304 = 2880
 candidate tokens plus 48 newline tokens, which are always kept. Random weights (the FLOPs do not
 depend on them); the language model is scaled down so an unpruned prefill takes seconds on a CPU.
-Columns as in `visual_prefill.py`; FLOP-ideal counts the vision tower (5 crops), the projector and
-every decoder layer at the length it actually runs.
+Columns and timing as in `visual_prefill_qwen.py` (interleaved rounds, process CPU time on one
+thread); FLOP-ideal counts the vision tower (5 crops), the projector and every decoder layer at the
+length it actually runs.
 
-    python benchmarks/visual_prefill_next.py [--runs 3] [--budgets 640,320,160] [--quick]
+    python benchmarks/visual_prefill_next.py [--runs 3] [--threads 1] [--budgets 640,320,160] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from visual_prefill import text_layer_flops, time_prefill  # noqa: E402
+from visual_prefill import text_layer_flops  # noqa: E402
+from visual_prefill_qwen import HEADER, clock_for, configs_for, interleaved, summarize  # noqa: E402
 
 import tokenprune as tp  # noqa: E402
 
@@ -107,11 +110,15 @@ def build_inputs(g: Geometry) -> dict:
     }
 
 
-def vision_flops(g: Geometry) -> float:
+def tower_flops(g: Geometry) -> float:
     n, d = g.side**2 + 1, g.vision_hidden
     per_crop = g.vision_layers * (2 * n * (4 * d * d + 2 * d * g.vision_ffn) + 4 * n * n * d)
+    return (1 + g.crops_per_side**2) * per_crop
+
+
+def vision_flops(g: Geometry) -> float:
     projector = 2 * g.candidates * (g.vision_hidden * g.text_hidden + g.text_hidden**2)
-    return (1 + g.crops_per_side**2) * per_crop + projector
+    return tower_flops(g) + projector
 
 
 def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
@@ -144,53 +151,43 @@ def pruners_for(budget: int, g: Geometry) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds over all configs (median)")
+    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
     parser.add_argument("--budgets", default="640,320,160")
     parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill_next.json"))
     args = parser.parse_args()
+    clock = clock_for(args.threads)
     g = QUICK if args.quick else Geometry()
     model, inputs = build_model(g), build_inputs(g)
-    base_time, _, base_peak, _ = time_prefill(model, inputs, args.runs)
-    base_flops = prefill_flops(g, tokens_per_layer(g, []))
-    rows = []
-    for budget in [int(b) for b in args.budgets.split(",")]:
-        for name, pruner in pruners_for(budget, g).items():
-            seconds, selecting, peak, records = time_prefill(model, inputs, args.runs, pruner)
-            ideal = base_flops / prefill_flops(g, tokens_per_layer(g, records))
-            speedup = base_time / seconds
-            rows.append(
-                {
-                    "pruner": name,
-                    "budget": budget,
-                    "prefill_s": seconds,
-                    "speedup": speedup,
-                    "ideal": ideal,
-                    "ratio": speedup / ideal,
-                    "selection_pct": 100 * selecting / base_time,
-                    "peak_mb": peak,
-                }
-            )
-    lines = [
-        "| pruner | tokens | prefill (s) | speedup | FLOP-ideal | speedup/ideal | selection % | peak extra MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| unpruned | {g.candidates} | {base_time:.3f} | 1.00 | 1.00 | 1.00 | 0.0 | {base_peak:.0f} |",
-    ]
+    load = os.getloadavg()[0]
+    configs = configs_for([int(b) for b in args.budgets.split(",")], lambda budget: pruners_for(budget, g))
+    samples = interleaved(model, inputs, configs, args.runs, model.model.vision_tower, clock)
+    base, rows = summarize(
+        samples, lambda records: prefill_flops(g, tokens_per_layer(g, records)), tower_flops(g)
+    )
+    lines = [HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines.append(
+        f"| image | unpruned | - | {g.candidates} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} | 1.00 | 1.00 "
+        "| 1.00 | 1.00 | 1.00 | 0.00 |"
+    )
     lines += [
-        f"| {r['pruner']} | {r['budget']} | {r['prefill_s']:.3f} | {r['speedup']:.2f} | {r['ideal']:.2f} | "
-        f"{r['ratio']:.2f} | {r['selection_pct']:.2f} | {r['peak_mb']:.0f} |"
+        f"| image | {r['pruner']} | {r['budget']:.0f} | {r['tokens']} | {r['prefill_s']:.3f} | {r['tower_s']:.3f} | "
+        f"{r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | {r['tower_aware_ideal']:.2f} | "
+        f"{r['tower_aware_ratio']:.2f} | {r['selection_pct']:.2f} |"
         for r in rows
     ]
     print(
         f"LLaVA-NeXT geometry: {g.candidates} image tokens + {g.newlines} newlines + {g.text_tokens} text tokens; "
         f"tower {g.vision_layers}x{g.vision_hidden} on {1 + g.crops_per_side**2} crops, LLM {g.text_layers}x"
-        f"{g.text_hidden}; {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"median of {args.runs}"
+        f"{g.text_hidden}; {args.threads} thread(s) ({'process CPU time' if args.threads == 1 else 'wall time'}), "
+        f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds; "
+        f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
     print("\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
-        json.dumps({"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows}, indent=2)
+        json.dumps({"geometry": g.__dict__, "unpruned": base, "rows": rows, "load_before": load}, indent=2)
     )
 
 

@@ -3,31 +3,35 @@ a short video of >= 2,000), against the FLOP-ideal speedup.
 
 The vision tower keeps Qwen2.5-VL's structure (14 px patches, 2x2 merging, 112 px windows, full
 attention every fourth block) at reduced width and depth; the language model is scaled so an unpruned
-prefill takes a few seconds on a laptop-class CPU (random weights: FLOPs do not depend on values).
-For every pruner and budget (fraction of the visual tokens) it prints the median prefill time,
-speedup vs unpruned, the FLOP-ideal speedup (vision tower + LLM), speedup / ideal, and selection time
-as % of the unpruned prefill. Vision-attention scoring (VisionZip, FoPru) runs inside the tower and
-is part of the prefill time, not of the selection column.
+prefill takes about a second on one CPU core (random weights: FLOPs do not depend on values).
+For every pruner and budget (fraction of the visual tokens) it prints the median prefill time, the
+vision tower's share of it, speedup vs unpruned, the FLOP-ideal speedup (vision tower + LLM),
+speedup / ideal, the tower-aware ideal (the tower costs what it measured unpruned, the rest scales with
+its FLOPs) and selection time as % of the unpruned prefill. Vision-attention scoring (VisionZip, FoPru)
+runs inside the tower and counts in the prefill and tower times, not in the selection column.
 
-    python benchmarks/visual_prefill_qwen.py [--runs 2] [--budgets 0.1,0.2,0.3] [--quick]
+Runs are interleaved: every round runs each config once (an unpruned run before each budget), so
+load from other jobs falls on pruned and unpruned runs alike; one thread, timed as process CPU time.
+
+    python benchmarks/visual_prefill_qwen.py [--runs 3] [--threads 1] [--budgets 0.1,0.2,0.3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import sys
+import statistics
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 import tokenprune as tp
+from tokenprune.compose import as_composed
 from tokenprune.pruners.views import SplitByArea
-
-sys.path.insert(0, str(Path(__file__).parent))
-from visual_prefill import time_prefill  # noqa: E402  (shared timing loop of the LLaVA benchmark)
 
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
 PATCH, TEMPORAL, MERGE, WINDOW = 14, 2, 2, 112
@@ -205,65 +209,191 @@ def pruners_for(budget: float, g: Geometry) -> dict:
     return pruners
 
 
-def bench(g: Geometry, budgets: list[float], runs: int) -> tuple[float, list[dict]]:
-    model, inputs = build_model(g), build_inputs(g)
-    base_time, _, _, _ = time_prefill(model, inputs, runs)
-    base_flops = prefill_flops(g, [g.text_tokens + 2 + g.merged] * g.text_layers)
+@dataclass
+class Sample:
+    """One timed prefill: total and vision-tower seconds (same clock), selection seconds, records."""
+
+    seconds: float
+    tower: float
+    selection: float
+    records: list
+
+
+def timed_selection(pruner, clock, spent: list) -> list:
+    """Time each stage's selection with the benchmark's clock (records carry wall time): wraps the
+    stage objects' select methods; returns what to undo."""
+
+    def timing(select):
+        def timed(*args, **kwargs):
+            started = clock()
+            result = select(*args, **kwargs)
+            spent[0] += clock() - started
+            return result
+
+        return timed
+
+    wrapped = []
+    for stage in as_composed(pruner).stages:
+        method = "select" if stage.stage == "pre_llm" else "select_layer"
+        object.__setattr__(stage, method, timing(getattr(stage, method)))
+        wrapped.append((stage, method))
+    return wrapped
+
+
+def timed_prefill(model, inputs, pruner, tower, clock) -> Sample:
+    """One prefill with `pruner` applied (None: unpruned); the tower's time (scoring hooks included)
+    is taken by benchmark-side hooks on `tower`."""
+    spent = [0.0, 0.0]  # tower seconds, start of the current tower call
+    selecting = [0.0]
+    hooks = [
+        tower.register_forward_pre_hook(lambda *_: spent.__setitem__(1, clock())),
+        tower.register_forward_hook(lambda *_: spent.__setitem__(0, spent[0] + clock() - spent[1])),
+    ]
+    wrapped = timed_selection(pruner, clock, selecting) if pruner is not None else []
+    handle = tp.apply(model, pruner) if pruner is not None else None
+    try:
+        with torch.no_grad():
+            started = clock()
+            model(**inputs)
+            seconds = clock() - started
+        records = list(handle.stats) if handle is not None else []
+    finally:
+        if handle is not None:
+            handle.remove()
+        for hook in hooks:
+            hook.remove()
+        for stage, method in wrapped:
+            object.__delattr__(stage, method)
+    return Sample(seconds, spent[0], selecting[0], records)
+
+
+def interleaved(model, inputs, configs: list[tuple[str, object]], rounds: int, tower, clock) -> dict:
+    """Samples per config name, taken in `rounds` passes over all configs in order (after one
+    untimed pass), so machine load drifts over pruned and unpruned runs alike."""
+    samples: dict[str, list[Sample]] = {name: [] for name, _ in configs}
+    for round_ in range(rounds + 1):
+        for name, pruner in configs:
+            sample = timed_prefill(model, inputs, pruner, tower, clock)
+            if round_ > 0:
+                samples[name].append(sample)
+    return samples
+
+
+def median(samples: list[Sample], field: str) -> float:
+    return statistics.median(getattr(s, field) for s in samples)
+
+
+def summarize(samples: dict, flops_of, tower_flops: float) -> tuple[dict, list[dict]]:
+    """Medians per config ("name@budget" keys, "unpruned" the reference) against the unpruned run.
+    `flops_of(records)` counts a prefill's FLOPs from its pruning records ([]: unpruned); `tower_flops`
+    is the part of them spent in the timed tower module."""
+    base = samples["unpruned"]
+    base_time, base_tower = median(base, "seconds"), median(base, "tower")
+    base_flops = flops_of([])
     rows = []
+    for key, runs in samples.items():
+        if key == "unpruned":
+            continue
+        name, budget = key.rsplit("@", 1)
+        records = runs[-1].records
+        flops = flops_of(records)
+        ideal = base_flops / flops
+        # best case when the tower costs what it measured unpruned and the rest scales with its FLOPs
+        rest = (flops - tower_flops) / (base_flops - tower_flops)
+        tower_aware = base_time / (base_tower + (base_time - base_tower) * rest)
+        seconds = median(runs, "seconds")
+        speedup = base_time / seconds
+        rows.append(
+            {
+                "pruner": name,
+                "budget": float(budget),
+                "tokens": records[-1].tokens_after,
+                "prefill_s": seconds,
+                "tower_s": median(runs, "tower"),
+                "speedup": speedup,
+                "ideal": ideal,
+                "ratio": speedup / ideal,
+                "tower_aware_ideal": tower_aware,
+                "tower_aware_ratio": speedup / tower_aware,
+                "selection_pct": 100 * median(runs, "selection") / base_time,
+            }
+        )
+    return {"prefill_s": base_time, "tower_s": base_tower}, rows
+
+
+def configs_for(budgets: list, pruners_for) -> list[tuple[str, object]]:
+    """An unpruned run before each budget's pruners."""
+    configs: list[tuple[str, object]] = []
     for budget in budgets:
-        for name, pruner in pruners_for(budget, g).items():
-            seconds, selecting, _, records = time_prefill(model, inputs, runs, pruner)
-            ideal = base_flops / prefill_flops(g, tokens_per_layer(g, records))
-            speedup = base_time / seconds
-            kept = records[-1].tokens_after
-            rows.append(
-                {
-                    "input": g.kind,
-                    "pruner": name,
-                    "budget": budget,
-                    "tokens": kept,
-                    "prefill_s": seconds,
-                    "speedup": speedup,
-                    "ideal": ideal,
-                    "ratio": speedup / ideal,
-                    "selection_pct": 100 * selecting / base_time,
-                }
-            )
-    return base_time, rows
+        configs.append(("unpruned", None))
+        configs += [(f"{name}@{budget}", pruner) for name, pruner in pruners_for(budget).items()]
+    return configs
+
+
+def bench(g: Geometry, budgets: list[float], rounds: int, clock) -> tuple[dict, list[dict]]:
+    model, inputs = build_model(g), build_inputs(g)
+    configs = configs_for(budgets, lambda budget: pruners_for(budget, g))
+    samples = interleaved(model, inputs, configs, rounds, model.model.visual, clock)
+    base, rows = summarize(
+        samples, lambda records: prefill_flops(g, tokens_per_layer(g, records)), vision_flops(g)
+    )
+    return base, [{"input": g.kind, **row} for row in rows]
+
+
+def clock_for(threads: int):
+    """Process CPU time on one thread (robust to other jobs on a shared machine); wall time otherwise."""
+    torch.set_num_threads(threads)
+    return time.process_time if threads == 1 else time.perf_counter
+
+
+HEADER = (
+    "| input | pruner | budget | tokens | prefill (s) | tower (s) | speedup | FLOP-ideal | speedup/ideal "
+    "| tower-aware ideal | speedup/tower-aware | selection % |"
+)
+
+
+def table(kind: str, tokens: int, base: dict, rows: list[dict]) -> str:
+    lines = [HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines.append(
+        f"| {kind} | unpruned | 1.0 | {tokens} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} | 1.00 | 1.00 "
+        "| 1.00 | 1.00 | 1.00 | 0.00 |"
+    )
+    lines += [
+        f"| {r['input']} | {r['pruner']} | {r['budget']} | {r['tokens']} | {r['prefill_s']:.3f} | "
+        f"{r['tower_s']:.3f} | {r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | "
+        f"{r['tower_aware_ideal']:.2f} | {r['tower_aware_ratio']:.2f} | {r['selection_pct']:.2f} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds over all configs (median)")
+    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
     parser.add_argument("--budgets", default="0.1,0.2,0.3")
     parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
     parser.add_argument("--only", choices=["image", "video"], help="run one input only")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill_qwen.json"))
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
+    clock = clock_for(args.threads)
     geometries = QUICK if args.quick else [IMAGE, VIDEO]
     results = []
-    header = "| input | pruner | budget | tokens | prefill (s) | speedup | FLOP-ideal | speedup/ideal | selection % |"
     for g in geometries:
         if args.only and g.kind != args.only:
             continue
-        base_time, rows = bench(g, budgets, args.runs)
-        results.append({"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows})
+        load = os.getloadavg()[0]
+        base, rows = bench(g, budgets, args.runs, clock)
+        results.append({"geometry": g.__dict__, "unpruned": base, "rows": rows, "load_before": load})
         print(
             f"Qwen2.5-VL geometry, {g.name}: {g.merged} visual + {g.text_tokens + 2} text tokens; tower "
-            f"{g.vision_layers}x{g.vision_hidden}, LLM {g.text_layers}x{g.text_hidden}; "
-            f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; median of {args.runs}"
+            f"{g.vision_layers}x{g.vision_hidden}, LLM {g.text_layers}x{g.text_hidden}; {args.threads} thread(s) "
+            f"({'process CPU time' if args.threads == 1 else 'wall time'}), "
+            f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds; "
+            f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
         )
-        lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        lines.append(
-            f"| {g.kind} | unpruned | 1.0 | {g.merged} | {base_time:.3f} | 1.00 | 1.00 | 1.00 | 0.00 |"
-        )
-        lines += [
-            f"| {r['input']} | {r['pruner']} | {r['budget']} | {r['tokens']} | {r['prefill_s']:.3f} | "
-            f"{r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | {r['selection_pct']:.2f} |"
-            for r in rows
-        ]
-        print("\n".join(lines), flush=True)
+        print(table(g.kind, g.merged, base, rows), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 
