@@ -7,10 +7,8 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tokenprune.cli import load_module
+from tokenprune.demos import app
 from tokenprune.stats import PruneRecord
-
-app = load_module("demos.app")
 
 
 @pytest.fixture(scope="module")

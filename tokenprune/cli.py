@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-
-# `demos/` lives in the source checkout next to the package, not inside it
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -27,27 +22,8 @@ class Subcommand:
 SUBCOMMANDS = (
     Subcommand("prune-html", "tokenprune.context.cli", "prune a web page to a token budget for a query"),
     Subcommand("eval", "tokenprune.eval.cli", "accuracy vs token budget of pruners on a VLM or an LM"),
-    Subcommand("demo", "demos.app", "the Gradio demo app (source checkout, extra `demo`)"),
+    Subcommand("demo", "tokenprune.demos.app", "the Gradio demo app (extra `demo`)"),
 )
-
-
-def load_module(name: str):
-    """Import a subcommand's module; `demos.*` modules are loaded from the source checkout's files."""
-    if not name.startswith("demos."):
-        return importlib.import_module(name)
-    if name in sys.modules:
-        return sys.modules[name]
-    path = SOURCE_ROOT / (name.replace(".", "/") + ".py")
-    if not path.is_file():
-        raise SystemExit(
-            f"{path} not found: the demo app ships with the source checkout; "
-            "clone the repository and run `make demo` (or `pip install -e '.[demo]'`)"
-        )
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     for subcommand in SUBCOMMANDS:
         sub = commands.add_parser(subcommand.name, help=subcommand.help, description=subcommand.help)
         if argv[:1] == [subcommand.name]:  # import only the module of the subcommand being run
-            module = load_module(subcommand.module)
+            module = importlib.import_module(subcommand.module)
             module.add_arguments(sub)
             sub.set_defaults(run=module.run)
     args = parser.parse_args(argv)
