@@ -448,15 +448,19 @@ def test_vision_attention_matches_eager(model, block_elements, monkeypatch):
     torch.testing.assert_close(torch.cat(seen), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_mean_attention_received_in_query_blocks_equals_softmax_columns(monkeypatch):
+@pytest.mark.parametrize("heads_per_step", [1, 3], ids=["cpu-per-head", "device-all-heads"])
+def test_attention_received_in_query_blocks_equals_softmax_columns(heads_per_step):
     generator = torch.Generator().manual_seed(0)
     queries = torch.randn(2, 3, 37, 8, generator=generator) * 3  # large logits: the row max matters
     keys = torch.randn(2, 3, 50, 8, generator=generator) * 3
-    monkeypatch.setattr(tokenprune.attention, "QUERY_BLOCK_ELEMENTS", 16 * 50)  # blocks of 16, 16, 5 rows
     expected = torch.softmax(queries @ keys.transpose(-1, -2) * 0.3, dim=-1).mean(dim=(1, 2))
-    got = tokenprune.attention.mean_attention_received(queries, keys, 0.3)
+    # blocks of 16, 16 and 5 query rows
+    got = tokenprune.attention.attention_received_in_blocks(
+        queries, keys, 0.3, heads_per_step, heads_per_step * 800
+    )
     assert got.shape == (2, 50) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(tokenprune.attention.mean_attention_received(queries, keys, 0.3), expected)
 
 
 @pytest.mark.parametrize("layer", [1, 3])

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
-# logits computed at once per block of query rows in mean_attention_received (1 MiB in float32)
+# logits computed at once in mean_attention_received: one head's block of query rows on CPU (1 MiB in
+# float32, stays in cache), all heads' on accelerators (256 MiB)
 QUERY_BLOCK_ELEMENTS = 1 << 18
+DEVICE_QUERY_BLOCK_ELEMENTS = 1 << 26
 
 
 def attention_logits(
@@ -47,21 +49,32 @@ def mean_attention_received(queries: torch.Tensor, keys: torch.Tensor, scale: fl
     """Mean attention each token receives from all queries of a bidirectional layer, head-averaged.
 
     For towers without a [CLS] token. queries: (B, H, Q, d), keys: (B, H, N, d). Returns (B, N) float32.
-
-    Exact softmax maths without an N x N matrix: per head, blocks of query rows small enough to stay
-    in cache are exponentiated once (minus the row max) and folded into column sums by one
-    matrix-vector product with the rows' reciprocal sums.
+    Exact softmax maths without an N x N matrix (see `attention_received_in_blocks`): on CPU one head
+    and a cache-sized block of query rows at a time; on accelerators all heads and large blocks, so
+    few kernels are launched.
     """
+    if queries.device.type == "cpu":
+        return attention_received_in_blocks(queries, keys, scale, 1, QUERY_BLOCK_ELEMENTS)
+    return attention_received_in_blocks(queries, keys, scale, queries.shape[1], DEVICE_QUERY_BLOCK_ELEMENTS)
+
+
+def attention_received_in_blocks(
+    queries: torch.Tensor, keys: torch.Tensor, scale: float, heads_per_step: int, block_elements: int
+) -> torch.Tensor:
+    """mean_attention_received over `heads_per_step` heads and as many query rows as fit
+    `block_elements` logits at a time: each block is exponentiated once (minus its row max) and
+    folded into column sums by one matrix-vector product with the rows' reciprocal sums."""
     batch, heads, rows, _ = queries.shape
     length = keys.shape[2]
-    block = max(16, QUERY_BLOCK_ELEMENTS // length)
+    block = max(16, block_elements // (heads_per_step * length))
     received = torch.zeros(batch, length, dtype=torch.float64, device=queries.device)
     for b in range(batch):
-        for h in range(heads):
-            scaled = queries[b, h].float() * scale
-            keys_t = keys[b, h].float().t()
+        for head in range(0, heads, heads_per_step):
+            scaled = queries[b, head : head + heads_per_step].float() * scale  # (h, Q, d)
+            keys_t = keys[b, head : head + heads_per_step].float().transpose(-1, -2)  # (h, d, N)
             for start in range(0, rows, block):
-                weights = scaled[start : start + block] @ keys_t
+                weights = scaled[:, start : start + block] @ keys_t  # (h, rows, N)
                 weights.sub_(weights.amax(dim=-1, keepdim=True)).exp_()
-                received[b] += weights.t() @ weights.sum(dim=-1).reciprocal_()
+                inverse = weights.sum(dim=-1).reciprocal_()
+                received[b] += (inverse.unsqueeze(1) @ weights).sum(dim=(0, 1))
     return (received / (heads * rows)).float()
