@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-VISUAL_PRUNERS = "divprune,visionzip,fastv,feather,random,uniform"
+VISUAL_PRUNERS = "divprune,visionzip,fopru,fastv,feather,random,uniform"
 PROMPT_PRUNERS = "lazyskip,gemfilter"
 
 

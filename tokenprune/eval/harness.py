@@ -54,6 +54,7 @@ def visual_pruner(name: str, budget: float, depth: int):
     factories: dict[str, Callable] = {
         "divprune": lambda: tp.DivPrune(budget),
         "visionzip": lambda: tp.VisionZip(budget),
+        "fopru": lambda: tp.FoPru(budget),
         "fastv": lambda: tp.FastV(budget, layer=_fastv_layer(depth)),
         "feather": lambda: tp.Feather(budget, layers_at=_feather_layers(depth)),
         "random": lambda: tp.RandomPrune(budget),

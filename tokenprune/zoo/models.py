@@ -97,14 +97,13 @@ def build_vlm(tokenizer):
 
 
 def build_lm(tokenizer):
-    """A 4-layer Llama for contexts up to 2,048 tokens. Heads of 32 dimensions tell hundreds of keys
-    apart; tied embeddings make copying a value into the output an identity-like map to learn."""
+    """A 4-layer Llama for contexts up to 2,048 tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
+        hidden_size=64,
+        intermediate_size=192,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=4,
@@ -113,6 +112,6 @@ def build_lm(tokenizer):
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config)
