@@ -213,6 +213,27 @@ def test_embedding_scorer_offline_minilm():
     assert hybrid.argmax() == 1
 
 
+class TruncatingKeywordEncoder:
+    """Stand-in for a sentence-transformers model that, like a real one, reads only its first words:
+    one dimension per keyword present there."""
+
+    keywords = ("volcano", "filler")
+
+    def encode(self, texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True):
+        vectors = np.array([[float(k in text.split()[:64]) for k in self.keywords] for text in texts])
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+
+def test_embedding_scorer_sees_all_of_a_long_text_through_windows():
+    texts = ["filler " * 300 + "volcano", "filler " * 10, "volcano"]
+    windowed = EmbeddingScorer(model=TruncatingKeywordEncoder()).relevance("volcano", texts)
+    np.testing.assert_allclose(windowed, [2**-0.5, 0.0, 1.0])  # its last window: filler and volcano
+    whole = EmbeddingScorer(model=TruncatingKeywordEncoder(), window_words=10**6).relevance("volcano", texts)
+    np.testing.assert_allclose(whole, [0.0, 0.0, 1.0])  # the model never reads the end of the first text
+    with pytest.raises(ValueError, match="window_words"):
+        EmbeddingScorer(window_words=0)
+
+
 class KeywordCrossEncoder:
     """Stand-in for a sentence-transformers CrossEncoder: returns logits."""
 

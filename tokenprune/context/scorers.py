@@ -67,21 +67,48 @@ class EmbeddingScorer:
     """Cosine similarity of sentence embeddings (negative similarities count as 0).
 
     ``model``: a sentence-transformers model, a local model path, or None for the offline MiniLM.
+    Texts longer than ``window_words`` words are scored by their best window (half-overlapping): the
+    model truncates its input (MiniLM reads 256 word pieces), and would never see the rest.
     """
 
     model: Any = None
     batch_size: int = 32
+    window_words: int = 48
     _encoder: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.window_words, bool)
+            or not isinstance(self.window_words, int)
+            or self.window_words < 1
+        ):
+            raise ValueError(f"window_words must be a positive int, got {self.window_words!r}")
 
     def relevance(self, query: str, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
         if self._encoder is None:
             self._encoder = _load_embedding_model(self.model)
+        windows, owners = [], []
+        for index, text in enumerate(texts):
+            for window in _windows(text, self.window_words):
+                windows.append(window)
+                owners.append(index)
         vectors = self._encoder.encode(
-            [query, *texts], batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            [query, *windows], batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
-        return np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
+        relevance = np.zeros(len(texts))
+        np.maximum.at(relevance, owners, np.clip(vectors[1:] @ vectors[0], 0.0, 1.0))
+        return relevance
+
+
+def _windows(text: str, size: int) -> list[str]:
+    """The text itself if it has at most ``size`` words, else windows of ``size`` words every half window."""
+    words = text.split()
+    if len(words) <= size:
+        return [text]
+    step = max(size // 2, 1)
+    return [" ".join(words[start : start + size]) for start in range(0, len(words) - size + step, step)]
 
 
 @dataclass
