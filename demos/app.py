@@ -29,11 +29,13 @@ from pathlib import Path
 import torch
 
 import tokenprune as tp
+from tokenprune.eval import cli as eval_cli
+from tokenprune.eval import harness
 from tokenprune.stats import PruneRecord
 
 PAGES = Path(__file__).parent / "pages"
-VISUAL_PRUNERS = ("divprune", "visionzip", "fopru", "fastv", "feather", "random", "uniform")
-PROMPT_PRUNERS = ("lazyskip", "gemfilter")
+VISUAL_PRUNERS = tuple(eval_cli.VISUAL_PRUNERS.split(","))
+PROMPT_PRUNERS = tuple(eval_cli.PROMPT_PRUNERS.split(","))
 DEFAULT_PORT = 7860
 OVERLAY_SIZE = 288
 MIN_ANSWER_WORDS = 6
@@ -215,12 +217,6 @@ def _check_question(question) -> str:
 # ----------------------------------------------------------------------------------------- vision
 
 
-def visual_pruner(name: str, budget: float, depth: int):
-    from tokenprune.eval import harness
-
-    return tp.FoPru(budget) if name == "fopru" else harness.visual_pruner(name, budget, depth)
-
-
 def vision_prompt(processor, question: str) -> str:
     """The checkpoint's chat template around one image and the question, or `<image> question`."""
     if getattr(processor, "chat_template", None):
@@ -300,7 +296,7 @@ def run_vision(
     processor = vlm.processor
     inputs = dict(processor(text=vision_prompt(processor, question), images=image, return_tensors="pt"))
     configs = [("unpruned", None)] + [
-        (f"{name} @ {budget:g}", visual_pruner(name, budget, vlm.depth)) for name in names
+        (f"{name} @ {budget:g}", harness.visual_pruner(name, budget, vlm.depth)) for name in names
     ]
     measurements = measure_all(vlm, inputs, configs, max_new_tokens, repeats)
     base = measurements[0]
@@ -375,12 +371,6 @@ class LongContextResult:
     measurements: list[Measurement]
 
 
-def prompt_pruner(name: str, budget: float, depth: int):
-    from tokenprune.eval import harness
-
-    return harness.prompt_pruner(name, budget, depth)
-
-
 def run_long_context(
     lm: Loaded, prompt, pruners, budget, max_new_tokens: int = 4, repeats: int = 5
 ) -> LongContextResult:
@@ -400,7 +390,7 @@ def run_long_context(
     if length < 8:
         raise ValueError(f"The prompt has {length} tokens; prefill skipping needs a longer one.")
     configs = [("unpruned", None)] + [
-        (f"{name} @ {budget:g}", prompt_pruner(name, budget, lm.depth)) for name in names
+        (f"{name} @ {budget:g}", harness.prompt_pruner(name, budget, lm.depth)) for name in names
     ]
     measurements = measure_all(lm, inputs, configs, max_new_tokens, repeats)
     base = measurements[0]
@@ -576,7 +566,7 @@ def parse_budgets(text) -> tuple[float, ...]:
 def run_sweep(loaded: Loaded, task: str, pruners, budgets, questions: int, out_dir: Path) -> SweepResult:
     """Accuracy and time to answer vs budget on held-out toy questions, through `tokenprune.eval`
     (its tqdm bar drives the app's progress bar)."""
-    from tokenprune.eval import data, harness
+    from tokenprune.eval import data
 
     if task not in ("vision", "long context"):
         raise ValueError(f"Unknown task {task!r}; pick vision or long context.")
@@ -589,10 +579,10 @@ def run_sweep(loaded: Loaded, task: str, pruners, budgets, questions: int, out_d
     if task == "vision":
         prompt = vision_prompt(loaded.processor, "{question}")
         examples = data.vlm_examples(loaded.processor, "toy", questions, prompt=prompt)
-        build = visual_pruner
+        build = harness.visual_pruner
     else:
         examples = data.lm_examples(loaded.tokenizer, "toy", questions, lengths=(512, 1024))
-        build = prompt_pruner
+        build = harness.prompt_pruner
     configs = [("unpruned", None, None)] + [
         (name, budget, build(name, budget, loaded.depth)) for name in names for budget in budgets
     ]

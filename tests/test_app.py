@@ -339,6 +339,10 @@ def test_cli_demo_rejects_a_bad_port_before_loading_anything():
 
 
 def test_pruners_are_the_harness_ones():
-    assert isinstance(app.visual_pruner("fopru", 0.5, 4), tp.FoPru)
-    assert isinstance(app.visual_pruner("fastv", 0.5, 4), tp.FastV)
-    assert isinstance(app.prompt_pruner("lazyskip", 0.1, 4), tp.LazySkip)
+    from tokenprune.eval import harness
+
+    assert app.VISUAL_PRUNERS == ("divprune", "visionzip", "fopru", "fastv", "feather", "random", "uniform")
+    assert app.PROMPT_PRUNERS == ("lazyskip", "gemfilter")
+    assert isinstance(harness.visual_pruner("fopru", 0.5, 4), tp.FoPru)
+    assert isinstance(harness.visual_pruner("fastv", 0.5, 4), tp.FastV)
+    assert isinstance(harness.prompt_pruner("lazyskip", 0.1, 4), tp.LazySkip)

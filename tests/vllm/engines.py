@@ -64,6 +64,21 @@ def assert_same_outputs(a, b) -> None:
             assert got[token].logprob == pytest.approx(want[token].logprob, abs=1e-4)
 
 
+def assert_full_budget_matches_in_tree(model_dir, hf_overrides: dict, requests: list[dict]) -> None:
+    """The pruned architecture with `hf_overrides` and vLLM's in-tree one (no overrides), one engine
+    after the other on the same weights, give the same prompts and greedy outputs for `requests`."""
+    results = {}
+    for name, settings in (("pruned", hf_overrides), ("in_tree", None)):
+        llm = make_llm(model_dir, settings)
+        try:
+            results[name] = llm.generate(requests, greedy())
+        finally:
+            shutdown(llm)
+    for pruned, reference in zip(results["pruned"], results["in_tree"], strict=True):
+        assert pruned.prompt_token_ids == reference.prompt_token_ids
+        assert_same_outputs(pruned, reference)
+
+
 def image(seed: int, size: tuple[int, int] = (56, 56)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))

@@ -3,7 +3,7 @@ prompts, tokens and log-probabilities as vLLM's in-tree one (same weights, greed
 
 from __future__ import annotations
 
-from engines import LLAVA, assert_same_outputs, greedy, image, make_llm, overrides, shutdown
+from engines import LLAVA, assert_full_budget_matches_in_tree, image, overrides
 
 
 def test_full_budget_matches_the_in_tree_model(llava_dir):
@@ -14,13 +14,4 @@ def test_full_budget_matches_the_in_tree_model(llava_dir):
             "multi_modal_data": {"image": [image(6), image(7)]},
         },
     ]
-    results = {}
-    for name, hf_overrides in (("full", overrides(LLAVA, "divprune", 64)), ("in_tree", None)):
-        llm = make_llm(llava_dir, hf_overrides)
-        try:
-            results[name] = llm.generate(requests, greedy())
-        finally:
-            shutdown(llm)
-    for full, reference in zip(results["full"], results["in_tree"]):
-        assert full.prompt_token_ids == reference.prompt_token_ids
-        assert_same_outputs(full, reference)
+    assert_full_budget_matches_in_tree(llava_dir, overrides(LLAVA, "divprune", 64), requests)

@@ -5,7 +5,7 @@ attention capture in the vision tower on the way."""
 
 from __future__ import annotations
 
-from engines import QWEN2_5_VL, assert_same_outputs, greedy, image, make_llm, overrides, shutdown
+from engines import QWEN2_5_VL, assert_full_budget_matches_in_tree, image, overrides
 
 MARKUP = "<|vision_start|><|image_pad|><|vision_end|>"
 SHORT = f"user: w1 {MARKUP} w2 w3 assistant:"
@@ -20,13 +20,4 @@ def test_full_budget_matches_the_in_tree_model(qwen_dir):
         {"prompt": SHORT, "multi_modal_data": {"image": image(3, (112, 112))}},
         {"prompt": TWO_IMAGES, "multi_modal_data": {"image": [image(4, (112, 112)), image(5, (56, 112))]}},
     ]
-    results = {}
-    for name, hf_overrides in (("full", overrides(QWEN2_5_VL, "fopru", 1.0)), ("in_tree", None)):
-        llm = make_llm(qwen_dir, hf_overrides)
-        try:
-            results[name] = llm.generate(requests, greedy())
-        finally:
-            shutdown(llm)
-    for full, reference in zip(results["full"], results["in_tree"]):
-        assert full.prompt_token_ids == reference.prompt_token_ids
-        assert_same_outputs(full, reference)
+    assert_full_budget_matches_in_tree(qwen_dir, overrides(QWEN2_5_VL, "fopru", 1.0), requests)

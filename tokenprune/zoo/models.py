@@ -59,7 +59,7 @@ def vlm_processor(tokenizer=None):
 
 def build_vlm(tokenizer):
     """A LLaVA-1.5-shaped model: CLIP tower (48x48 images, 4x4 patches of 12 px + CLS), MLP projector, 4-layer Llama."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision = CLIPVisionConfig(
         hidden_size=64,
@@ -70,23 +70,9 @@ def build_vlm(tokenizer):
         patch_size=PATCH_SIZE,
         projection_dim=64,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=96,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        rope_theta=10000.0,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
     config = LlavaConfig(
         vision_config=vision,
-        text_config=text,
+        text_config=llama_config(tokenizer, hidden=96, max_positions=256),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -98,20 +84,26 @@ def build_vlm(tokenizer):
 
 def build_lm(tokenizer):
     """A 4-layer Llama for contexts up to 2,048 tokens; heads of 32 dimensions keep hundreds of keys apart."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
+    return LlamaForCausalLM(llama_config(tokenizer, hidden=128, max_positions=2048))
+
+
+def llama_config(tokenizer, hidden: int, max_positions: int):
+    """The reference models' 4-layer, 4-head Llama over `tokenizer`'s vocabulary and special tokens."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
+        hidden_size=hidden,
         intermediate_size=256,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=2048,
+        max_position_embeddings=max_positions,
         rope_theta=10000.0,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    return LlamaForCausalLM(config)
