@@ -64,7 +64,9 @@ def divprune_reference(features: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize(("n", "k"), [(576, 64), (100, 37), (50, 50)])
+@pytest.mark.parametrize(
+    ("n", "k"), [(576, 64), (100, 37), (50, 50), (1500, 40)]
+)  # 1500: blockwise similarity
 def test_divprune_matches_reference(seed, n, k):
     features = torch.randn(n, 48, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(max_min_diverse(features, k), divprune_reference(features, k))
