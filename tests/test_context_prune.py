@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 from _context_fixtures import ARTICLE, bpe_count, bpe_tokenizer, hf_tokenizer, real_pages, whitespace_count
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
@@ -320,6 +320,8 @@ def random_page(draw):
 
 
 @settings(max_examples=30, deadline=None)
+# a tag name libxml2's HTML parser accepts and lxml refuses to create
+@example("<etna<div>" + "<div>" * 8 + " ".join(["etna"] * 8) + "<div>" * 4 + "etna", 1, "html", "etna lava")
 @given(
     random_page(),
     st.integers(1, 80),

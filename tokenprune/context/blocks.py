@@ -268,9 +268,16 @@ class BlockTree:
     def container_markup(self, container: int) -> str:
         """The container's own tags (what it costs in HTML output beyond its blocks)."""
         element = self.containers[container].element
-        return etree.tostring(
-            etree.Element(element.tag, dict(element.attrib)), method="html", encoding="unicode"
-        )
+        try:
+            shell = etree.Element(element.tag, dict(element.attrib))
+        except ValueError:
+            # libxml2's HTML parser accepts tag or attribute names that lxml refuses to create
+            # (`<a<div>`): strip a copy instead
+            shell = copy.copy(element)
+            for child in list(shell):
+                shell.remove(child)
+            shell.text = shell.tail = None
+        return etree.tostring(shell, method="html", encoding="unicode")
 
     def block_html(self, block: int) -> str:
         return "".join(
