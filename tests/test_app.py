@@ -9,6 +9,10 @@ import torch
 import tokenprune as tp
 from tokenprune.demos import app
 from tokenprune.stats import PruneRecord
+from tokenprune.zoo import models, scenes
+
+SIDE = scenes.IMAGE_SIZE // models.PATCH_SIZE  # toy-vlm patches per image side
+PATCHES = SIDE * SIDE
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +71,7 @@ def test_vision_takes_any_uploaded_image(demo):
     upload = Image.new("RGBA", (120, 64), (10, 200, 30, 128))  # not square, with alpha
     result = app.run_vision(demo.vlm, upload, "what color is at a1 ?", ["uniform"], 0.5, repeats=1)
     assert app.processed_view(upload, demo.vlm.processor).size == (64, 64)  # the processor's center crop
-    assert [row["image tokens kept"] for row in result.rows] == ["all", "8 / 16"]
+    assert [row["image tokens kept"] for row in result.rows] == ["all", f"{PATCHES // 2} / {PATCHES}"]
     assert len(result.overlays) == 1 and result.overlays[0][0].size == (app.OVERLAY_SIZE, app.OVERLAY_SIZE)
 
 
@@ -99,23 +103,24 @@ def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, s
     unpruned, divprune, fastv = result.measurements
     length = unpruned.layer_tokens[0]
     assert unpruned.layer_tokens == [length] * 4 and result.rows[0]["image tokens kept"] == "all"
-    assert divprune.layer_tokens == [length - 12] * 4  # 4 of 16 image tokens reach the LLM
-    assert fastv.layer_tokens == [length] * 2 + [length - 12] * 2  # FastV prunes before layer 2
+    dropped = PATCHES - PATCHES // 4  # a quarter of the image tokens reach the LLM
+    assert divprune.layer_tokens == [length - dropped] * 4
+    assert fastv.layer_tokens == [length] * 2 + [length - dropped] * 2  # FastV prunes before layer 2
     for row, measurement in zip(result.rows[1:], result.measurements[1:]):
-        assert row["image tokens kept"] == "4 / 16"
+        assert row["image tokens kept"] == f"{PATCHES // 4} / {PATCHES}"
         assert row["tokens prefilled"] == round(sum(measurement.layer_tokens) / 4)
         assert row["prefill ms"] > 0 and row["total ms"] > 0 and row["prefill speedup"] > 0
     assert len(result.overlays) == 2
     from PIL import Image
 
     view = app.processed_view(image, demo.vlm.processor).resize((app.OVERLAY_SIZE,) * 2, Image.NEAREST)
-    cell = app.OVERLAY_SIZE // 4
+    cell = app.OVERLAY_SIZE // SIDE
     for (picture, caption), measurement in zip(result.overlays, result.measurements[1:]):
         kept = set(app.image_selections(measurement.records)[-1].kept_indices)
-        assert len(kept) == 4 and caption.endswith("4 of 16 patches kept")
+        assert len(kept) == PATCHES // 4 and caption.endswith(f"{PATCHES // 4} of {PATCHES} patches kept")
         drawn, original = np.asarray(picture).astype(int), np.asarray(view).astype(int)
-        for index in range(16):
-            y, x = (index // 4) * cell + cell // 2, (index % 4) * cell + cell // 2
+        for index in range(PATCHES):
+            y, x = (index // SIDE) * cell + cell // 2, (index % SIDE) * cell + cell // 2
             assert (drawn[y, x] == original[y, x]).all() == (index in kept)
 
 
@@ -123,10 +128,10 @@ def test_multi_stage_pruners_report_kept_of_the_image_s_tokens(demo, scene):
     image, question, _ = scene
     result = app.run_vision(demo.vlm, image, question, ["feather"], 0.25, repeats=1)
     first, last = app.image_selections(result.measurements[1].records)  # Feather selects at two layers
-    assert first.tokens_before == 16 and last.tokens_before == first.tokens_after
-    assert result.rows[1]["image tokens kept"] == f"{last.tokens_after} / 16"
+    assert first.tokens_before == PATCHES and last.tokens_before == first.tokens_after
+    assert result.rows[1]["image tokens kept"] == f"{last.tokens_after} / {PATCHES}"
     assert set(last.kept_indices) <= set(first.kept_indices)  # original patch indices at every stage
-    assert result.overlays[0][1].endswith(f"{last.tokens_after} of 16 patches kept")
+    assert result.overlays[0][1].endswith(f"{last.tokens_after} of {PATCHES} patches kept")
 
 
 def test_vision_answers_are_the_unpruned_model_s_at_full_budget(demo, scene):
@@ -166,16 +171,18 @@ def test_long_context_tokens_per_layer_come_from_the_selection_records(demo):
     )
     unpruned, lazy, gem = result.measurements
     length = len(demo.lm.tokenizer(prompt).input_ids)
-    assert unpruned.layer_tokens == [length] * 4 and result.rows[0]["prompt tokens"] == length
+    depth = demo.lm.model.config.num_hidden_layers
+    assert unpruned.layer_tokens == [length] * depth and result.rows[0]["prompt tokens"] == length
     schedule = {r.layer: r for r in lazy.records}
-    assert sorted(schedule) == [1, 2, 3]  # default schedule on 4 layers: a quarter, half, three quarters
+    # the default schedule at a quarter, half and three quarters of the depth
+    assert sorted(schedule) == [layer for layer, _ in tp.LazySkip().for_depth(depth).schedule]
     assert lazy.layer_tokens[0] == length
-    for layer in (1, 2, 3):  # every record removes tokens from its layer on
-        assert lazy.layer_tokens[layer] == lazy.layer_tokens[layer - 1] - (
-            schedule[layer].tokens_before - schedule[layer].tokens_after
-        )
+    for layer in range(1, depth):  # every record removes tokens from its layer on
+        removed = schedule[layer].tokens_before - schedule[layer].tokens_after if layer in schedule else 0
+        assert lazy.layer_tokens[layer] == lazy.layer_tokens[layer - 1] - removed
     (selection,) = gem.records
-    assert gem.layer_tokens == [selection.tokens_after] * 4 and selection.tokens_after == round(0.1 * length)
+    assert gem.layer_tokens == [selection.tokens_after] * depth
+    assert selection.tokens_after == round(0.1 * length)
     assert [row["tokens per layer"] for row in result.rows] == [
         " · ".join(map(str, m.layer_tokens)) for m in result.measurements
     ]

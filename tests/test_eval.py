@@ -44,6 +44,9 @@ def test_pruners_get_layers_relative_to_depth():
         default.schedule == tp.LazySkip().for_depth(4).schedule or default.schedule == tp.LazySkip().schedule
     )
     assert harness.prompt_pruner("gemfilter", 0.1, depth=32).filter_layer == 13
+    assert harness.prompt_pruner("gemfilter", 0.1, depth=6, filter_layer=1).filter_layer == 1
+    with pytest.raises(ValueError, match=r"filter_layer must lie in \[0, 5\]"):
+        harness.prompt_pruner("gemfilter", 0.1, depth=6, filter_layer=6)
     with pytest.raises(ValueError, match="supported"):
         harness.visual_pruner("fastvv", 0.25, depth=4)
     with pytest.raises(ValueError, match="supported"):
@@ -110,10 +113,11 @@ def test_cli_writes_table_json_and_plot(tmp_path, vlm, lm, monkeypatch, capsys):
     report = json.loads((tmp_path / "accuracy_vs_budget_vlm.json").read_text())
     assert [r["pruner"] for r in report["results"]] == ["unpruned", "divprune", "fastv", "feather"]
     assert (tmp_path / "accuracy_vs_budget_vlm.png").stat().st_size > 0
-    args = _cli_args("lm", tmp_path, budgets=(0.3,), limit=2, lengths=(128,))
+    args = _cli_args("lm", tmp_path, budgets=(0.3,), limit=2, lengths=(128,), filter_layer=1)
     assert cli.run(args) == 0
     report = json.loads((tmp_path / "accuracy_vs_budget_lm.json").read_text())
     assert [r["pruner"] for r in report["results"]] == ["unpruned", "lazyskip", "gemfilter"]
+    assert report["results"][2]["setting"] == "filter_layer=1"
     assert "| lazyskip | 0.3 |" in capsys.readouterr().out
 
 

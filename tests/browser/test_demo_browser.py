@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tokenprune.zoo import models, scenes
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 STARTUP_SECONDS = 180
@@ -140,7 +142,9 @@ def test_vision_tab_compares_pruners_and_draws_kept_patches(page):
     for row in rows:
         assert number(row[column["prefill ms"]]) > 0 and number(row[column["total ms"]]) > 0
         assert number(row[column["tokens prefilled"]]) > 0
-    assert [row[column["image tokens kept"]] for row in rows] == ["all", "4 / 16", "4 / 16"]
+    patches = (scenes.IMAGE_SIZE // models.PATCH_SIZE) ** 2
+    kept = f"{patches // 4} / {patches}"
+    assert [row[column["image tokens kept"]] for row in rows] == ["all", kept, kept]
 
     overlays = page.locator("#vision-overlays img")
     expect(overlays).to_have_count(2, timeout=30_000)

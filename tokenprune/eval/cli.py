@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=(512, 1024, 2048),
         help="lm toy context lengths",
     )
+    parser.add_argument(
+        "--filter-layer",
+        type=int,
+        default=None,
+        help="lm: GemFilter's selection layer (default: 40%% of the depth, 13 of 32 layers)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="directory for JSON and PNG"
@@ -92,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         examples = data.lm_examples(tokenizer, args.data, args.limit, args.lengths, args.device)
         depth = model.config.num_hidden_layers
         names, budgets = args.pruners or _names(PROMPT_PRUNERS), args.budgets or (0.1, 0.3, 0.5)
-        build = harness.prompt_pruner
+        def build(name: str, budget: float, depth: int):
+            return harness.prompt_pruner(name, budget, depth, args.filter_layer)
+
     configs = [("unpruned", None, None)] + [(n, b, build(n, b, depth)) for n in names for b in budgets]
     results = harness.evaluate(
         model,

@@ -65,9 +65,11 @@ def visual_pruner(name: str, budget: float, depth: int):
     return factories[name]()
 
 
-def prompt_pruner(name: str, budget: float, depth: int):
+def prompt_pruner(name: str, budget: float, depth: int, filter_layer: int | None = None):
     """A prefill pruner keeping `budget` of the prompt. LazySkip scales its default schedule so that
-    the last stage keeps `budget` (budget 0.1 is the default schedule); GemFilter selects at 40% depth."""
+    the last stage keeps `budget` (budget 0.1 is the default schedule); GemFilter selects at
+    `filter_layer`, by default at 40% of the depth (13 of 32, the paper's Llama layer). The right layer
+    is the model's: the one whose heads find the answer (GemFilter's paper picks it per model)."""
     if name == "lazyskip":
         from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
 
@@ -75,7 +77,11 @@ def prompt_pruner(name: str, budget: float, depth: int):
         schedule = tuple((at, round(min(1.0, keep * budget / last), 4)) for at, keep in DEFAULT_SCHEDULE)
         return tp.LazySkip(schedule=schedule)
     if name == "gemfilter":
-        return tp.GemFilter(budget, filter_layer=max(1, round(GEMFILTER_DEPTH * depth)))
+        if filter_layer is None:
+            filter_layer = max(1, round(GEMFILTER_DEPTH * depth))
+        elif not 0 <= filter_layer < depth:
+            raise ValueError(f"filter_layer must lie in [0, {depth - 1}] for {depth} layers, got {filter_layer}")
+        return tp.GemFilter(budget, filter_layer=filter_layer)
     raise ValueError(f"unknown prompt pruner {name!r}; supported: lazyskip, gemfilter")
 
 

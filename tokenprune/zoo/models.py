@@ -72,7 +72,7 @@ def build_vlm(tokenizer):
     )
     config = LlavaConfig(
         vision_config=vision,
-        text_config=llama_config(tokenizer, hidden=96, max_positions=256),
+        text_config=llama_config(tokenizer, hidden=96, heads=4, layers=4, max_positions=256),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -83,25 +83,32 @@ def build_vlm(tokenizer):
 
 
 def build_lm(tokenizer):
-    """A 4-layer Llama for contexts up to 2,048 tokens; heads of 32 dimensions keep hundreds of keys apart."""
+    """A 6-layer Llama for contexts up to 2,048 tokens. Six layers let the retrieval circuit (a
+    previous-token head, then an induction head) finish before the first depth-relative pruning layer,
+    as it does in deep models; rope_theta 500,000 (Llama 3's) leaves more slowly rotating dimensions
+    for matching keys hundreds of tokens apart."""
     from transformers import LlamaForCausalLM
 
-    return LlamaForCausalLM(llama_config(tokenizer, hidden=128, max_positions=2048))
+    return LlamaForCausalLM(
+        llama_config(tokenizer, hidden=128, heads=4, layers=6, max_positions=2048, rope_theta=500000.0)
+    )
 
 
-def llama_config(tokenizer, hidden: int, max_positions: int):
-    """The reference models' 4-layer, 4-head Llama over `tokenizer`'s vocabulary and special tokens."""
+def llama_config(
+    tokenizer, hidden: int, heads: int, layers: int, max_positions: int, rope_theta: float = 10000.0
+):
+    """A reference model's Llama over `tokenizer`'s vocabulary and special tokens."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=max_positions,
-        rope_theta=10000.0,
+        rope_theta=rope_theta,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
