@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         examples = data.lm_examples(tokenizer, args.data, args.limit, args.lengths, args.device)
         depth = model.config.num_hidden_layers
         names, budgets = args.pruners or _names(PROMPT_PRUNERS), args.budgets or (0.1, 0.3, 0.5)
+
         def build(name: str, budget: float, depth: int):
             return harness.prompt_pruner(name, budget, depth, args.filter_layer)
 

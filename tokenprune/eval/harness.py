@@ -80,7 +80,9 @@ def prompt_pruner(name: str, budget: float, depth: int, filter_layer: int | None
         if filter_layer is None:
             filter_layer = max(1, round(GEMFILTER_DEPTH * depth))
         elif not 0 <= filter_layer < depth:
-            raise ValueError(f"filter_layer must lie in [0, {depth - 1}] for {depth} layers, got {filter_layer}")
+            raise ValueError(
+                f"filter_layer must lie in [0, {depth - 1}] for {depth} layers, got {filter_layer}"
+            )
         return tp.GemFilter(budget, filter_layer=filter_layer)
     raise ValueError(f"unknown prompt pruner {name!r}; supported: lazyskip, gemfilter")
 
