@@ -26,20 +26,17 @@ def max_min_diverse(features: torch.Tensor, k: int) -> torch.Tensor:
         return picks
     unit = torch.nn.functional.normalize(features.float(), dim=-1)
     similarity = _cosine_similarity(unit)
-    self_similarity = similarity.diagonal().clone()
     similarity.fill_diagonal_(float("-inf"))
     nearest = 1.0 - similarity.amax(dim=1)
-    similarity.diagonal().copy_(self_similarity)
     distance = similarity.neg_().add_(1.0)  # in place: one N x N buffer
+    # a -inf diagonal puts each pick at -inf in the running minimum, so none is chosen twice
+    distance.fill_diagonal_(float("-inf"))
     picks[0] = nearest.argmax()
-    min_distance = distance[picks[0]].clone()
-    min_distance[picks[0]] = float("-inf")
+    min_distance = distance[picks[0]]
     for i in range(1, k):
         pick = min_distance.argmax()
         picks[i] = pick
-        # picked tokens stay at -inf, so none is chosen twice
         min_distance = torch.minimum(min_distance, distance[pick])
-        min_distance[pick] = float("-inf")
     return picks
 
 
