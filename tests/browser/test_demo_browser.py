@@ -7,6 +7,7 @@ Nothing here is skipped: without chromium or playwright the tests fail and say h
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tokenprune import zoo
 from tokenprune.zoo import models, scenes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,7 +195,8 @@ def test_long_context_and_sweep_tabs_render_measurements(page):
     rows = table_rows(page, "#long-table")
     assert [row[0] for row in rows] == ["unpruned", "lazyskip @ 0.1", "gemfilter @ 0.1"]
     per_layer = [[int(n) for n in row[header.index("tokens per layer")].split(" · ")] for row in rows]
-    assert per_layer[0] == [1020] * 4 and per_layer[1][0] == 1020 and per_layer[1][-1] < 200
+    depth = json.loads((zoo.path("toy-lm") / "config.json").read_text())["num_hidden_layers"]
+    assert per_layer[0] == [1020] * depth and per_layer[1][0] == 1020 and per_layer[1][-1] < 200
     assert all(number(row[header.index("TTFT ms")]) > 0 for row in rows)
     expect(page.locator("#long-plot img")).to_have_count(1, timeout=30_000)
 
