@@ -372,9 +372,10 @@ class LongContextResult:
 
 
 def run_long_context(
-    lm: Loaded, prompt, pruners, budget, max_new_tokens: int = 4, repeats: int = 5
+    lm: Loaded, prompt, pruners, budget, max_new_tokens: int = 4, repeats: int = 5, filter_layer=None
 ) -> LongContextResult:
-    """Unpruned prefill against LazySkip / GemFilter keeping `budget` of the prompt."""
+    """Unpruned prefill against LazySkip / GemFilter keeping `budget` of the prompt; GemFilter selects
+    at `filter_layer` (default: 40 % of the depth)."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("Enter a prompt, or generate a retrieval task.")
     names = _check_names(pruners, PROMPT_PRUNERS)
@@ -389,8 +390,11 @@ def run_long_context(
         )
     if length < 8:
         raise ValueError(f"The prompt has {length} tokens; prefill skipping needs a longer one.")
+    if filter_layer is not None:
+        filter_layer = int(filter_layer)
     configs = [("unpruned", None)] + [
-        (f"{name} @ {budget:g}", harness.prompt_pruner(name, budget, lm.depth)) for name in names
+        (f"{name} @ {budget:g}", harness.prompt_pruner(name, budget, lm.depth, filter_layer))
+        for name in names
     ]
     measurements = measure_all(lm, inputs, configs, max_new_tokens, repeats)
     base = measurements[0]
@@ -739,6 +743,15 @@ def build_app(demo: Demo, startup_message: str = ""):
                         label="budget (fraction of the prompt at the last stage)",
                     )
                     long_max_new = gr.Slider(1, 64, value=2, step=1, label="max new tokens")
+                    # the bundled toy-lm finds the answer at layer 1; other models start at the
+                    # harness default (40 % of the depth, the paper's Llama layer)
+                    filter_layer = gr.Number(
+                        label=f"GemFilter layer (0-{demo.lm.depth - 1})",
+                        value=1
+                        if demo.lm.reference
+                        else harness.prompt_pruner("gemfilter", 0.1, demo.lm.depth).filter_layer,
+                        precision=0,
+                    )
                     long_button = gr.Button("Run", variant="primary", elem_id="long-run")
             long_status = gr.Markdown(elem_id="long-status")
             long_table = gr.Dataframe(label="unpruned vs prefill skipping", wrap=True, elem_id="long-table")
@@ -748,10 +761,12 @@ def build_app(demo: Demo, startup_message: str = ""):
                 text, answer = retrieval_task(seed, tokens)
                 return text, f"Reference answer: **{answer}**", seed + 1
 
-            def on_long(text, names, fraction, tokens):
+            def on_long(text, names, fraction, tokens, layer):
                 def call():
                     with demo.lock:
-                        result = run_long_context(demo.lm, text, names, fraction, int(tokens))
+                        result = run_long_context(
+                            demo.lm, text, names, fraction, int(tokens), filter_layer=layer
+                        )
                     done = f"Ran {len(result.rows)} configurations on **{demo.lm.name}**." + (
                         TOY_TIMING if demo.lm.reference else ""
                     )
@@ -761,7 +776,9 @@ def build_app(demo: Demo, startup_message: str = ""):
 
             task_button.click(new_task, [task_seed, length], [prompt, long_expected, task_seed])
             long_button.click(
-                on_long, [prompt, methods, long_budget, long_max_new], [long_table, long_plot, long_status]
+                on_long,
+                [prompt, methods, long_budget, long_max_new, filter_layer],
+                [long_table, long_plot, long_status],
             )
 
         with gr.Tab("RAG / HTML", elem_id="tab-rag"):

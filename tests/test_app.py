@@ -197,6 +197,18 @@ def test_long_context_at_full_budget_answers_like_the_unpruned_model(demo):
     assert result.rows[0]["answer"] == result.rows[1]["answer"]
 
 
+def test_long_context_gemfilter_selects_at_the_chosen_layer(demo):
+    prompt, _ = app.retrieval_task(1000, 512)
+    default = app.run_long_context(demo.lm, prompt, ["gemfilter"], 0.5, max_new_tokens=1, repeats=1)
+    chosen = app.run_long_context(
+        demo.lm, prompt, ["gemfilter"], 0.5, max_new_tokens=1, repeats=1, filter_layer=1
+    )
+    assert [r.layer for r in default.measurements[1].records] == [round(0.4 * demo.lm.depth)]
+    assert [r.layer for r in chosen.measurements[1].records] == [1]
+    with pytest.raises(ValueError, match="filter_layer must lie in"):
+        app.run_long_context(demo.lm, prompt, ["gemfilter"], 0.5, repeats=1, filter_layer=demo.lm.depth)
+
+
 def test_long_context_bad_input(demo):
     with pytest.raises(ValueError, match="Enter a prompt"):
         app.run_long_context(demo.lm, " ", ["lazyskip"], 0.5)
