@@ -747,9 +747,7 @@ def build_app(demo: Demo, startup_message: str = ""):
                     # harness default (40 % of the depth, the paper's Llama layer)
                     filter_layer = gr.Number(
                         label=f"GemFilter layer (0-{demo.lm.depth - 1})",
-                        value=1
-                        if demo.lm.reference
-                        else harness.prompt_pruner("gemfilter", 0.1, demo.lm.depth).filter_layer,
+                        value=1 if demo.lm.reference else harness.gemfilter_layer(demo.lm.depth),
                         precision=0,
                     )
                     long_button = gr.Button("Run", variant="primary", elem_id="long-run")

@@ -49,6 +49,11 @@ def _feather_layers(depth: int) -> tuple[int, ...]:
     return (first, max(first + 1, depth // 2))
 
 
+def gemfilter_layer(depth: int) -> int:
+    """GemFilter's default selection layer: 40 % of the depth (13 of 32, the paper's Llama layer)."""
+    return max(1, round(GEMFILTER_DEPTH * depth))
+
+
 def visual_pruner(name: str, budget: float, depth: int):
     """A visual pruner at `budget`; FastV and Feather layers are chosen relative to the LM depth."""
     factories: dict[str, Callable] = {
@@ -68,8 +73,8 @@ def visual_pruner(name: str, budget: float, depth: int):
 def prompt_pruner(name: str, budget: float, depth: int, filter_layer: int | None = None):
     """A prefill pruner keeping `budget` of the prompt. LazySkip scales its default schedule so that
     the last stage keeps `budget` (budget 0.1 is the default schedule); GemFilter selects at
-    `filter_layer`, by default at 40% of the depth (13 of 32, the paper's Llama layer). The right layer
-    is the model's: the one whose heads find the answer (GemFilter's paper picks it per model)."""
+    `filter_layer` (default: `gemfilter_layer(depth)`). The right layer is the model's: the one whose
+    heads find the answer (GemFilter's paper picks it per model)."""
     if name == "lazyskip":
         from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
 
@@ -78,7 +83,7 @@ def prompt_pruner(name: str, budget: float, depth: int, filter_layer: int | None
         return tp.LazySkip(schedule=schedule)
     if name == "gemfilter":
         if filter_layer is None:
-            filter_layer = max(1, round(GEMFILTER_DEPTH * depth))
+            filter_layer = gemfilter_layer(depth)
         elif not 0 <= filter_layer < depth:
             raise ValueError(
                 f"filter_layer must lie in [0, {depth - 1}] for {depth} layers, got {filter_layer}"
