@@ -39,7 +39,7 @@ PROMPT_PRUNERS = tuple(eval_cli.PROMPT_PRUNERS.split(","))
 DEFAULT_PORT = 7860
 OVERLAY_SIZE = 288
 MIN_ANSWER_WORDS = 6
-# the toy scenes are 48 px: show them enlarged with sharp pixels
+# the toy scenes are 96 px: show them enlarged with sharp pixels
 CSS = "#vision-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 TOY_TIMING = (
     " The reference models are tiny (a few layers, 96-wide): fixed per-forward costs weigh heavily, so"

@@ -44,6 +44,58 @@ def test_rendered_objects_carry_their_colour():
         assert tuple(image[cy, cx].tolist()) == scenes.COLOURS[obj.colour]
 
 
+def test_each_object_fills_one_patch_of_its_cell():
+    """Three of a cell's four patches show background: the redundancy pre-LLM pruners can drop."""
+    solid = [s.scene for s in scenes.samples(2, 40) if s.scene.background == "solid"]
+    assert solid
+    for scene, image in zip(solid, scenes.render(solid)):
+        drawn = (image != torch.tensor(scene.base, dtype=torch.uint8)).any(dim=-1)
+        expected = torch.zeros_like(drawn)
+        for obj in scene.objects:
+            top = obj.row * scenes.CELL + (obj.dy > 0) * scenes.PATCH
+            left = obj.col * scenes.CELL + (obj.dx > 0) * scenes.PATCH
+            assert drawn[top : top + scenes.PATCH, left : left + scenes.PATCH].any()
+            expected[top : top + scenes.PATCH, left : left + scenes.PATCH] = True
+        assert not (drawn & ~expected).any()
+
+
+def test_first_stage_images_have_one_patch_per_cell_with_the_object_centred():
+    s = scenes.sample(0, 0)
+    small = scenes.render([s.scene], cell_patches=1)[0]
+    assert small.shape == (scenes.GRID * scenes.PATCH, scenes.GRID * scenes.PATCH, 3)
+    for obj in s.scene.objects:
+        centre = (obj.row * scenes.PATCH + scenes.PATCH // 2, obj.col * scenes.PATCH + scenes.PATCH // 2)
+        assert tuple(small[centre].tolist()) == scenes.COLOURS[obj.colour]
+    with pytest.raises(ValueError, match="cell_patches"):
+        scenes.render([s.scene], cell_patches=3)
+
+
+def test_upsampled_positions_give_each_patch_its_cells_embedding():
+    weight = torch.randn(1 + 4 * 4, 8)
+    finer = train.upsampled_positions(weight, 2)
+    assert finer.shape == (1 + 8 * 8, 8) and torch.equal(finer[0], weight[0])
+    for row in range(8):
+        for col in range(8):
+            assert torch.equal(finer[1 + row * 8 + col], weight[1 + (row // 2) * 4 + col // 2])
+
+
+def test_second_stage_masks_only_image_tokens_and_keeps_enough_of_them():
+    tokenizer = models.vlm_tokenizer()
+    image_token = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
+    batch = train.vlm_batch(tokenizer, 0, 0, 64, "cpu", questions=3)
+    again = {k: v.clone() for k, v in batch.items()}
+    before = batch["attention_mask"].clone()
+    train.mask_image_tokens(batch, image_token, 0, 0)
+    train.mask_image_tokens(again, image_token, 0, 0)
+    assert torch.equal(batch["attention_mask"], again["attention_mask"])
+    hidden = before.bool() & ~batch["attention_mask"].bool()
+    assert (batch["input_ids"][hidden] == image_token).all()
+    images = (batch["input_ids"] == image_token).sum(dim=1)
+    kept = images - hidden.sum(dim=1)
+    assert (kept >= round(train.MIN_KEPT * int(images[0]))).all()
+    assert 16 <= int((kept < images).sum()) <= 48  # about MASKED_ROWS of the 64 rows
+
+
 def test_unknown_question_type_is_rejected():
     with pytest.raises(ValueError, match="question type"):
         scenes.sample(0, 0, kind="size")

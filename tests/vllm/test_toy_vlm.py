@@ -13,7 +13,7 @@ import tokenprune as tp
 from tokenprune import zoo
 from tokenprune.zoo import scenes
 
-BUDGET = 6  # of 16 image tokens (48 px images, 12 px patches)
+BUDGET = 16  # of 64 image tokens (96 px images, 12 px patches)
 SAMPLES = [scenes.sample(7, i) for i in range(6)]  # one of each question type and more
 
 

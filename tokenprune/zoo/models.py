@@ -6,7 +6,7 @@ from tokenprune.zoo import retrieval, scenes
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 IMAGE_TOKEN = "<image>"
-PATCH_SIZE = 12
+PATCH_SIZE = scenes.PATCH
 
 
 def word_tokenizer(words: tuple[str, ...], extra_special: tuple[str, ...] = ()):
@@ -57,8 +57,9 @@ def vlm_processor(tokenizer=None):
     )
 
 
-def build_vlm(tokenizer):
-    """A LLaVA-1.5-shaped model: CLIP tower (48x48 images, 4x4 patches of 12 px + CLS), MLP projector, 4-layer Llama."""
+def build_vlm(tokenizer, image_size: int = scenes.IMAGE_SIZE):
+    """A LLaVA-1.5-shaped model: CLIP tower (`image_size` px images in 12 px patches + CLS; 96 px = 8x8
+    patches), MLP projector, 4-layer Llama."""
     from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision = CLIPVisionConfig(
@@ -66,7 +67,7 @@ def build_vlm(tokenizer):
         intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
-        image_size=scenes.IMAGE_SIZE,
+        image_size=image_size,
         patch_size=PATCH_SIZE,
         projection_dim=64,
     )

@@ -1,6 +1,10 @@
 """Procedural scenes (shapes of several colours and kinds on a 4x4 grid over varied backgrounds) and
 questions whose answers live in specific image regions.
 
+A grid cell is 2x2 patches and its object fills one of them, at random: most patches show only
+background, as in natural images, so a pruner can drop three quarters of the image and keep every
+object, and the model must find an object's cell from whichever patch holds it.
+
 Sample `index` of seed `seed` depends on (seed, index) alone, so any split can be regenerated or read
 in any order. Rendering is batched torch code so training can draw scenes on the device it runs on.
 """
@@ -12,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IMAGE_SIZE = 48
 GRID = 4
-CELL = IMAGE_SIZE // GRID
+PATCH = 12  # the vision tower's patch size
+CELL_PATCHES = 2  # a grid cell is 2x2 patches; its object is centred on one of them
+CELL = CELL_PATCHES * PATCH
+IMAGE_SIZE = GRID * CELL
 ROWS = "abcd"  # row a is the top of the image
 POSITIONS = tuple(f"{r}{c + 1}" for r in ROWS for c in range(GRID))
 COLOURS = {
@@ -84,8 +90,8 @@ def _scene(rng: np.random.Generator, top_row_objects: int | None = None) -> Scen
             col=int(cell) % GRID,
             colour=str(rng.choice(list(COLOURS))),
             shape=str(rng.choice(SHAPES)),
-            dx=0,
-            dy=0,
+            dx=int(rng.choice((-1, 1))) * PATCH // 2,  # the centre of one of the cell's 2x2 patches
+            dy=int(rng.choice((-1, 1))) * PATCH // 2,
             radius=int(rng.integers(4, 6)),
         )
         for cell in sorted(cells[:count] if top_row_objects is None else cells)
@@ -164,9 +170,16 @@ def samples(seed: int, count: int, start: int = 0) -> list[Sample]:
     return [sample(seed, i) for i in range(start, start + count)]
 
 
-def render(scenes: list[Scene], device: str | torch.device = "cpu") -> torch.Tensor:
-    """(B, IMAGE_SIZE, IMAGE_SIZE, 3) uint8 images."""
-    size = IMAGE_SIZE
+def render(
+    scenes: list[Scene], device: str | torch.device = "cpu", cell_patches: int = CELL_PATCHES
+) -> torch.Tensor:
+    """(B, size, size, 3) uint8 images, size = GRID * cell_patches * PATCH. `cell_patches` 2 gives the
+    model's 96 px images; 1 gives 48 px images whose cells are single patches with the object at
+    their centre (the first stage of training)."""
+    if cell_patches not in (1, CELL_PATCHES):
+        raise ValueError(f"cell_patches must be 1 or {CELL_PATCHES}, got {cell_patches}")
+    cell = cell_patches * PATCH
+    size = GRID * cell
     y, x = torch.meshgrid(
         torch.arange(size, device=device, dtype=torch.float32),
         torch.arange(size, device=device, dtype=torch.float32),
@@ -186,8 +199,8 @@ def render(scenes: list[Scene], device: str | torch.device = "cpu") -> torch.Ten
             coarse = torch.tensor(noise, device=device, dtype=torch.float32)
             image = base + coarse.repeat_interleave(4, 0).repeat_interleave(4, 1)
         for obj in scene.objects:
-            cx = obj.col * CELL + CELL / 2 + obj.dx
-            cy = obj.row * CELL + CELL / 2 + obj.dy
+            cx = obj.col * cell + cell / 2 + (obj.dx if cell_patches > 1 else 0)
+            cy = obj.row * cell + cell / 2 + (obj.dy if cell_patches > 1 else 0)
             mask = _shape_mask(obj.shape, x - cx, y - cy, float(obj.radius))
             image[mask] = torch.tensor(COLOURS[obj.colour], device=device, dtype=torch.float32)
         images.append(image.clamp(0, 255).round().to(torch.uint8))
