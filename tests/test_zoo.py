@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import tokenprune as tp
 from tokenprune import zoo
 from tokenprune.zoo import models, retrieval, scenes, train
 
@@ -203,6 +204,26 @@ def test_committed_vlm_answers_held_out_questions_of_every_type():
             processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         )
     assert answers == [s.answer for s in picked]
+
+
+def test_divprune_keeps_the_asked_object_of_the_reference_scenes():
+    """The redundancy the sparse scenes are built for: at 25 % of the 64 image tokens DivPrune keeps the
+    patch a colour or shape question is about, and the model answers from it."""
+    model, processor = zoo.load_vlm()
+    side = scenes.GRID * scenes.CELL_PATCHES
+    asked = [s for s in scenes.samples(train.HELD_OUT_SEED, 40) if s.kind in ("color_at", "shape_at")]
+    kept_and_answered = 0
+    for s in asked:
+        target = next(o for o in s.scene.objects if o.position == s.question.split()[-2])
+        patch = (2 * target.row + (target.dy > 0)) * side + 2 * target.col + (target.dx > 0)
+        image = scenes.to_pil(scenes.render([s.scene])[0])
+        inputs = processor(text=train.vlm_prompt(s.question), images=image, return_tensors="pt")
+        with tp.apply(model, tp.DivPrune(0.25)) as run, torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=1, do_sample=False)
+        assert len(run.stats[0].kept_indices) == side * side // 4
+        answer = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        kept_and_answered += patch in run.stats[0].kept_indices and answer == s.answer
+    assert len(asked) == 16 and kept_and_answered >= 14
 
 
 @pytest.mark.parametrize("length", [512, 2048])
