@@ -63,30 +63,37 @@ QUICK = Geometry(
 )
 
 
+def clip_and_llama(g, image_size: int, max_positions: int):
+    """The CLIP tower and Llama configs of a geometry with `vision_*` and `text_*` fields (this
+    script's and the LLaVA-NeXT benchmark's)."""
+    from transformers import CLIPVisionConfig, LlamaConfig
+
+    vision = CLIPVisionConfig(
+        hidden_size=g.vision_hidden,
+        intermediate_size=g.vision_ffn,
+        num_hidden_layers=g.vision_layers,
+        num_attention_heads=g.vision_heads,
+        image_size=image_size,
+        patch_size=g.patch_size,
+    )
+    text = LlamaConfig(
+        vocab_size=g.vocab,
+        hidden_size=g.text_hidden,
+        intermediate_size=g.text_ffn,
+        num_hidden_layers=g.text_layers,
+        num_attention_heads=g.text_heads,
+        num_key_value_heads=g.text_heads,
+        max_position_embeddings=max_positions,
+    )
+    return vision, text
+
+
 def build_model(g: Geometry):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=g.vision_hidden,
-            intermediate_size=g.vision_ffn,
-            num_hidden_layers=g.vision_layers,
-            num_attention_heads=g.vision_heads,
-            image_size=g.image_size,
-            patch_size=g.patch_size,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=g.vocab,
-            hidden_size=g.text_hidden,
-            intermediate_size=g.text_ffn,
-            num_hidden_layers=g.text_layers,
-            num_attention_heads=g.text_heads,
-            num_key_value_heads=g.text_heads,
-            max_position_embeddings=4096,
-        ),
-        image_token_index=IMAGE_TOKEN,
-    )
+    vision, text = clip_and_llama(g, g.image_size, max_positions=4096)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN)
     config._attn_implementation = "sdpa"
     return LlavaForConditionalGeneration(config).eval()
 

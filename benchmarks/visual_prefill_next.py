@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from visual_prefill import text_layer_flops  # noqa: E402
+from visual_prefill import clip_and_llama, text_layer_flops  # noqa: E402
 from visual_prefill_qwen import HEADER, clock_for, configs_for, interleaved, summarize  # noqa: E402
 
 import tokenprune as tp  # noqa: E402
@@ -65,28 +65,14 @@ QUICK = Geometry(crop=112, vision_hidden=64, vision_layers=2, vision_heads=2, vi
 
 
 def build_model(g: Geometry):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 
     torch.manual_seed(0)
     size = g.crop * g.crops_per_side
+    vision, text = clip_and_llama(g, g.crop, max_positions=8192)
     config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=g.vision_hidden,
-            intermediate_size=g.vision_ffn,
-            num_hidden_layers=g.vision_layers,
-            num_attention_heads=g.vision_heads,
-            image_size=g.crop,
-            patch_size=g.patch_size,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=g.vocab,
-            hidden_size=g.text_hidden,
-            intermediate_size=g.text_ffn,
-            num_hidden_layers=g.text_layers,
-            num_attention_heads=g.text_heads,
-            num_key_value_heads=g.text_heads,
-            max_position_embeddings=8192,
-        ),
+        vision_config=vision,
+        text_config=text,
         image_token_index=IMAGE_TOKEN,
         image_grid_pinpoints=[[g.crop, size], [size, g.crop], [size, size]],
     )
