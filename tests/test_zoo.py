@@ -53,8 +53,7 @@ def test_each_object_fills_one_patch_of_its_cell():
         drawn = (image != torch.tensor(scene.base, dtype=torch.uint8)).any(dim=-1)
         expected = torch.zeros_like(drawn)
         for obj in scene.objects:
-            top = obj.row * scenes.CELL + (obj.dy > 0) * scenes.PATCH
-            left = obj.col * scenes.CELL + (obj.dx > 0) * scenes.PATCH
+            top, left = (index * scenes.PATCH for index in obj.patch)
             assert drawn[top : top + scenes.PATCH, left : left + scenes.PATCH].any()
             expected[top : top + scenes.PATCH, left : left + scenes.PATCH] = True
         assert not (drawn & ~expected).any()
@@ -215,14 +214,14 @@ def test_divprune_keeps_the_asked_object_of_the_reference_scenes():
     kept_and_answered = 0
     for s in asked:
         target = next(o for o in s.scene.objects if o.position == s.question.split()[-2])
-        patch = (2 * target.row + (target.dy > 0)) * side + 2 * target.col + (target.dx > 0)
+        row, col = target.patch
         image = scenes.to_pil(scenes.render([s.scene])[0])
         inputs = processor(text=train.vlm_prompt(s.question), images=image, return_tensors="pt")
         with tp.apply(model, tp.DivPrune(0.25)) as run, torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=1, do_sample=False)
         assert len(run.stats[0].kept_indices) == side * side // 4
         answer = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        kept_and_answered += patch in run.stats[0].kept_indices and answer == s.answer
+        kept_and_answered += row * side + col in run.stats[0].kept_indices and answer == s.answer
     assert len(asked) == 16 and kept_and_answered >= 14
 
 

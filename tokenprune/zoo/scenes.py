@@ -59,6 +59,11 @@ class SceneObject:
     def position(self) -> str:
         return POSITIONS[self.row * GRID + self.col]
 
+    @property
+    def patch(self) -> tuple[int, int]:
+        """(row, column) of the patch the object fills in the model's images (an 8x8 patch grid)."""
+        return self.row * CELL_PATCHES + (self.dy > 0), self.col * CELL_PATCHES + (self.dx > 0)
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -180,6 +185,7 @@ def render(
         raise ValueError(f"cell_patches must be 1 or {CELL_PATCHES}, got {cell_patches}")
     cell = cell_patches * PATCH
     size = GRID * cell
+    shifted = cell_patches > 1  # single-patch cells keep their object centred
     y, x = torch.meshgrid(
         torch.arange(size, device=device, dtype=torch.float32),
         torch.arange(size, device=device, dtype=torch.float32),
@@ -199,8 +205,8 @@ def render(
             coarse = torch.tensor(noise, device=device, dtype=torch.float32)
             image = base + coarse.repeat_interleave(4, 0).repeat_interleave(4, 1)
         for obj in scene.objects:
-            cx = obj.col * cell + cell / 2 + (obj.dx if cell_patches > 1 else 0)
-            cy = obj.row * cell + cell / 2 + (obj.dy if cell_patches > 1 else 0)
+            cx = obj.col * cell + cell / 2 + shifted * obj.dx
+            cy = obj.row * cell + cell / 2 + shifted * obj.dy
             mask = _shape_mask(obj.shape, x - cx, y - cy, float(obj.radius))
             image[mask] = torch.tensor(COLOURS[obj.colour], device=device, dtype=torch.float32)
         images.append(image.clamp(0, 255).round().to(torch.uint8))

@@ -195,6 +195,18 @@ def mask_image_tokens(batch: dict[str, torch.Tensor], image_token_id: int, seed:
         mask[row, image[torch.from_numpy(hidden).to(image.device)]] = 0
 
 
+POSITION_EMBEDDING = "model.vision_tower.embeddings.position_embedding.weight"
+
+
+def upsampled_positions(weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """CLIP position embeddings ([CLS] + side x side patches) for a grid `factor` times finer: every
+    new patch starts from the embedding of the old patch it lies in."""
+    side = math.isqrt(weight.shape[0] - 1)
+    grid = weight[1:].view(side, side, -1)
+    finer = grid.repeat_interleave(factor, 0).repeat_interleave(factor, 1)
+    return torch.cat([weight[:1], finer.reshape(-1, weight.shape[1])])
+
+
 def train_vlm(
     out: Path, steps: int = 10000, batch_size: int = 32, questions: int = 3, device: str = "cpu", log=print
 ) -> float:
@@ -207,8 +219,9 @@ def train_vlm(
     # at 2e-3 the image features collapsed to a constant early and the model answered from priors;
     # 1e-3 learned slower than 5e-4
     lr = 5e-4
-    model = models.build_vlm(tokenizer, image_size=scenes.GRID * scenes.PATCH).to(device)
-    log(f"stage 1: {dense_steps} steps on {scenes.GRID * scenes.PATCH} px scenes, one patch per cell")
+    dense_size = scenes.GRID * scenes.PATCH
+    model = models.build_vlm(tokenizer, image_size=dense_size).to(device)
+    log(f"stage 1: {dense_steps} steps on {dense_size} px scenes, one patch per cell")
     fit(
         model,
         lambda step: vlm_batch(tokenizer, TRAIN_SEED, step * batch_size, batch_size, device, questions, 1),
@@ -245,18 +258,6 @@ def train_vlm(
     accuracy = held_out_accuracy(model, lambda i: vlm_batch(tokenizer, HELD_OUT_SEED, i * 100, 100, device))
     log(f"held-out accuracy (seed {HELD_OUT_SEED}, 400 questions): {accuracy:.4f}")
     return accuracy
-
-
-POSITION_EMBEDDING = "model.vision_tower.embeddings.position_embedding.weight"
-
-
-def upsampled_positions(weight: torch.Tensor, factor: int) -> torch.Tensor:
-    """CLIP position embeddings ([CLS] + side x side patches) for a grid `factor` times finer: every
-    new patch starts from the embedding of the old patch it lies in."""
-    side = math.isqrt(weight.shape[0] - 1)
-    grid = weight[1:].view(side, side, -1)
-    finer = grid.repeat_interleave(factor, 0).repeat_interleave(factor, 1)
-    return torch.cat([weight[:1], finer.reshape(-1, weight.shape[1])])
 
 
 def train_lm(out: Path, steps: int = 12000, tokens: int = 1024, device: str = "cpu", log=print) -> float:
