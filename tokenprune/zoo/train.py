@@ -172,26 +172,30 @@ def fit(
 # but not shapes after 5,500 steps (shape questions at chance); on one-patch cells it learns both, and
 # the second stage only has to find the object among its cell's patches.
 VLM_DENSE_SHARE = 0.5
-# Second-stage rows whose image tokens are partly masked out, and the fewest they keep (see
-# `mask_image_tokens`)
+# Second-stage rows whose background tokens are partly masked out (see `mask_image_tokens`)
 MASKED_ROWS = 0.5
-MIN_KEPT = 0.25
 
 
-def mask_image_tokens(batch: dict[str, torch.Tensor], image_token_id: int, seed: int, start: int) -> None:
-    """Hide a random subset of the image tokens from attention (attention_mask 0, positions unchanged,
-    as pruning with `positions="keep"` does) in a random MASKED_ROWS of the rows, each keeping a
-    uniform MIN_KEPT-1 share. A model trained only on whole images also read its answers from the
-    background tokens around the object and failed once they were pruned (of 80 colour and position
-    questions, DivPrune kept every object in 78 and 45 were answered)."""
+def mask_image_tokens(
+    batch: dict[str, torch.Tensor], image_token_id: int, batch_scenes: list[scenes.Scene], seed: int, start: int
+) -> None:
+    """Hide a uniform 0-100 % share of the background tokens (the patches no object fills) from
+    attention in a random MASKED_ROWS of the rows: attention_mask 0, positions unchanged, as pruning
+    with `positions="keep"` does. Object tokens always stay, so the answers stay true for what the
+    model sees. Trained only on whole images, the model read its answers from the background tokens
+    the tower mixes object information into, and failed once they were pruned (of 80 colour and
+    position questions, DivPrune kept every object in 78 and 45 were answered). Masking random tokens,
+    objects included, taught it to guess counts upward whenever tokens were missing."""
     rng = np.random.default_rng([seed, start, 2])
     mask = batch["attention_mask"]
-    for row in range(mask.shape[0]):
+    side = scenes.GRID * scenes.CELL_PATCHES
+    for row, scene in enumerate(batch_scenes):
         if rng.random() >= MASKED_ROWS:
             continue
         image = (batch["input_ids"][row] == image_token_id).nonzero().flatten()
-        keep = rng.uniform(MIN_KEPT, 1.0)
-        hidden = rng.choice(len(image), len(image) - round(keep * len(image)), replace=False)
+        objects = {r * side + c for r, c in (o.patch for o in scene.objects)}
+        background = np.array([i for i in range(len(image)) if i not in objects])
+        hidden = rng.choice(background, round(rng.uniform(0.0, 1.0) * len(background)), replace=False)
         mask[row, image[torch.from_numpy(hidden).to(image.device)]] = 0
 
 
@@ -238,14 +242,15 @@ def train_vlm(
         model.save_pretrained(out)
         processor.save_pretrained(out)
 
-    log(f"stage 2: {steps - dense_steps} steps on {scenes.IMAGE_SIZE} px scenes, image tokens partly masked")
+    log(f"stage 2: {steps - dense_steps} steps on {scenes.IMAGE_SIZE} px scenes, background tokens partly masked")
     first = dense_steps * batch_size  # stage 2 sees new scenes
     image_token_id = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
 
     def sparse_batch(step: int) -> dict[str, torch.Tensor]:
         start = first + step * batch_size
         batch = vlm_batch(tokenizer, TRAIN_SEED, start, batch_size, device, questions)
-        mask_image_tokens(batch, image_token_id, TRAIN_SEED, start)
+        batch_scenes = [s.scene for s in scenes.samples(TRAIN_SEED, batch_size, start)]
+        mask_image_tokens(batch, image_token_id, batch_scenes, TRAIN_SEED, start)
         return batch
 
     fit(
