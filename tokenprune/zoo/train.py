@@ -177,7 +177,11 @@ MASKED_ROWS = 0.5
 
 
 def mask_image_tokens(
-    batch: dict[str, torch.Tensor], image_token_id: int, batch_scenes: list[scenes.Scene], seed: int, start: int
+    batch: dict[str, torch.Tensor],
+    image_token_id: int,
+    batch_scenes: list[scenes.Scene],
+    seed: int,
+    start: int,
 ) -> None:
     """Hide a uniform 0-100 % share of the background tokens (the patches no object fills) from
     attention in a random MASKED_ROWS of the rows: attention_mask 0, positions unchanged, as pruning
@@ -242,7 +246,9 @@ def train_vlm(
         model.save_pretrained(out)
         processor.save_pretrained(out)
 
-    log(f"stage 2: {steps - dense_steps} steps on {scenes.IMAGE_SIZE} px scenes, background tokens partly masked")
+    log(
+        f"stage 2: {steps - dense_steps} steps on {scenes.IMAGE_SIZE} px scenes, background tokens partly masked"
+    )
     first = dense_steps * batch_size  # stage 2 sees new scenes
     image_token_id = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
 
