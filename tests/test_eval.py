@@ -69,6 +69,16 @@ def test_unpruned_and_full_budget_agree_and_results_are_relative(vlm):
     unpruned = [harness.answer(model, decode, e)[0] for e in examples]
     assert results[1].accuracy == results[0].accuracy == sum(unpruned) / 5
     assert set(results[0].per_type) == {"color_at", "shape_at", "where", "count", "top_row"}
+    # counts have no region; the others are grouped by the grid row of the asked object
+    assert [e.region for e in examples] == ["row c", "row d", "row a", None, "row a"]
+    assert results[0].per_region == {
+        "row a": (unpruned[2] + unpruned[4]) / 2,
+        "row c": float(unpruned[0]),
+        "row d": float(unpruned[1]),
+    }
+    assert results[0].breakdown("region") is results[0].per_region
+    with pytest.raises(ValueError, match="supported"):
+        results[0].breakdown("colour")
     assert all(r.speedup > 0 for r in results)
 
 
@@ -78,11 +88,11 @@ def test_jsonl_rows_are_read_and_checked(tmp_path, vlm):
 
     s = scenes.sample(0, 0)
     scenes.to_pil(scenes.render([s.scene])[0]).save(tmp_path / "a.png")
-    (tmp_path / "q.jsonl").write_text(
-        json.dumps({"image": "a.png", "question": s.question, "answer": s.answer}) + "\n"
-    )
-    [example] = data.vlm_examples(processor, str(tmp_path / "q.jsonl"), limit=10)
-    assert example.answer == s.answer and example.kind == "all"
+    row = {"image": "a.png", "question": s.question, "answer": s.answer}
+    (tmp_path / "q.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "region": "top"}) + "\n")
+    plain, placed = data.vlm_examples(processor, str(tmp_path / "q.jsonl"), limit=10)
+    assert plain.answer == s.answer and plain.kind == "all" and plain.region is None
+    assert placed.region == "top"
     (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "a.png", "answer": "red"}) + "\n")
     with pytest.raises(ValueError, match="question"):
         data.vlm_examples(processor, str(tmp_path / "bad.jsonl"), limit=10)
@@ -113,6 +123,9 @@ def test_cli_writes_table_json_and_plot(tmp_path, vlm, lm, monkeypatch, capsys):
     report = json.loads((tmp_path / "accuracy_vs_budget_vlm.json").read_text())
     assert [r["pruner"] for r in report["results"]] == ["unpruned", "divprune", "fastv", "feather"]
     assert (tmp_path / "accuracy_vs_budget_vlm.png").stat().st_size > 0
+    assert set(report["results"][0]["per_region"]) == {"row a", "row c", "row d"}
+    printed = capsys.readouterr().out
+    assert "By image region of the answer" in printed and "| row a | row c | row d |" in printed
     args = _cli_args("lm", tmp_path, budgets=(0.3,), limit=2, lengths=(128,), filter_layer=1)
     assert cli.run(args) == 0
     report = json.loads((tmp_path / "accuracy_vs_budget_lm.json").read_text())

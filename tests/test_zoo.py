@@ -100,6 +100,21 @@ def test_second_stage_masks_only_background_tokens():
     assert int(hidden.sum(dim=1).max()) > 40  # some rows keep little more than their objects
 
 
+def test_each_answer_has_the_region_of_its_object():
+    for s in scenes.samples(7, 40):
+        if s.kind == "count":
+            assert s.target is None and s.region is None
+            continue
+        assert s.region == f"row {scenes.ROWS[s.target.row]}"
+        if s.kind == "where":
+            assert s.answer == s.target.position
+        elif s.kind == "top_row":
+            assert s.region == "row a" and s.answer in (s.target.colour, s.target.shape)
+        else:
+            assert s.question.endswith(f"at {s.target.position} ?")
+            assert s.answer == (s.target.colour if s.kind == "color_at" else s.target.shape)
+
+
 def test_unknown_question_type_is_rejected():
     with pytest.raises(ValueError, match="question type"):
         scenes.sample(0, 0, kind="size")

@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(harness.markdown(results))
+    if any(r.per_region for r in results):
+        print("\nBy image region of the answer:\n")
+        print(harness.markdown(results, by="region"))
     stem = f"accuracy_vs_budget_{args.task}"
     meta = {"task": args.task, "model": str(args.model), "data": args.data, "questions": len(examples)}
     harness.write_json(results, args.out / f"{stem}.json", meta)

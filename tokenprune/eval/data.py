@@ -20,7 +20,8 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
         missing = [key for key in required if key not in row]
         if missing:
             raise ValueError(
-                f"{path}:{number}: row lacks {missing}; rows need {list(required)} (and optional 'type')"
+                f"{path}:{number}: row lacks {missing}; rows need {list(required)}"
+                " (and optional 'type', 'region')"
             )
         rows.append(row)
     if not rows:
@@ -32,14 +33,21 @@ def vlm_examples(
     processor, data: str, limit: int, prompt: str = TOY_VLM_PROMPT, max_new_tokens: int = 4, device="cpu"
 ) -> list[Example]:
     """`data` = "toy" (held-out generated scenes, question types in turn) or a JSONL file of
-    {"image": path (relative to the file), "question", "answer", "type"?} rows."""
+    {"image": path (relative to the file), "question", "answer", "type"?, "region"?} rows. `region`
+    names where in the image the answer lies (the toy's: the grid row of the asked object)."""
     if data == "toy":
         from tokenprune.zoo import scenes
 
         picked = scenes.samples(HELD_OUT_SEED, limit)
         images = scenes.render([s.scene for s in picked])
         rows = [
-            {"image": scenes.to_pil(image), "question": s.question, "answer": s.answer, "type": s.kind}
+            {
+                "image": scenes.to_pil(image),
+                "question": s.question,
+                "answer": s.answer,
+                "type": s.kind,
+                "region": s.region,
+            }
             for s, image in zip(picked, images)
         ]
     else:
@@ -60,6 +68,7 @@ def vlm_examples(
                 str(row["answer"]),
                 row.get("type", "all"),
                 max_new_tokens,
+                row.get("region"),
             )
         )
     return examples

@@ -1,5 +1,6 @@
 """Accuracy-vs-budget evaluation: every (pruner, budget) pair answers the same questions as the
-unpruned model; results per question type, with the time to answer relative to the unpruned model."""
+unpruned model; results per question type and per image region of the answer, with the time to
+answer relative to the unpruned model."""
 
 from __future__ import annotations
 
@@ -20,12 +21,19 @@ GEMFILTER_DEPTH = 0.4
 
 @dataclass
 class Example:
-    """One question: `inputs` are the model's tensors, `answer` the reference words."""
+    """One question: `inputs` are the model's tensors, `answer` the reference words, `region` where in
+    the image the answer lies, if known (FastV loses the top of the image: a breakdown by region shows
+    it)."""
 
     inputs: dict
     answer: str
     kind: str
     max_new_tokens: int
+    region: str | None = None
+
+
+# how per-question accuracy is grouped: Result.per_type and Result.per_region
+BREAKDOWNS = ("type", "region")
 
 
 @dataclass
@@ -37,7 +45,13 @@ class Result:
     speedup: float | None = None
     seconds: float = 0.0
     per_type: dict[str, float] = field(default_factory=dict)
+    per_region: dict[str, float] = field(default_factory=dict)
     setting: str = ""
+
+    def breakdown(self, by: str) -> dict[str, float]:
+        if by not in BREAKDOWNS:
+            raise ValueError(f"unknown breakdown {by!r}; supported: {BREAKDOWNS}")
+        return self.per_type if by == "type" else self.per_region
 
 
 def _fastv_layer(depth: int) -> int:
@@ -137,6 +151,7 @@ def evaluate(
     results = []
     for name, budget, pruner in configs:
         correct: dict[str, list[bool]] = {}
+        by_region: dict[str, list[bool]] = {}
         seconds = 0.0
         for example in examples:
             if pruner is None:
@@ -145,13 +160,22 @@ def evaluate(
                 with tp.apply(model, pruner):
                     ok, spent = answer(model, decode, example)
             correct.setdefault(example.kind, []).append(ok)
+            if example.region is not None:
+                by_region.setdefault(example.region, []).append(ok)
             seconds += spent
             bar.update()
         flat = [ok for oks in correct.values() for ok in oks]
-        per_type = {kind: sum(oks) / len(oks) for kind, oks in sorted(correct.items())}
         setting = "" if pruner is None else describe(pruner)
         results.append(
-            Result(name, budget, sum(flat) / len(flat), seconds=seconds, per_type=per_type, setting=setting)
+            Result(
+                name,
+                budget,
+                sum(flat) / len(flat),
+                seconds=seconds,
+                per_type=_shares(correct),
+                per_region=_shares(by_region),
+                setting=setting,
+            )
         )
         bar.set_postfix_str(f"{name}@{budget}: {results[-1].accuracy:.3f}")
     bar.close()
@@ -163,8 +187,13 @@ def evaluate(
     return results
 
 
-def markdown(results: list[Result]) -> str:
-    kinds = sorted({kind for r in results for kind in r.per_type})
+def _shares(correct: dict[str, list[bool]]) -> dict[str, float]:
+    return {group: sum(oks) / len(oks) for group, oks in sorted(correct.items())}
+
+
+def markdown(results: list[Result], by: str = "type") -> str:
+    """The results as a markdown table, accuracy broken down `by` question type or answer region."""
+    kinds = sorted({kind for r in results for kind in r.breakdown(by)})
     head = ["pruner", "budget", "accuracy", "% of unpruned", "speedup", *kinds, "setting"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -174,7 +203,7 @@ def markdown(results: list[Result]) -> str:
             f"{r.accuracy:.3f}",
             "-" if r.relative is None else f"{100 * r.relative:.1f}%",
             "-" if r.speedup is None else f"{r.speedup:.2f}x",
-            *(f"{r.per_type.get(kind, float('nan')):.3f}" for kind in kinds),
+            *(f"{r.breakdown(by).get(kind, float('nan')):.3f}" for kind in kinds),
             r.setting,
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -187,39 +216,42 @@ def write_json(results: list[Result], path: Path, meta: dict) -> None:
 
 
 def plot(results: list[Result], path: Path, title: str) -> None:
-    """Accuracy vs budget, one panel for all questions and one per question type."""
+    """Accuracy vs budget, one panel for all questions, one per question type and one per answer
+    region."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = ["all", *sorted({kind for r in results for kind in r.per_type})]
+    panels = [("all", None)] + [
+        (group, by) for by in BREAKDOWNS for group in sorted({g for r in results for g in r.breakdown(by)})
+    ]
+
+    def accuracy(r: Result, group: str, by: str | None) -> float | None:
+        return r.accuracy if by is None else r.breakdown(by).get(group)
+
     base = next((r for r in results if r.pruner == "unpruned"), None)
     names = list(dict.fromkeys(r.pruner for r in results if r.pruner != "unpruned"))
-    columns = min(3, len(kinds))
-    rows = -(-len(kinds) // columns)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
-    for ax, kind in zip(axes.flat, kinds):
+    for ax, (group, by) in zip(axes.flat, panels):
         for name in names:
-            points = sorted(
-                (r.budget, r.accuracy if kind == "all" else r.per_type.get(kind))
-                for r in results
-                if r.pruner == name
-            )
+            points = sorted((r.budget, accuracy(r, group, by)) for r in results if r.pruner == name)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
         if base is not None:
             ax.axhline(
-                base.accuracy if kind == "all" else base.per_type.get(kind),
+                accuracy(base, group, by),
                 color="black",
                 linestyle="--",
                 label="unpruned",
             )
-        ax.set_title(kind)
+        ax.set_title(group)
         ax.set_xlabel("budget (fraction of tokens kept)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(kinds) :]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     figure.suptitle(title)

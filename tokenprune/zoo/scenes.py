@@ -80,6 +80,12 @@ class Sample:
     question: str
     answer: str
     kind: str
+    target: SceneObject | None  # the object the question is about (None for counts)
+
+    @property
+    def region(self) -> str | None:
+        """The image row the answer lies in ("row a" is the top), or None for counts."""
+        return None if self.target is None else f"row {ROWS[self.target.row]}"
 
 
 def _scene(rng: np.random.Generator, top_row_objects: int | None = None) -> Scene:
@@ -123,28 +129,30 @@ def sample(seed: int, index: int, kind: str | None = None) -> Sample:
         scene = _scene(rng)
         while kind == "where" and not _unique_objects(scene):
             scene = _scene(rng)
-    question, answer = _question(scene, kind, rng)
-    return Sample(scene, question, answer, kind)
+    question, answer, target = _question(scene, kind, rng)
+    return Sample(scene, question, answer, kind, target)
 
 
-def _question(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str]:
-    """A question of `kind` about `scene` and its answer; `kind` must be askable (see `askable`)."""
+def _question(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str, SceneObject | None]:
+    """A question of `kind` about `scene`, its answer and the object it is about (None for counts);
+    `kind` must be askable (see `askable`)."""
     if kind == "top_row":
         target = next(o for o in scene.objects if o.row == 0)
         attribute = str(rng.choice(["color", "shape"]))
         answer = target.colour if attribute == "color" else target.shape
-        return f"what {attribute} is in the top row ?", answer
+        return f"what {attribute} is in the top row ?", answer, target
     if kind in ("color_at", "shape_at"):
         target = scene.objects[int(rng.integers(len(scene.objects)))]
         if kind == "color_at":
-            return f"what color is at {target.position} ?", target.colour
-        return f"what shape is at {target.position} ?", target.shape
+            return f"what color is at {target.position} ?", target.colour, target
+        return f"what shape is at {target.position} ?", target.shape, target
     if kind == "where":
         unique = _unique_objects(scene)
         target = unique[int(rng.integers(len(unique)))]
-        return f"where is the {target.colour} {target.shape} ?", target.position
+        return f"where is the {target.colour} {target.shape} ?", target.position, target
     attribute = str(rng.choice(list(COLOURS) + list(SHAPES)))
-    return f"how many {attribute} ?", str(sum(attribute in (o.colour, o.shape) for o in scene.objects))
+    count = sum(attribute in (o.colour, o.shape) for o in scene.objects)
+    return f"how many {attribute} ?", str(count), None
 
 
 def askable(scene: Scene) -> tuple[str, ...]:
@@ -162,7 +170,7 @@ def more_questions(sample: Sample, seed: int, index: int, count: int) -> list[tu
     askable types drawn uniformly: training asks several questions per rendered image."""
     rng = np.random.default_rng([seed, index, 1])
     kinds = askable(sample.scene)
-    return [_question(sample.scene, str(rng.choice(kinds)), rng) for _ in range(count)]
+    return [_question(sample.scene, str(rng.choice(kinds)), rng)[:2] for _ in range(count)]
 
 
 def _unique_objects(scene: Scene) -> list[SceneObject]:
