@@ -255,7 +255,7 @@ def plot(results: list[Result], path: Path, title: str) -> None:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.3 * rows)))  # room for the title
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
