@@ -53,6 +53,7 @@ def test_each_object_fills_one_patch_of_its_cell():
         drawn = (image != torch.tensor(scene.base, dtype=torch.uint8)).any(dim=-1)
         expected = torch.zeros_like(drawn)
         for obj in scene.objects:
+            assert divmod(obj.token, scenes.GRID * scenes.CELL_PATCHES) == obj.patch  # row-major tokens
             top, left = (index * scenes.PATCH for index in obj.patch)
             assert drawn[top : top + scenes.PATCH, left : left + scenes.PATCH].any()
             expected[top : top + scenes.PATCH, left : left + scenes.PATCH] = True
@@ -91,11 +92,10 @@ def test_second_stage_masks_only_background_tokens():
     assert torch.equal(batch["attention_mask"], again["attention_mask"])
     hidden = before.bool() & ~batch["attention_mask"].bool()
     assert (batch["input_ids"][hidden] == image_token).all()
-    side = scenes.GRID * scenes.CELL_PATCHES
     for row, scene in enumerate(batch_scenes):
         image = (batch["input_ids"][row] == image_token).nonzero().flatten()
         for obj in scene.objects:
-            assert not hidden[row, image[obj.patch[0] * side + obj.patch[1]]]
+            assert not hidden[row, image[obj.token]]
     assert 16 <= int(hidden.any(dim=1).sum()) <= 48  # about MASKED_ROWS of the 64 rows
     assert int(hidden.sum(dim=1).max()) > 40  # some rows keep little more than their objects
 
@@ -233,15 +233,13 @@ def test_divprune_keeps_the_asked_object_of_the_reference_scenes():
     asked = [s for s in scenes.samples(train.HELD_OUT_SEED, 40) if s.kind in ("color_at", "shape_at")]
     kept_and_answered = 0
     for s in asked:
-        target = next(o for o in s.scene.objects if o.position == s.question.split()[-2])
-        row, col = target.patch
         image = scenes.to_pil(scenes.render([s.scene])[0])
         inputs = processor(text=train.vlm_prompt(s.question), images=image, return_tensors="pt")
         with tp.apply(model, tp.DivPrune(0.25)) as run, torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=1, do_sample=False)
         assert len(run.stats[0].kept_indices) == side * side // 4
         answer = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        kept_and_answered += row * side + col in run.stats[0].kept_indices and answer == s.answer
+        kept_and_answered += s.target.token in run.stats[0].kept_indices and answer == s.answer
     assert len(asked) == 16 and kept_and_answered >= 14
 
 

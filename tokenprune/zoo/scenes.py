@@ -64,6 +64,12 @@ class SceneObject:
         """(row, column) of the patch the object fills in the model's images (an 8x8 patch grid)."""
         return self.row * CELL_PATCHES + (self.dy > 0), self.col * CELL_PATCHES + (self.dx > 0)
 
+    @property
+    def token(self) -> int:
+        """Index of that patch among the image's tokens (row-major, as the vision tower orders them)."""
+        row, col = self.patch
+        return row * GRID * CELL_PATCHES + col
+
 
 @dataclass(frozen=True)
 class Scene:

@@ -53,10 +53,25 @@ def vlm_batch(
     `questions` > 1, further question-answer turns about the same image follow: training gets several
     answers per rendered image, while the first turn is exactly what evaluation asks. `cell_patches`
     1 renders the first stage's 48 px images (16 image tokens)."""
-    batch = scenes.samples(seed, size, start)
+    return samples_batch(
+        tokenizer, scenes.samples(seed, size, start), seed, start, device, questions, cell_patches
+    )
+
+
+def samples_batch(
+    tokenizer,
+    picked: list[scenes.Sample],
+    seed: int,
+    start: int,
+    device,
+    questions: int = 1,
+    cell_patches: int = scenes.CELL_PATCHES,
+) -> dict[str, torch.Tensor]:
+    """`vlm_batch` of samples already drawn: `picked` holds samples `start`, `start` + 1, ... of split
+    `seed`."""
     image_ids = [tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)] * (scenes.GRID * cell_patches) ** 2
     rows, targets = [], []
-    for index, s in enumerate(batch, start):
+    for index, s in enumerate(picked, start):
         row, target = [tokenizer.bos_token_id, *image_ids], [False] * (1 + len(image_ids))
         turns = [(s.question, s.answer), *scenes.more_questions(s, seed, index, questions - 1)]
         for question, answer in turns:
@@ -68,7 +83,7 @@ def vlm_batch(
         targets.append(target)
     return {
         **_pad(rows, targets, tokenizer.pad_token_id, device),
-        "pixel_values": pixel_values(scenes.render([s.scene for s in batch], device, cell_patches)),
+        "pixel_values": pixel_values(scenes.render([s.scene for s in picked], device, cell_patches)),
     }
 
 
@@ -192,13 +207,11 @@ def mask_image_tokens(
     objects included, taught it to guess counts upward whenever tokens were missing."""
     rng = np.random.default_rng([seed, start, 2])
     mask = batch["attention_mask"]
-    side = scenes.GRID * scenes.CELL_PATCHES
     for row, scene in enumerate(batch_scenes):
         if rng.random() >= MASKED_ROWS:
             continue
         image = (batch["input_ids"][row] == image_token_id).nonzero().flatten()
-        objects = {r * side + c for r, c in (o.patch for o in scene.objects)}
-        background = np.array([i for i in range(len(image)) if i not in objects])
+        background = np.setdiff1d(np.arange(len(image)), [o.token for o in scene.objects])
         hidden = rng.choice(background, round(rng.uniform(0.0, 1.0) * len(background)), replace=False)
         mask[row, image[torch.from_numpy(hidden).to(image.device)]] = 0
 
@@ -254,9 +267,9 @@ def train_vlm(
 
     def sparse_batch(step: int) -> dict[str, torch.Tensor]:
         start = first + step * batch_size
-        batch = vlm_batch(tokenizer, TRAIN_SEED, start, batch_size, device, questions)
-        batch_scenes = [s.scene for s in scenes.samples(TRAIN_SEED, batch_size, start)]
-        mask_image_tokens(batch, image_token_id, batch_scenes, TRAIN_SEED, start)
+        picked = scenes.samples(TRAIN_SEED, batch_size, start)
+        batch = samples_batch(tokenizer, picked, TRAIN_SEED, start, device, questions)
+        mask_image_tokens(batch, image_token_id, [s.scene for s in picked], TRAIN_SEED, start)
         return batch
 
     fit(
