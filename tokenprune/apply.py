@@ -58,10 +58,12 @@ def apply(model, pruner: Pruner | Composed) -> PruneHandle:
             "this model already has a pruner applied; remove it first, or combine stages with "
             "tokenprune.compose(pre_llm_pruner, in_llm_pruner)"
         )
-    from tokenprune.adapters.transformers import find_adapter
+    from tokenprune.adapters.transformers import compat, find_adapter
 
+    adapter_class = find_adapter(model)
+    compat.warn_if_untested(compat.installed_version())
     stats = RunStats()
-    adapter = find_adapter(model)(model, composed, stats)
+    adapter = adapter_class(model, composed, stats)
     try:
         adapter.install()
     except BaseException:

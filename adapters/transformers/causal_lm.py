@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.base import Adapter
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
@@ -39,9 +40,8 @@ class CausalLMAdapter(Adapter):
         tokens = kwargs.get("inputs_embeds")
         if tokens is None:
             tokens = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("past_key_values")
         # a pruned cache is shorter than the sequence; the 2-D mask and kept positions still span it
-        spans = [tokens.shape[1] + (cache.get_seq_length() if cache is not None else 0)]
+        spans = [tokens.shape[1] + compat.cached_length(kwargs)]
         mask, position_ids = kwargs.get("attention_mask"), kwargs.get("position_ids")
         if mask is not None and mask.dim() == 2:
             spans.append(mask.shape[-1])

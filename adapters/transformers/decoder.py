@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.attention import attention_logits
 from tokenprune.pruners.base import LayerContext, LayerPruner
 from tokenprune.stats import PruneRecord, RunStats
@@ -163,6 +164,10 @@ class LayerPruningEngine:
         self.reindex = pruner.positions == "reindex"
         self.prefill: Prefill | None = None
         self._step: dict = {}
+        self.implementation = self._check_implementation()
+
+    def _check_implementation(self) -> str:
+        return compat.check_mask_implementation(self.stack.layers[0].self_attn, self.pruner.name)
 
     def install(self, adapter) -> None:
         adapter.hook_before(self.stack.model, self._before_model)
@@ -178,7 +183,7 @@ class LayerPruningEngine:
             embeds if embeds is not None else (kwargs.get("input_ids") if "input_ids" in kwargs else args[0])
         )
         batch, length = tokens.shape[:2]
-        cache = kwargs.get("past_key_values")
+        cache = compat.cache_in(kwargs)
         past = cache.get_seq_length() if cache is not None else 0
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
@@ -188,6 +193,8 @@ class LayerPruningEngine:
             position_ids = (torch.arange(length, device=tokens.device) + past)[None]
         self._step = {"stage": None, "cache": {}}
         if past == 0:
+            compat.check_cache_read(kwargs, self.prefill.cache if self.prefill is not None else None)
+            self.implementation = self._check_implementation()  # the model may have been switched since
             valid = (
                 mask.bool()
                 if mask is not None
@@ -214,7 +221,7 @@ class LayerPruningEngine:
 
     def _after_model(self, module, args, kwargs, output):
         if self.prefill is not None and self._step.get("mode") == "prefill":
-            self.prefill.cache = getattr(output, "past_key_values", None)
+            self.prefill.cache = compat.cache_out(output)
         self._step = {}
 
     # -- decoder layers ----------------------------------------------------------------------
@@ -229,6 +236,8 @@ class LayerPruningEngine:
             stage = self._stage_for(i)
             if stage is not None:
                 kwargs = self._stage_kwargs(stage, hidden, kwargs, mode)
+                if mode == "decode":
+                    self._check_cached_length(i, stage)
             if mode == "prefill" and i + 1 in self.prune_at:
                 self._step["captured"] = (hidden, kwargs["position_embeddings"])
             if args:
@@ -332,9 +341,7 @@ class LayerPruningEngine:
         update = {"position_embeddings": position_embeddings}
         if kwargs.get("position_ids") is not None:  # M-RoPE text models pass None to their layers
             update["position_ids"] = position_ids
-        update["attention_mask"] = (
-            _causal_mask(stage.valid, stage.valid.shape[1]) if stage.needs_mask else None
-        )
+        update["attention_mask"] = self._mask(stage.valid, stage.valid.shape[1], stage.needs_mask, hidden)
         if "cache_position" in kwargs:  # transformers versions that still pass it to layers
             update["cache_position"] = torch.arange(stage.valid.shape[1], device=hidden.device)
         return update
@@ -342,11 +349,9 @@ class LayerPruningEngine:
     def _decode_kwargs(self, stage: Stage, hidden: torch.Tensor, kwargs: dict) -> dict:
         query_count = self._step["query_count"]
         kv_valid = torch.cat([stage.valid, self._step["new_valid"]], dim=1)
-        update: dict = {}
-        if stage.needs_mask or query_count > 1 or not bool(kv_valid.all()):
-            update["attention_mask"] = _causal_mask(kv_valid, query_count)
-        else:  # the model's own mask spans the unpruned cache (padding elsewhere in the batch)
-            update["attention_mask"] = None
+        # the model's own mask spans the unpruned cache, so it is replaced even when nothing is hidden
+        needed = stage.needs_mask or query_count > 1 or not bool(kv_valid.all())
+        update: dict = {"attention_mask": self._mask(kv_valid, query_count, needed, hidden)}
         if self.reindex:
             position_ids = self._step["position_ids"] - stage.dropped[:, None]
             if kwargs.get("position_ids") is not None:
@@ -357,3 +362,22 @@ class LayerPruningEngine:
                 kv_valid.shape[1] - query_count, kv_valid.shape[1], device=hidden.device
             )
         return update
+
+    def _mask(
+        self, kv_valid: torch.Tensor, query_count: int, needed: bool, hidden: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The layer mask for `query_count` queries over `kv_valid` keys. `needed` is False when plain
+        causal attention over every key is all there is to it: SDPA then runs unmasked, and eager
+        still needs the causal part unless a single query sees every key."""
+        if not needed and (self.implementation == "sdpa" or query_count == 1):
+            return None
+        return compat.layer_mask(_causal_mask(kv_valid, query_count), self.implementation, hidden.dtype)
+
+    def _check_cached_length(self, layer: int, stage: Stage) -> None:
+        """Raise before a decoding step attends over a cache that does not hold what this layer kept."""
+        expected = stage.valid.shape[1] + self._step["new_valid"].shape[1] - self._step["query_count"]
+        actual = self.prefill.cache.get_seq_length(layer)
+        if actual != expected:
+            raise compat.bookkeeping_error(
+                f"decoder layer {layer} caches {actual} tokens where {self.pruner.name} kept {expected}"
+            )

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.base import Adapter
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
@@ -74,12 +75,13 @@ class LlavaAdapter(Adapter):
     # -- hooks ---------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("past_key_values")
+        cache = compat.cache_in(kwargs)
         past = cache.get_seq_length() if cache is not None else 0
         if past > 0:
             if self._prefill is not None and cache is self._prefill.cache:
                 return args, {**kwargs, **self._prefill.decode_kwargs(kwargs, past)}
             return None
+        compat.check_cache_read(kwargs, self._prefill.cache if self._prefill is not None else None)
         self._prefill, self._groups = None, None
         features = self._image_features(module, kwargs)
         if features is None:
@@ -100,7 +102,7 @@ class LlavaAdapter(Adapter):
 
     def _after_forward(self, module, args, kwargs, output):
         if self._prefill is not None and self._prefill.cache is None:
-            self._prefill.cache = output.past_key_values
+            self._prefill.cache = compat.cache_out(output)
 
     # -- pre-LLM selection -------------------------------------------------------------------
     def _image_runs(self, input_ids: torch.Tensor, n_images: int) -> list[list[torch.Tensor]]:

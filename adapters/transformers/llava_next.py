@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.base import Adapter
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
@@ -187,12 +188,13 @@ class AnyresAdapter(Adapter):
     # -- hooks ---------------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("past_key_values")
+        cache = compat.cache_in(kwargs)
         past = cache.get_seq_length() if cache is not None else 0
         if past > 0:
             if self._prefill is not None and cache is self._prefill.cache:
                 return args, {**kwargs, **self._prefill.decode_kwargs(kwargs, past)}
             return None
+        compat.check_cache_read(kwargs, self._prefill.cache if self._prefill is not None else None)
         self._prefill, self._groups = None, None
         encoded = self._encode(module, kwargs)
         captures, self._captures = self._captures, []
@@ -214,7 +216,7 @@ class AnyresAdapter(Adapter):
 
     def _after_forward(self, module, args, kwargs, output):
         if self._prefill is not None and self._prefill.cache is None:
-            self._prefill.cache = output.past_key_values
+            self._prefill.cache = compat.cache_out(output)
 
     # -- encoding and layout -----------------------------------------------------------------------
     def _encode(self, module, kwargs) -> dict:

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.compose import Composed
@@ -65,12 +66,13 @@ class PrefillSelectEngine:
             return None
         if args:
             raise ValueError("tokenprune needs the text model's inputs as keyword arguments")
-        cache = kwargs.get("past_key_values")
+        cache = compat.cache_in(kwargs)
         past = cache.get_seq_length() if cache is not None else 0
         if past > 0:
             if self.prefill is not None and cache is self.prefill.cache:
                 return args, {**kwargs, **self.prefill.decode_kwargs(kwargs, past)}
             return None
+        compat.check_cache_read(kwargs, self.prefill.cache if self.prefill is not None else None)
         self.prefill = None
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
@@ -119,7 +121,7 @@ class PrefillSelectEngine:
         if self._filtering:
             return
         if self.prefill is not None and self.prefill.cache is None:
-            self.prefill.cache = output.past_key_values
+            self.prefill.cache = compat.cache_out(output)
 
     def _select(self, module, inputs: dict, valid: torch.Tensor):
         """keep (B, L) after selection, the candidate positions and the kept candidate indices per sample."""
@@ -134,7 +136,7 @@ class PrefillSelectEngine:
         reached = None
         try:
             with torch.no_grad():
-                module(**{**inputs, "past_key_values": None, "use_cache": False})
+                module(**compat.without_cache(inputs))
         except _FilterReached as signal:
             reached = signal
         finally:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.base import Adapter
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
@@ -209,7 +210,7 @@ class QwenVLAdapter(Adapter):
     # -- hooks ---------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("past_key_values")
+        cache = compat.cache_in(kwargs)
         past = cache.get_seq_length() if cache is not None else 0
         position_ids = kwargs.get("position_ids")
         if position_ids is not None and position_ids.dim() == 3 and position_ids.shape[0] == 4:
@@ -220,6 +221,7 @@ class QwenVLAdapter(Adapter):
             if self._prefill is not None and cache is self._prefill.packed.cache:
                 return args, {**kwargs, **self._decode_kwargs(kwargs, past)}
             return args, kwargs
+        compat.check_cache_read(kwargs, self._prefill.packed.cache if self._prefill is not None else None)
         self._prefill, self._groups = None, None
         precomputed = kwargs.get("mm_encoder_outputs") or {}
         grids = {
@@ -266,7 +268,7 @@ class QwenVLAdapter(Adapter):
 
     def _after_forward(self, module, args, kwargs, output):
         if self._prefill is not None and self._prefill.packed.cache is None:
-            self._prefill.packed.cache = output.past_key_values
+            self._prefill.packed.cache = compat.cache_out(output)
 
     def _decode_kwargs(self, kwargs: dict, past: int) -> dict:
         """Positions of decoding steps in the coordinates the pruned prefill used."""
