@@ -11,47 +11,14 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tiny_models import llava_inputs, tiny_llava
+from tiny_models import LAYERS, llava_inputs, tiny_causal_lm, tiny_llava
 from tokenprune.attention import head_mean_probabilities
 from tokenprune.pruners.base import LayerContext, LayerPruner
 from tokenprune.pruners.prefill import PrefillPruner, PromptContext
 
-LAYERS = 4
 SCHEDULE = ((1, 0.6), (2, 0.4), (3, 0.25))
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 REPLAYED = 8  # decoding steps checked against the no-cache loop (it re-runs the whole prompt per step)
-
-
-def tiny_causal_lm(family: str, seed: int = 0, attn: str = "sdpa", **overrides):
-    import transformers
-
-    common = dict(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    config_class, model_class = {
-        "llama": ("LlamaConfig", "LlamaForCausalLM"),
-        "mistral": ("MistralConfig", "MistralForCausalLM"),
-        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-        "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
-    }[family]
-    extra = {"sliding_window": None} if family == "mistral" else {}
-    if family == "qwen3":
-        extra["head_dim"] = 16
-    config = getattr(transformers, config_class)(**{**common, **extra, **overrides})
-    config._attn_implementation = attn
-    torch.manual_seed(seed)
-    model = getattr(transformers, model_class)(config).eval()
-    model.generation_config.eos_token_id = None  # random weights: compare full-length greedy runs
-    return model
 
 
 def padded_batch(lengths=(40, 31), seed=0):

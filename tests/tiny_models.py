@@ -6,6 +6,7 @@ import torch
 
 IMAGE_TOKEN = 127
 VOCAB = 128
+LAYERS = 4
 
 
 def tiny_llama_config(**overrides):
@@ -15,7 +16,7 @@ def tiny_llama_config(**overrides):
         vocab_size=VOCAB,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=4,
+        num_hidden_layers=LAYERS,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
@@ -83,3 +84,35 @@ def llava_inputs(model, prompts: list[tuple[int, int]], n_images_per_prompt: int
         len(rows) * n_images_per_prompt, 3, vision.image_size, vision.image_size, generator=generator
     )
     return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
+
+
+def tiny_causal_lm(family: str, seed: int = 0, attn: str = "sdpa", **overrides):
+    import transformers
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    config_class, model_class = {
+        "llama": ("LlamaConfig", "LlamaForCausalLM"),
+        "mistral": ("MistralConfig", "MistralForCausalLM"),
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+        "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+    }[family]
+    extra = {"sliding_window": None} if family == "mistral" else {}
+    if family == "qwen3":
+        extra["head_dim"] = 16
+    config = getattr(transformers, config_class)(**{**common, **extra, **overrides})
+    config._attn_implementation = attn
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_class)(config).eval()
+    model.generation_config.eos_token_id = None  # random weights: compare full-length greedy runs
+    return model
