@@ -16,7 +16,7 @@ ADAPTER_TESTS := tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl
 
 $(VENV)/.installed: pyproject.toml $(PINS)/main.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(PINS)/main.txt --upgrade pip
 	$(PIP) install -q -c $(PINS)/main.txt torch==2.13.0
 	$(PIP) install -q -c $(PINS)/main.txt -e ".[$(EXTRAS)]"
 	touch $@
