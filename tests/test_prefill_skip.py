@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tiny_models import LAYERS, llava_inputs, tiny_causal_lm, tiny_llava
+from tiny_models import llava_inputs, tiny_causal_lm, tiny_llava
 from tokenprune.attention import head_mean_probabilities
 from tokenprune.pruners.base import LayerContext, LayerPruner
 from tokenprune.pruners.prefill import PrefillPruner, PromptContext

@@ -88,7 +88,9 @@ def check_cache_read(kwargs: dict, recorded) -> None:
         and any(v is recorded for v in kwargs.values())
         and recorded.get_seq_length() > 0
     ):
-        raise bookkeeping_error("a decoding step passed the pruned cache under a name tokenprune does not read")
+        raise bookkeeping_error(
+            "a decoding step passed the pruned cache under a name tokenprune does not read"
+        )
 
 
 def attention_implementation(attention: torch.nn.Module) -> str:
