@@ -12,6 +12,7 @@ import torch
 from next_models import image_inputs, tiny_llava_next, tiny_llava_onevision, video_inputs
 
 import tokenprune as tp
+from tokenprune.adapters.transformers import compat
 from tokenprune.pruners.base import PreLLMPruner, Selection
 from tokenprune.pruners.views import SplitByArea
 
@@ -107,7 +108,11 @@ def groups_of(model, inputs):
             ).pooler_output
             token = model.config.image_token_id
         else:
-            feats = list(inner.get_video_features(inputs["pixel_values_videos"]).pooler_output)
+            feats = list(
+                compat.video_features_with_newline(
+                    inner, inner.get_video_features(inputs["pixel_values_videos"])
+                )
+            )
             token = model.config.video_token_id
     where = (ids == token).nonzero()
     for f, chunk in zip(feats, where.split([len(f) for f in feats])):
@@ -299,7 +304,11 @@ def test_fastv_keeps_the_top_of_eager_last_token_attention(request, family):
         feats = (
             model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output
             if family == "next"
-            else list(model.model.get_video_features(inputs["pixel_values_videos"]).pooler_output)
+            else list(
+                compat.video_features_with_newline(
+                    model.model, model.model.get_video_features(inputs["pixel_values_videos"])
+                )
+            )
         )
     assert embeds is not None
     where = (inputs["input_ids"] == token).nonzero()

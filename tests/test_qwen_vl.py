@@ -13,6 +13,7 @@ from qwen_models import FAMILIES, IMAGE_TOKEN, VIDEO_TOKEN, qwen_inputs, tiny_qw
 
 import tokenprune as tp
 import tokenprune.attention
+from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.pruners.base import LayerPruner
 from tokenprune.pruners.views import SplitByArea
@@ -344,8 +345,8 @@ def test_deepstack_follows_pre_llm_selection():
                 count = int(where.sum())
                 if count:
                     embeds[where] = torch.cat(output.pooler_output)[offset : offset + count]
-                    for level, features in zip(deepstack, output.deepstack_features):
-                        level[where] = torch.cat(features)[offset : offset + count]
+                    for level, features in zip(deepstack, compat.deepstack_features(output)):
+                        level[where] = features[offset : offset + count]
             visual = (inputs["input_ids"][b] == IMAGE_TOKEN) | (inputs["input_ids"][b] == VIDEO_TOKEN)
             hidden = vlm.language_model(
                 inputs_embeds=embeds[slots][None],
@@ -373,7 +374,7 @@ def test_deepstack_follows_in_llm_pruning():
         visual = ids == IMAGE_TOKEN
         hidden = vlm.get_input_embeddings()(ids)[None]
         hidden[0, visual] = torch.cat(images.pooler_output)
-        deepstack = [torch.cat(f) for f in images.deepstack_features]
+        deepstack = compat.deepstack_features(images)
         keep = torch.ones_like(ids, dtype=torch.bool)
         keep[visual.nonzero().squeeze(1)[1::2]] = False
         for i, layer in enumerate(lm.layers):

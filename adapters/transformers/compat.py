@@ -1,11 +1,13 @@
 """Every detail of the transformers API that changed across the supported releases, in one place.
 
-The adapters read the KV cache, the attention implementation and model outputs only through
-these helpers, so supporting a new release means editing this module (and the tested range).
+The adapters read the KV cache, the attention implementation, model outputs and what multimodal
+models' feature getters return only through these helpers, so supporting a new release means
+editing this module (and the tested range).
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from functools import cache
 
@@ -13,7 +15,7 @@ import torch
 
 # The releases `make test` proves: the oldest is tested by the adapter suite in a second
 # environment, the newest by the whole suite. UPPER is the first release nobody has tested.
-LOWER = "5.18"
+LOWER = "5.17"
 UPPER = "5.25"
 
 # transformers 5.24 renamed `past_key_values` to `cache` in forwards and outputs; callers (and
@@ -23,6 +25,30 @@ CACHE_NAMES = ("cache", "past_key_values")
 # Layer masks the in-LLM engine builds: SDPA takes booleans (None: plain causal), eager adds the
 # mask to the scores, so it needs an additive float mask and a causal one even without padding.
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def takes_encoder_outputs(model: torch.nn.Module) -> bool:
+    """Whether a multimodal model's forward takes encodings as `mm_encoder_outputs` (transformers 5.18+,
+    where generate() encodes before prefill); before, it only took pixels and encoded them itself."""
+    return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
+
+
+def deepstack_features(output) -> list[torch.Tensor]:
+    """Qwen3-VL's DeepStack features of one `get_image_features` / `get_video_features` call: per
+    level, one (tokens, D) tensor of all its items. transformers 5.18+ split each level per item (a
+    tuple, as `pooler_output`); 5.17 returned it whole."""
+    return [f if isinstance(f, torch.Tensor) else torch.cat(f) for f in output.deepstack_features]
+
+
+def video_features_with_newline(model: torch.nn.Module, output) -> torch.Tensor:
+    """LLaVA-OneVision's (videos, L, D) video features ending with the `image_newline` token the model
+    places after each video: `get_video_features` appends it in transformers 5.18+; in 5.17 the
+    forward did, after the call."""
+    features = output.pooler_output
+    newline = model.image_newline.to(features.device, features.dtype)
+    if bool((features[:, -1] == newline).all()):
+        return features
+    return torch.cat((features, newline.expand(features.shape[0], 1, -1)), dim=1)
 
 
 def installed_version() -> str:

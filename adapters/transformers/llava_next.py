@@ -211,7 +211,11 @@ class AnyresAdapter(Adapter):
                 [[torch.arange(media[i].count, device=input_ids.device) for i, _ in per] for per in placed],
                 [[media[i].grid for i, _ in per] for per in placed],
             )
-            return args, {**kwargs, **cleared, "mm_encoder_outputs": encoded}
+            if compat.takes_encoder_outputs(module):
+                return args, {**kwargs, **cleared, "mm_encoder_outputs": encoded}
+            # the model would encode the pixels again: it gets what it would build from them
+            embeds = self._embeds(module, input_ids, media)
+            return (), {**kwargs, **cleared, "input_ids": None, "inputs_embeds": embeds}
         return self._prune_before_llm(module, kwargs, input_ids, media, placed, cleared)
 
     def _after_forward(self, module, args, kwargs, output):
@@ -250,7 +254,8 @@ class AnyresAdapter(Adapter):
         if "image" in encoded:  # images are encoded before videos, here and in generate()
             media += self._image_media(list(encoded["image"].pooler_output), captures[0])
         if "video" in encoded:
-            media += self._video_media(module, encoded["video"].pooler_output, captures[-1])
+            features = compat.video_features_with_newline(module, encoded["video"])
+            media += self._video_media(module, features, captures[-1])
         return media
 
     def _newlines(self, features: torch.Tensor) -> torch.Tensor:
@@ -360,12 +365,18 @@ class AnyresAdapter(Adapter):
         return placed
 
     # -- pre-LLM selection -------------------------------------------------------------------------
-    def _prune_before_llm(self, module, kwargs, input_ids, media: list[Media], placed, cleared):
+    @staticmethod
+    def _embeds(module, input_ids: torch.Tensor, media: list[Media]) -> torch.Tensor:
+        """The prompt's input embeddings with the media features at their placeholders."""
         embeds = module.get_input_embeddings()(input_ids)
         for token_id in dict.fromkeys(m.token_id for m in media):
             features = torch.cat([m.features for m in media if m.token_id == token_id])
             is_media = (input_ids == token_id)[..., None]
             embeds = embeds.masked_scatter(is_media, features.to(embeds.device, embeds.dtype))
+        return embeds
+
+    def _prune_before_llm(self, module, kwargs, input_ids, media: list[Media], placed, cleared):
+        embeds = self._embeds(module, input_ids, media)
         mask = kwargs.get("attention_mask")
         # old padding goes too: pack() re-pads to the longest kept row
         keep = mask.bool() if mask is not None else torch.ones_like(input_ids, dtype=torch.bool)

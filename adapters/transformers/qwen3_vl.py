@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.qwen_vl import QwenVLAdapter
 
 
@@ -14,7 +15,8 @@ class Qwen3VLAdapter(QwenVLAdapter):
     def __init__(self, model, pruner, stats) -> None:
         super().__init__(model, pruner, stats)
         self.levels = len(self.vlm.visual.deepstack_visual_indexes)
-        self._parts: dict[str, list] = {}
+        # per kind: one (tokens, D) tensor per DeepStack level, that kind's items concatenated
+        self._parts: dict[str, list[torch.Tensor]] = {}
         # per DeepStack level: (B, L, D) additions in language-model input coordinates, 0 off visual slots
         self._deepstack: list[torch.Tensor] | None = None
 
@@ -28,7 +30,7 @@ class Qwen3VLAdapter(QwenVLAdapter):
             self.hook_after(self.text_model.layers[i], self._deepstack_hook(i))
 
     def visual_extras(self, output, kind: str) -> None:
-        self._parts[kind] = output.deepstack_features
+        self._parts[kind] = compat.deepstack_features(output)
 
     def after_pack(self, input_ids: torch.Tensor, packed) -> None:
         index = packed.index[..., None]
@@ -36,7 +38,7 @@ class Qwen3VLAdapter(QwenVLAdapter):
         for level in range(self.levels):
             dense = None
             for kind, parts in self._parts.items():
-                features = torch.cat(parts[level]).to(packed.embeds.dtype)
+                features = parts[level].to(packed.embeds.dtype)
                 if dense is None:
                     dense = features.new_zeros(*input_ids.shape, features.shape[-1])
                 is_kind = (input_ids == self.token_ids[kind])[..., None].to(dense.device)
