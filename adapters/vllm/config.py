@@ -16,7 +16,7 @@ from tokenprune.pruners import DivPrune, FoPru, PreLLMPruner, RandomPrune, Unifo
 CONFIG_KEY = "tokenprune"
 
 # VisionZip's contextual tokens are merged from the whole image, which the model could do, but the
-# dominant-only variant is what the issue asks for and keeps every kept row a real encoder output.
+# dominant-only variant is used because it keeps every kept row a real encoder output.
 METHODS: dict[str, Callable[..., PreLLMPruner]] = {
     "divprune": DivPrune,
     "visionzip": lambda budget, **options: VisionZip(budget, contextual=0, **options),
