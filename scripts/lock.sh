@@ -27,6 +27,7 @@ lower="$(sed -n 's/.*"transformers>=\([0-9.]*\),<.*/\1/p' "$ROOT/pyproject.toml"
 [ -n "$lower" ] || { echo "pyproject.toml declares no transformers>=LOW,<NEXT range" >&2; exit 1; }
 
 "$PY" -m venv "$WORK/main"
+"$WORK/main/bin/pip" install -q --upgrade pip  # as the Makefile does for .venv
 "$WORK/main/bin/pip" install -q torch==2.13.0
 "$WORK/main/bin/pip" install -q -e "$ROOT[$EXTRAS]"
 freeze "$WORK/main" "$PINS/main.txt" "make test's .venv"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tiny_models import llava_inputs, tiny_causal_lm, tiny_llava
+from tiny_models import llava_inputs, padded_batch, tiny_causal_lm, tiny_llava
 from tokenprune.attention import head_mean_probabilities
 from tokenprune.pruners.base import LayerContext, LayerPruner
 from tokenprune.pruners.prefill import PrefillPruner, PromptContext
@@ -19,17 +19,6 @@ from tokenprune.pruners.prefill import PrefillPruner, PromptContext
 SCHEDULE = ((1, 0.6), (2, 0.4), (3, 0.25))
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 REPLAYED = 8  # decoding steps checked against the no-cache loop (it re-runs the whole prompt per step)
-
-
-def padded_batch(lengths=(40, 31), seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    input_ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for b, n in enumerate(lengths):
-        input_ids[b, width - n :] = torch.randint(3, 128, (n,), generator=generator)
-        attention_mask[b, width - n :] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 @pytest.fixture(scope="module", autouse=True)

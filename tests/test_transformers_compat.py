@@ -17,22 +17,11 @@ from next_models import image_inputs, tiny_llava_next, tiny_llava_onevision
 from qwen_models import qwen_inputs, tiny_qwen
 
 import tokenprune as tp
-from tiny_models import VOCAB, llava_inputs, tiny_causal_lm, tiny_llava
+from tiny_models import llava_inputs, padded_batch, tiny_causal_lm, tiny_llava
 from tokenprune.adapters.transformers import compat
 
 STEPS = 3
 NEWEST_MINOR = "{}.{}".format(*compat.UPPER.split(".")[:1], int(compat.UPPER.split(".")[1]) - 1)
-
-
-def padded_text(lengths=(30, 23), seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    input_ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for b, n in enumerate(lengths):
-        input_ids[b, width - n :] = torch.randint(3, VOCAB, (n,), generator=generator)
-        attention_mask[b, width - n :] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 # family -> (model builder, padded two-sample inputs); each model has 4 decoder layers
@@ -52,8 +41,8 @@ FAMILIES = {
         lambda: tiny_qwen("qwen3_vl"),
         lambda m: qwen_inputs([[("image", 8, 12)], [("image", 4, 4)]], "qwen3_vl"),
     ),
-    "llama": (lambda: tiny_causal_lm("llama"), lambda m: padded_text()),
-    "qwen3": (lambda: tiny_causal_lm("qwen3"), lambda m: padded_text()),
+    "llama": (lambda: tiny_causal_lm("llama"), lambda m: padded_batch((30, 23))),
+    "qwen3": (lambda: tiny_causal_lm("qwen3"), lambda m: padded_batch((30, 23))),
 }
 VISUAL_PRUNERS = {
     "fastv": lambda: tp.FastV(3),
@@ -146,7 +135,7 @@ def test_implementation_switched_to_an_unsupported_one_is_refused_at_the_next_pr
     with tp.apply(model, tp.LazySkip()):
         model.set_attn_implementation("tokenprune_test_attention")
         with pytest.raises(ValueError, match="sdpa"):
-            generated_logits(model, padded_text())
+            generated_logits(model, padded_batch((30, 23)))
 
 
 def accepted_cache_names(model):
@@ -181,7 +170,7 @@ def test_manual_decoding_with_the_cache_under_each_accepted_name(family):
 
 def test_a_cache_that_disagrees_with_the_pruned_prefill_raises():
     model = model_for("llama")
-    inputs = padded_text()
+    inputs = padded_batch((30, 23))
     with tp.apply(model, tp.LazySkip(schedule=((2, 0.5),))), torch.no_grad():
         out = model(**inputs, use_cache=True)
         cache = compat.cache_out(out)

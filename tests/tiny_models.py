@@ -116,3 +116,15 @@ def tiny_causal_lm(family: str, seed: int = 0, attn: str = "sdpa", **overrides):
     model = getattr(transformers, model_class)(config).eval()
     model.generation_config.eos_token_id = None  # random weights: compare full-length greedy runs
     return model
+
+
+def padded_batch(lengths=(40, 31), seed=0):
+    """A left-padded batch of random text prompts of the given lengths."""
+    generator = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    input_ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    attention_mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        input_ids[b, width - n :] = torch.randint(3, VOCAB, (n,), generator=generator)
+        attention_mask[b, width - n :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
