@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS := dev,embedding,main-content,langchain,eval,demo
+EXTRAS := dev,models,embedding,context,langchain,eval,demo
 PINS := scripts/constraints
 # the model-adapter tests, also run at the oldest supported transformers
 ADAPTER_TESTS := tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl.py \
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml $(PINS)/main.txt
 .venv-oldest/.installed: pyproject.toml $(PINS)/oldest.txt
 	$(PYTHON) -m venv .venv-oldest
 	.venv-oldest/bin/pip install -q -c $(PINS)/oldest.txt torch==2.13.0
-	.venv-oldest/bin/pip install -q -c $(PINS)/oldest.txt -e . pytest pillow
+	.venv-oldest/bin/pip install -q -c $(PINS)/oldest.txt -e ".[models]" pytest pillow
 	touch $@
 
 test: test-main test-oldest test-browser test-vllm

@@ -40,6 +40,8 @@ _EXPORTS = {
     ),
 }
 __all__ = sorted(_EXPORTS)
+# what the `models` extra installs; context pruning runs without them
+_MODEL_SIDE = ("torch", "transformers")
 __version__ = "0.1.0"
 
 
@@ -47,7 +49,17 @@ class _Package(types.ModuleType):
     def __getattr__(self, name: str):
         if name not in _EXPORTS:
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        try:
+            module = importlib.import_module(_EXPORTS[name])
+        except ModuleNotFoundError as missing:
+            if missing.name not in _MODEL_SIDE:
+                raise
+            raise ModuleNotFoundError(
+                f"tokenprune.{name} needs {missing.name}, which the core install leaves out: "
+                "pip install 'tokenprune[models]'",
+                name=missing.name,
+            ) from missing
+        value = getattr(module, name)
         setattr(self, name, value)
         return value
 
