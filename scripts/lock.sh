@@ -34,7 +34,7 @@ freeze "$WORK/main" "$PINS/main.txt" "make test's .venv"
 
 "$PY" -m venv "$WORK/oldest"
 "$WORK/oldest/bin/pip" install -q torch==2.13.0
-"$WORK/oldest/bin/pip" install -q -e "$ROOT" "transformers==$lower.*" pytest pillow
+"$WORK/oldest/bin/pip" install -q -e "$ROOT[models]" "transformers==$lower.*" pytest pillow
 freeze "$WORK/oldest" "$PINS/oldest.txt" "the model-adapter tests at transformers $lower"
 
 VLLM_VENV="$WORK/vllm" bash "$ROOT/scripts/setup-vllm-venv.sh" --unpinned >/dev/null
