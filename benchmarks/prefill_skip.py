@@ -3,15 +3,16 @@ FLOP-ideal speedup.
 
 A Llama-shaped causal LM with random weights (FLOPs do not depend on the values), scaled so a 4k-token
 prefill takes a few seconds on a small CPU. TTFT is one prefill forward that returns the next-token
-logits (`logits_to_keep=1`, as generate() does), timed as the CPU time of this process on `--threads`
-threads (default 1): on a shared machine wall time mostly measures the other tenants; the wall
-times are kept in the JSON. Selection time (from the run's stats) is wall time, so its share is an
-upper bound when the machine is loaded. For each prompt length and method it prints the
+logits (`logits_to_keep=1`, as generate() does), in interleaved rounds (`tokenprune.timing`: each
+round runs every method once) timed as the CPU time of this process on one thread (`--threads 1`,
+the default; on a shared machine wall time mostly measures the other tenants) or as wall time on
+more. Selection time (from the run's stats) is wall time, so its share is an upper bound when the
+machine is loaded. For each prompt length and method it prints the
 median TTFT, speedup vs unpruned, the FLOP-ideal speedup (attention + MLP FLOPs of the tokens each
 layer really processed, GemFilter's filter pass included), speedup / ideal, and the selection time as
 % of the unpruned prefill (LazySkip: scoring; GemFilter: filter pass + scoring).
 
-    python benchmarks/prefill_skip.py [--runs 3] [--lengths 1024,2048,4096] [--quick]
+    python benchmarks/prefill_skip.py [--runs 3] [--threads 1] [--lengths 1024,2048,4096] [--quick]
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from common import clock_name, prefill_timings, use_threads
 
 import tokenprune as tp
+from tokenprune.timing import medians
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,6 @@ def tokens_per_layer(method: str, pruner, stats: tp.RunStats, shape: Shape, leng
     return [length] * pruner.filter_layer + [kept] * shape.layers
 
 
-def ttft(model, input_ids: torch.Tensor) -> tuple[float, float]:
-    """(CPU seconds of this process, wall seconds) of one prefill up to the first token."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    with torch.inference_mode():
-        model(input_ids=input_ids, logits_to_keep=1, use_cache=True).logits.argmax(-1)
-    return time.process_time() - cpu, time.perf_counter() - wall
-
-
 def methods(shape: Shape) -> dict:
     filter_layer = round(13 / 32 * shape.layers)  # GemFilter's layer 13 of Llama-3.1-8B, scaled to depth
     return {
@@ -107,12 +100,12 @@ def methods(shape: Shape) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds over all methods (median)")
     parser.add_argument("--lengths", default="1024,2048,4096")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
     parser.add_argument("--quick", action="store_true", help="tiny model, for a smoke run")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    clock = use_threads(args.threads)
     shape = QUICK if args.quick else Shape()
     lengths = [int(x) for x in args.lengths.split(",")]
     model = build_model(shape)
@@ -120,46 +113,45 @@ def main() -> None:
     rows = []
     for length in lengths:
         input_ids = torch.randint(3, shape.vocab, (1, length), generator=generator)
-        ttft(model, input_ids[:, :64])  # warm-up
-        base_time = base_flops = None
-        for method, pruner in methods(shape).items():
-            stats = tp.RunStats()
-            if pruner is None:
-                timings = [ttft(model, input_ids) for _ in range(args.runs)]
-            else:
-                with tp.apply(model, pruner) as run:
-                    timings = [ttft(model, input_ids) for _ in range(args.runs)]
-                    stats = run.stats
-            median = statistics.median(cpu for cpu, _ in timings)
-            last = stats.records[-len(stats.records) // args.runs :] if stats.records else []
-            counts = tokens_per_layer(method, pruner, tp.RunStats(list(last)), shape, length)
+        pruners = methods(shape)
+        # one prefill up to the first token: next-token logits only, as generate() computes them
+        seconds, recorded = prefill_timings(
+            model,
+            lambda ids=input_ids: model(input_ids=ids, logits_to_keep=1, use_cache=True),
+            pruners,
+            args.runs,
+            clock,
+        )
+        ttft = medians(seconds)
+        base_time = ttft["unpruned"]
+        base_flops = shape.layers * layer_flops(shape, length)
+        for method, pruner in pruners.items():
+            records = recorded[method].records
+            counts = tokens_per_layer(method, pruner, tp.RunStats(records), shape, length)
             flops = sum(layer_flops(shape, n) for n in counts)
-            if pruner is None:
-                base_time, base_flops = median, flops
-            # stats time selection on the wall clock; scale it to CPU time with the run's own ratio
-            cpu_per_wall = timings[-1][0] / timings[-1][1]
-            selection = cpu_per_wall * sum(r.seconds for r in last)
+            # the records' selection time (GemFilter: filter pass + scoring) is wall time
+            selection = sum(r.seconds for r in records)
             rows.append(
                 {
                     "tokens": length,
                     "method": method,
-                    "ttft_cpu_s": median,
-                    "runs_cpu_s": [cpu for cpu, _ in timings],
-                    "runs_wall_s": [wall for _, wall in timings],
-                    "speedup": base_time / median,
+                    "ttft_s": ttft[method],
+                    "runs_s": seconds[method],
+                    "speedup": base_time / ttft[method],
                     "ideal_speedup": base_flops / flops,
-                    "ratio": (base_time / median) / (base_flops / flops),
+                    "ratio": (base_time / ttft[method]) / (base_flops / flops),
                     "selection_pct": 100 * selection / base_time,
                     "tokens_per_layer": counts,
                 }
             )
-            print(f"{length:>5} {method:<20} {median:7.3f}s", flush=True)
+            print(f"{length:>5} {method:<20} {ttft[method]:7.3f}s", flush=True)
 
-    header = "| prompt | method | TTFT (CPU s) | speedup | FLOP-ideal | speedup / ideal | selection % of unpruned |"
+    unit = "CPU s" if args.threads == 1 else "wall s"
+    header = f"| prompt | method | TTFT ({unit}) | speedup | FLOP-ideal | speedup / ideal | selection % of unpruned |"
     lines = [header, "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['tokens']} | {r['method']} | {r['ttft_cpu_s']:.3f} | {r['speedup']:.2f}x | "
+            f"| {r['tokens']} | {r['method']} | {r['ttft_s']:.3f} | {r['speedup']:.2f}x | "
             f"{r['ideal_speedup']:.2f}x | {r['ratio']:.2f} | {r['selection_pct']:.1f} |"
         )
     table = "\n".join(lines)
@@ -170,7 +162,8 @@ def main() -> None:
     result = {
         "shape": asdict(shape),
         "runs": args.runs,
-        "threads": torch.get_num_threads(),
+        "threads": args.threads,
+        "clock": clock_name(args.threads),
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "rows": rows,

@@ -4,26 +4,27 @@ A CLIP-shaped tower yields 576 patch tokens (336 px, patch 14), the prompt adds 
 and the language model is scaled so an unpruned prefill takes a few seconds on a laptop-class CPU
 (random weights: the FLOPs do not depend on the values). For every pruner and budget it prints
 the median prefill time, speedup vs unpruned, the FLOP-ideal speedup (vision tower + LLM),
-speedup / ideal, selection time as % of the unpruned prefill, and peak extra memory.
+speedup / ideal, selection time as % of the unpruned prefill, and peak extra memory. Runs are
+interleaved (`tokenprune.timing`): every round runs each config once, so load from other jobs falls on
+pruned and unpruned runs alike; one thread, timed as process CPU time.
 
-    python benchmarks/visual_prefill.py [--runs 5] [--budgets 64,128,192] [--quick]
+    python benchmarks/visual_prefill.py [--runs 5] [--threads 1] [--budgets 64,128,192] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import clock_name, prefill_timings, pruned_configs, use_threads
 
 import tokenprune as tp
+from tokenprune.timing import medians
 
 IMAGE_TOKEN = 32000
 
@@ -127,58 +128,6 @@ def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
     )
 
 
-class PeakRss:
-    """Peak resident memory above the level at start, sampled every millisecond."""
-
-    def __enter__(self):
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def extra_mb(self) -> float:
-        return (self.peak - self.start) / 2**20
-
-
-def time_prefill(model, inputs, runs: int, pruner=None):
-    times, selection, peaks = [], [], []
-    handle = tp.apply(model, pruner) if pruner is not None else None
-    try:
-        with torch.no_grad():
-            model(**inputs)  # warm-up
-            for _ in range(runs):
-                if handle is not None:
-                    handle.stats.clear()
-                with PeakRss() as memory:
-                    started = time.perf_counter()
-                    model(**inputs)
-                    times.append(time.perf_counter() - started)
-                peaks.append(memory.extra_mb)
-                selection.append(sum(r.seconds for r in handle.stats) if handle else 0.0)
-        records = list(handle.stats) if handle else []
-    finally:
-        if handle is not None:
-            handle.remove()
-    return statistics.median(times), statistics.median(selection), max(peaks), records
-
-
 def tokens_per_layer(g: Geometry, records, pruner) -> list[int]:
     full = g.patches + g.text_tokens
     counts = [full] * g.text_layers
@@ -205,33 +154,41 @@ def pruners_for(budget: int, g: Geometry) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds over all configs (median)")
+    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
     parser.add_argument("--budgets", default="64,128,192")
     parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill.json"))
     args = parser.parse_args()
+    clock = use_threads(args.threads)
     g = QUICK if args.quick else Geometry()
     model, inputs = build_model(g), build_inputs(g)
-    base_time, _, base_peak, _ = time_prefill(model, inputs, args.runs)
+    configs = pruned_configs([int(b) for b in args.budgets.split(",")], lambda budget: pruners_for(budget, g))
+    seconds, recorded = prefill_timings(
+        model, lambda: model(**inputs), configs, args.runs, clock, peak_memory=True
+    )
+    prefill = medians(seconds)
+    base_time, base_peak = prefill["unpruned"], max(recorded["unpruned"].peak_mb)
     base_flops = prefill_flops(g, [g.patches + g.text_tokens] * g.text_layers)
     rows = []
-    for budget in [int(b) for b in args.budgets.split(",")]:
-        for name, pruner in pruners_for(budget, g).items():
-            seconds, selecting, peak, records = time_prefill(model, inputs, args.runs, pruner)
-            ideal = base_flops / prefill_flops(g, tokens_per_layer(g, records, pruner))
-            speedup = base_time / seconds
-            rows.append(
-                {
-                    "pruner": name,
-                    "budget": budget,
-                    "prefill_s": seconds,
-                    "speedup": speedup,
-                    "ideal": ideal,
-                    "ratio": speedup / ideal,
-                    "selection_pct": 100 * selecting / base_time,
-                    "peak_mb": peak,
-                }
-            )
+    for key, runs in recorded.items():
+        if key == "unpruned":
+            continue
+        name, budget = key.rsplit("@", 1)
+        ideal = base_flops / prefill_flops(g, tokens_per_layer(g, runs.records, configs[key]))
+        speedup = base_time / prefill[key]
+        rows.append(
+            {
+                "pruner": name,
+                "budget": int(budget),
+                "prefill_s": prefill[key],
+                "speedup": speedup,
+                "ideal": ideal,
+                "ratio": speedup / ideal,
+                "selection_pct": 100 * statistics.median(runs.selection) / base_time,
+                "peak_mb": max(runs.peak_mb),
+            }
+        )
     header = "| pruner | tokens | prefill (s) | speedup | FLOP-ideal | speedup/ideal | selection % | peak extra MB |"
     lines = [
         header,
@@ -245,8 +202,8 @@ def main() -> None:
     ]
     print(
         f"LLaVA-1.5 geometry: {g.patches} patches + {g.text_tokens} text tokens; tower {g.vision_layers}x{g.vision_hidden}, "
-        f"LLM {g.text_layers}x{g.text_hidden}; {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"median of {args.runs}"
+        f"LLM {g.text_layers}x{g.text_hidden}; {args.threads} thread(s) ({clock_name(args.threads)}), "
+        f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds"
     )
     print("\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
 A 672 x 672 image becomes a base view and 2 x 2 crops of 336 px (patch 14): 576 + 2304 = 2880
 candidate tokens plus 48 newline tokens, which are always kept. Random weights (the FLOPs do not
 depend on them); the language model is scaled down so an unpruned prefill takes seconds on a CPU.
-Columns and timing as in `visual_prefill_qwen.py` (interleaved rounds, process CPU time on one
-thread); FLOP-ideal counts the vision tower (5 crops), the projector and every decoder layer at the
+Columns and timing as in `visual_prefill_qwen.py` (interleaved rounds of `tokenprune.timing`,
+process CPU time on one thread); FLOP-ideal counts the vision tower (5 crops), the projector and every decoder layer at the
 length it actually runs.
 
     python benchmarks/visual_prefill_next.py [--runs 3] [--threads 1] [--budgets 640,320,160] [--quick]
@@ -16,17 +16,15 @@ import argparse
 import json
 import os
 import platform
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import clock_name, prefill_timings, pruned_configs, summarize, use_threads
+from visual_prefill import clip_and_llama, text_layer_flops
+from visual_prefill_qwen import HEADER
 
-sys.path.insert(0, str(Path(__file__).parent))
-from visual_prefill import clip_and_llama, text_layer_flops  # noqa: E402
-from visual_prefill_qwen import HEADER, clock_for, configs_for, interleaved, summarize  # noqa: E402
-
-import tokenprune as tp  # noqa: E402
+import tokenprune as tp
 
 IMAGE_TOKEN = 32000
 
@@ -143,14 +141,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill_next.json"))
     args = parser.parse_args()
-    clock = clock_for(args.threads)
+    clock = use_threads(args.threads)
     g = QUICK if args.quick else Geometry()
     model, inputs = build_model(g), build_inputs(g)
     load = os.getloadavg()[0]
-    configs = configs_for([int(b) for b in args.budgets.split(",")], lambda budget: pruners_for(budget, g))
-    samples = interleaved(model, inputs, configs, args.runs, model.model.vision_tower, clock)
+    configs = pruned_configs([int(b) for b in args.budgets.split(",")], lambda budget: pruners_for(budget, g))
+    seconds, recorded = prefill_timings(
+        model, lambda: model(**inputs), configs, args.runs, clock, tower=model.model.vision_tower
+    )
     base, rows = summarize(
-        samples, lambda records: prefill_flops(g, tokens_per_layer(g, records)), tower_flops(g)
+        seconds, recorded, lambda records: prefill_flops(g, tokens_per_layer(g, records)), tower_flops(g)
     )
     lines = [HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines.append(
@@ -166,7 +166,7 @@ def main() -> None:
     print(
         f"LLaVA-NeXT geometry: {g.candidates} image tokens + {g.newlines} newlines + {g.text_tokens} text tokens; "
         f"tower {g.vision_layers}x{g.vision_hidden} on {1 + g.crops_per_side**2} crops, LLM {g.text_layers}x"
-        f"{g.text_hidden}; {args.threads} thread(s) ({'process CPU time' if args.threads == 1 else 'wall time'}), "
+        f"{g.text_hidden}; {args.threads} thread(s) ({clock_name(args.threads)}), "
         f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds; "
         f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
     )

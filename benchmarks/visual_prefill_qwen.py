@@ -10,8 +10,9 @@ speedup / ideal, the tower-aware ideal (the tower costs what it measured unprune
 its FLOPs) and selection time as % of the unpruned prefill. Vision-attention scoring (VisionZip, FoPru)
 runs inside the tower and counts in the prefill and tower times, not in the selection column.
 
-Runs are interleaved: every round runs each config once (an unpruned run before each budget), so
-load from other jobs falls on pruned and unpruned runs alike; one thread, timed as process CPU time.
+Runs are interleaved (`tokenprune.timing`): every round runs each config once, each round starting at
+another config, so load from other jobs falls on pruned and unpruned runs alike; one thread, timed as
+process CPU time.
 
     python benchmarks/visual_prefill_qwen.py [--runs 3] [--threads 1] [--budgets 0.1,0.2,0.3] [--quick]
 """
@@ -22,15 +23,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from common import clock_name, prefill_timings, pruned_configs, summarize, use_threads
 
 import tokenprune as tp
-from tokenprune.compose import as_composed
 from tokenprune.pruners.views import SplitByArea
 
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
@@ -209,141 +208,16 @@ def pruners_for(budget: float, g: Geometry) -> dict:
     return pruners
 
 
-@dataclass
-class Sample:
-    """One timed prefill: total and vision-tower seconds (same clock), selection seconds, records."""
-
-    seconds: float
-    tower: float
-    selection: float
-    records: list
-
-
-def timed_selection(pruner, clock, spent: list) -> list:
-    """Time each stage's selection with the benchmark's clock (records carry wall time): wraps the
-    stage objects' select methods; returns what to undo."""
-
-    def timing(select):
-        def timed(*args, **kwargs):
-            started = clock()
-            result = select(*args, **kwargs)
-            spent[0] += clock() - started
-            return result
-
-        return timed
-
-    wrapped = []
-    for stage in as_composed(pruner).stages:
-        method = "select" if stage.stage == "pre_llm" else "select_layer"
-        object.__setattr__(stage, method, timing(getattr(stage, method)))
-        wrapped.append((stage, method))
-    return wrapped
-
-
-def timed_prefill(model, inputs, pruner, tower, clock) -> Sample:
-    """One prefill with `pruner` applied (None: unpruned); the tower's time (scoring hooks included)
-    is taken by benchmark-side hooks on `tower`."""
-    spent = [0.0, 0.0]  # tower seconds, start of the current tower call
-    selecting = [0.0]
-    hooks = [
-        tower.register_forward_pre_hook(lambda *_: spent.__setitem__(1, clock())),
-        tower.register_forward_hook(lambda *_: spent.__setitem__(0, spent[0] + clock() - spent[1])),
-    ]
-    wrapped = timed_selection(pruner, clock, selecting) if pruner is not None else []
-    handle = tp.apply(model, pruner) if pruner is not None else None
-    try:
-        with torch.no_grad():
-            started = clock()
-            model(**inputs)
-            seconds = clock() - started
-        records = list(handle.stats) if handle is not None else []
-    finally:
-        if handle is not None:
-            handle.remove()
-        for hook in hooks:
-            hook.remove()
-        for stage, method in wrapped:
-            object.__delattr__(stage, method)
-    return Sample(seconds, spent[0], selecting[0], records)
-
-
-def interleaved(model, inputs, configs: list[tuple[str, object]], rounds: int, tower, clock) -> dict:
-    """Samples per config name, taken in `rounds` passes over all configs in order (after one
-    untimed pass), so machine load drifts over pruned and unpruned runs alike."""
-    samples: dict[str, list[Sample]] = {name: [] for name, _ in configs}
-    for round_ in range(rounds + 1):
-        for name, pruner in configs:
-            sample = timed_prefill(model, inputs, pruner, tower, clock)
-            if round_ > 0:
-                samples[name].append(sample)
-    return samples
-
-
-def median(samples: list[Sample], field: str) -> float:
-    return statistics.median(getattr(s, field) for s in samples)
-
-
-def summarize(samples: dict, flops_of, tower_flops: float) -> tuple[dict, list[dict]]:
-    """Medians per config ("name@budget" keys, "unpruned" the reference) against the unpruned run.
-    `flops_of(records)` counts a prefill's FLOPs from its pruning records ([]: unpruned); `tower_flops`
-    is the part of them spent in the timed tower module."""
-    base = samples["unpruned"]
-    base_time, base_tower = median(base, "seconds"), median(base, "tower")
-    base_flops = flops_of([])
-    rows = []
-    for key, runs in samples.items():
-        if key == "unpruned":
-            continue
-        name, budget = key.rsplit("@", 1)
-        records = runs[-1].records
-        flops = flops_of(records)
-        ideal = base_flops / flops
-        # best case when the tower costs what it measured unpruned and the rest scales with its FLOPs
-        rest = (flops - tower_flops) / (base_flops - tower_flops)
-        tower_aware = base_time / (base_tower + (base_time - base_tower) * rest)
-        seconds = median(runs, "seconds")
-        speedup = base_time / seconds
-        rows.append(
-            {
-                "pruner": name,
-                "budget": float(budget),
-                "tokens": records[-1].tokens_after,
-                "prefill_s": seconds,
-                "tower_s": median(runs, "tower"),
-                "speedup": speedup,
-                "ideal": ideal,
-                "ratio": speedup / ideal,
-                "tower_aware_ideal": tower_aware,
-                "tower_aware_ratio": speedup / tower_aware,
-                "selection_pct": 100 * median(runs, "selection") / base_time,
-            }
-        )
-    return {"prefill_s": base_time, "tower_s": base_tower}, rows
-
-
-def configs_for(budgets: list, pruners_for) -> list[tuple[str, object]]:
-    """An unpruned run before each budget's pruners."""
-    configs: list[tuple[str, object]] = []
-    for budget in budgets:
-        configs.append(("unpruned", None))
-        configs += [(f"{name}@{budget}", pruner) for name, pruner in pruners_for(budget).items()]
-    return configs
-
-
 def bench(g: Geometry, budgets: list[float], rounds: int, clock) -> tuple[dict, list[dict]]:
     model, inputs = build_model(g), build_inputs(g)
-    configs = configs_for(budgets, lambda budget: pruners_for(budget, g))
-    samples = interleaved(model, inputs, configs, rounds, model.model.visual, clock)
+    configs = pruned_configs(budgets, lambda budget: pruners_for(budget, g))
+    seconds, recorded = prefill_timings(
+        model, lambda: model(**inputs), configs, rounds, clock, tower=model.model.visual
+    )
     base, rows = summarize(
-        samples, lambda records: prefill_flops(g, tokens_per_layer(g, records)), vision_flops(g)
+        seconds, recorded, lambda records: prefill_flops(g, tokens_per_layer(g, records)), vision_flops(g)
     )
     return base, [{"input": g.kind, **row} for row in rows]
-
-
-def clock_for(threads: int):
-    """Process CPU time on one thread (robust to other jobs on a shared machine); wall time otherwise."""
-    torch.set_num_threads(threads)
-    return time.process_time if threads == 1 else time.perf_counter
 
 
 HEADER = (
@@ -377,7 +251,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill_qwen.json"))
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
-    clock = clock_for(args.threads)
+    clock = use_threads(args.threads)
     geometries = QUICK if args.quick else [IMAGE, VIDEO]
     results = []
     for g in geometries:
@@ -389,7 +263,7 @@ def main() -> None:
         print(
             f"Qwen2.5-VL geometry, {g.name}: {g.merged} visual + {g.text_tokens + 2} text tokens; tower "
             f"{g.vision_layers}x{g.vision_hidden}, LLM {g.text_layers}x{g.text_hidden}; {args.threads} thread(s) "
-            f"({'process CPU time' if args.threads == 1 else 'wall time'}), "
+            f"({clock_name(args.threads)}), "
             f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds; "
             f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
         )

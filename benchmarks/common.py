@@ -1,0 +1,191 @@
+"""What the model benchmarks add to `tokenprune.timing`'s interleaved loop: the thread count and its
+clock, prefill configs that apply a pruner outside the timed region and record what each run spent
+in the vision tower and in selection, peak memory, and the summary shared by the Qwen2.5-VL and
+LLaVA-NeXT tables.
+
+The loop itself lives in `tokenprune.timing`, not here: the demo and `tokenprune eval` print speedups
+too and are installed, while benchmarks/ is a folder of scripts, so one loop importable by all of them
+has to be in the package. This module extends it with what needs torch.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import tokenprune as tp
+from tokenprune.compose import as_composed
+from tokenprune.timing import Clock, clock_for, interleaved, medians
+
+# the method a pruner of each stage selects with
+SELECT_METHOD = {"pre_llm": "select", "llm": "select_layer", "prefill": "select_prompt"}
+
+
+def use_threads(threads: int) -> Clock:
+    """Run torch on `threads` threads; the clock that times them (`tokenprune.timing.clock_for`)."""
+    torch.set_num_threads(threads)
+    return clock_for(threads)
+
+
+def clock_name(threads: int) -> str:
+    return "process CPU time" if threads == 1 else "wall time"
+
+
+class PeakRss:
+    """Peak resident memory above the level at entry, from the kernel's high-water mark, reset on
+    entry: no sampling thread, whose CPU time would count in the process's CPU time."""
+
+    def __enter__(self) -> PeakRss:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM to the current RSS
+        self.start_kb = self._status_kb("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.extra_mb = (self._status_kb("VmHWM") - self.start_kb) / 1024
+
+    @staticmethod
+    def _status_kb(key: str) -> int:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+@dataclass
+class PrefillRuns:
+    """What the runs of one config recorded besides their time, one entry per run."""
+
+    tower: list[float] = field(default_factory=list)  # seconds in the vision tower
+    selection: list[float] = field(default_factory=list)  # seconds in the pruner's select method
+    peak_mb: list[float] = field(default_factory=list)
+    records: list = field(default_factory=list)  # of the last run
+
+    def keep_last(self, runs: int) -> None:
+        """Drop the warm-up runs' entries (`interleaved` times a config's last runs)."""
+        self.tower, self.selection, self.peak_mb = (
+            self.tower[-runs:],
+            self.selection[-runs:],
+            self.peak_mb[-runs:],
+        )
+
+
+def timed_selection(pruner, clock: Clock, spent: list[float]) -> list[tuple[object, str]]:
+    """Time each stage's selection with the benchmark's clock (records carry wall time) by wrapping
+    the stage objects' select methods; returns what to undo."""
+
+    def timing(select):
+        def timed(*args, **kwargs):
+            started = clock()
+            result = select(*args, **kwargs)
+            spent[0] += clock() - started
+            return result
+
+        return timed
+
+    wrapped = []
+    for stage in as_composed(pruner).stages:
+        method = SELECT_METHOD[stage.stage]
+        object.__setattr__(stage, method, timing(getattr(stage, method)))
+        wrapped.append((stage, method))
+    return wrapped
+
+
+def prefill_timings(
+    model,
+    forward: Callable[[], object],
+    pruners: Mapping[str, object],
+    rounds: int,
+    clock: Clock,
+    tower=None,
+    peak_memory: bool = False,
+) -> tuple[dict[str, list[float]], dict[str, PrefillRuns]]:
+    """Interleaved `forward()` prefills of `model` under each pruner (None: unpruned): seconds of the
+    timed runs by name, and what those runs recorded. The tower's time (scoring hooks included) is
+    taken by hooks on the `tower` module; peak memory when `peak_memory`."""
+    recorded = {name: PrefillRuns() for name in pruners}
+
+    @contextmanager
+    def setup(name: str):
+        pruner, runs = pruners[name], recorded[name]
+        tower_spent = [0.0, 0.0]  # seconds, start of the current tower call
+        selecting = [0.0]
+        hooks = []
+        if tower is not None:
+            hooks = [
+                tower.register_forward_pre_hook(lambda *_: tower_spent.__setitem__(1, clock())),
+                tower.register_forward_hook(
+                    lambda *_: tower_spent.__setitem__(0, tower_spent[0] + clock() - tower_spent[1])
+                ),
+            ]
+        wrapped = timed_selection(pruner, clock, selecting) if pruner is not None else []
+        handle = tp.apply(model, pruner) if pruner is not None else None
+        try:
+            with torch.no_grad(), PeakRss() if peak_memory else nullcontext() as memory:
+                yield
+            runs.records = list(handle.stats) if handle is not None else []
+        finally:
+            if handle is not None:
+                handle.remove()
+            for hook in hooks:
+                hook.remove()
+            for stage, method in wrapped:
+                object.__delattr__(stage, method)
+        runs.tower.append(tower_spent[0])
+        runs.selection.append(selecting[0])
+        if memory is not None:
+            runs.peak_mb.append(memory.extra_mb)
+
+    seconds = interleaved({name: forward for name in pruners}, rounds, clock=clock, setup=setup)
+    for runs in recorded.values():
+        runs.keep_last(rounds)
+    return seconds, recorded
+
+
+def summarize(
+    seconds: dict[str, list[float]], recorded: dict[str, PrefillRuns], flops_of, tower_flops: float
+) -> tuple[dict, list[dict]]:
+    """Medians per config ("name@budget" keys, "unpruned" the reference) against the unpruned run
+    (the Qwen2.5-VL and LLaVA-NeXT tables). `flops_of(records)` counts a prefill's FLOPs from its
+    pruning records ([]: unpruned); `tower_flops` is the part of them spent in the timed tower."""
+    prefill = medians(seconds)
+    base_time = prefill["unpruned"]
+    base_tower = statistics.median(recorded["unpruned"].tower)
+    base_flops = flops_of([])
+    rows = []
+    for key, runs in recorded.items():
+        if key == "unpruned":
+            continue
+        name, budget = key.rsplit("@", 1)
+        flops = flops_of(runs.records)
+        ideal = base_flops / flops
+        # best case when the tower costs what it measured unpruned and the rest scales with its FLOPs
+        rest = (flops - tower_flops) / (base_flops - tower_flops)
+        tower_aware = base_time / (base_tower + (base_time - base_tower) * rest)
+        speedup = base_time / prefill[key]
+        rows.append(
+            {
+                "pruner": name,
+                "budget": float(budget),
+                "tokens": runs.records[-1].tokens_after,
+                "prefill_s": prefill[key],
+                "tower_s": statistics.median(runs.tower),
+                "speedup": speedup,
+                "ideal": ideal,
+                "ratio": speedup / ideal,
+                "tower_aware_ideal": tower_aware,
+                "tower_aware_ratio": speedup / tower_aware,
+                "selection_pct": 100 * statistics.median(runs.selection) / base_time,
+            }
+        )
+    return {"prefill_s": base_time, "tower_s": base_tower}, rows
+
+
+def pruned_configs(budgets: list, pruners_for) -> dict[str, object]:
+    """The unpruned model and every pruner of `pruners_for(budget)` at each budget, as "name@budget"."""
+    configs: dict[str, object] = {"unpruned": None}
+    for budget in budgets:
+        configs |= {f"{name}@{budget}": pruner for name, pruner in pruners_for(budget).items()}
+    return configs
