@@ -1,6 +1,6 @@
 """Accuracy-vs-budget evaluation: every (pruner, budget) pair answers the same questions as the
 unpruned model; results per question type and per image region of the answer, with the time to
-answer relative to the unpruned model."""
+answer relative to the unpruned model (interleaved timing, `tokenprune.timing`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 import tokenprune as tp
+from tokenprune import timing
 
 # fraction of the decoder depth GemFilter selects at (13 of 32 layers in the paper)
 GEMFILTER_DEPTH = 0.4
@@ -125,15 +127,21 @@ def is_correct(generated: str, answer: str) -> bool:
 
 
 @torch.no_grad()
-def answer(model, decode: Callable[[torch.Tensor], str], example: Example) -> tuple[bool, float]:
-    """Greedy answer and the seconds it took (prefill plus the answer's few decode steps)."""
+def is_answered(model, decode: Callable[[torch.Tensor], str], example: Example) -> bool:
+    """Whether the greedy answer (prefill plus the answer's few decode steps) is correct."""
     length = example.inputs["input_ids"].shape[1]
-    started = time.perf_counter()
     output = model.generate(
         **example.inputs, max_new_tokens=example.max_new_tokens, do_sample=False, pad_token_id=None
     )
-    seconds = time.perf_counter() - started
-    return is_correct(decode(output[0, length:]), example.answer), seconds
+    return is_correct(decode(output[0, length:]), example.answer)
+
+
+def answer(model, decode: Callable[[torch.Tensor], str], example: Example) -> tuple[bool, float]:
+    """Greedy answer's correctness and the wall seconds of that one answer (`evaluate` times its
+    answers interleaved instead)."""
+    started = time.perf_counter()
+    ok = is_answered(model, decode, example)
+    return ok, time.perf_counter() - started
 
 
 def evaluate(
@@ -143,27 +151,51 @@ def evaluate(
     configs: Iterable[tuple[str, float | None, object]],
     progress: bool = True,
 ) -> list[Result]:
-    """Run every (name, budget, pruner) config (pruner None = unpruned) over `examples`."""
+    """Run every (name, budget, pruner) config (pruner None = unpruned) over `examples`.
+
+    Time to answer comes from `tokenprune.timing.interleaved`, one round per question: every config
+    answers it in turn (after one untimed answer each), so load that changes during a long evaluation
+    falls on all configs alike. Speedup = unpruned seconds / the config's, summed over the questions."""
     from tqdm.auto import tqdm
 
     configs = list(configs)
-    bar = tqdm(total=len(configs) * len(examples), disable=not progress, unit="answer")
+    keys = [str(index) for index in range(len(configs))]  # (name, budget) pairs need not be unique
+    pruners = {key: pruner for key, (_, _, pruner) in zip(keys, configs)}
+    bar = tqdm(total=len(configs) * (len(examples) + 1), disable=not progress, unit="answer")
+    answered: dict[str, list[bool]] = {key: [] for key in keys}
+
+    def answering(key: str) -> Callable[[], None]:
+        questions = iter([examples[0], *examples])  # the warm-up answers the first question
+
+        def answer_next() -> None:
+            answered[key].append(is_answered(model, decode, next(questions)))
+            bar.update()
+
+        return answer_next
+
+    @contextmanager
+    def pruned(key: str):
+        if pruners[key] is None:
+            yield
+            return
+        with tp.apply(model, pruners[key]):
+            yield
+
+    seconds = timing.interleaved(
+        {key: answering(key) for key in keys},
+        len(examples),
+        clock=timing.clock_for(torch.get_num_threads()),
+        setup=pruned,
+    )
+    bar.close()
     results = []
-    for name, budget, pruner in configs:
+    for key, (name, budget, pruner) in zip(keys, configs):
         correct: dict[str, list[bool]] = {}
         by_region: dict[str, list[bool]] = {}
-        seconds = 0.0
-        for example in examples:
-            if pruner is None:
-                ok, spent = answer(model, decode, example)
-            else:
-                with tp.apply(model, pruner):
-                    ok, spent = answer(model, decode, example)
+        for example, ok in zip(examples, answered[key][-len(examples) :]):
             correct.setdefault(example.kind, []).append(ok)
             if example.region is not None:
                 by_region.setdefault(example.region, []).append(ok)
-            seconds += spent
-            bar.update()
         flat = [ok for oks in correct.values() for ok in oks]
         setting = "" if pruner is None else describe(pruner)
         results.append(
@@ -171,19 +203,17 @@ def evaluate(
                 name,
                 budget,
                 sum(flat) / len(flat),
-                seconds=seconds,
+                seconds=sum(seconds[key]),
                 per_type=_shares(correct),
                 per_region=_shares(by_region),
                 setting=setting,
             )
         )
-        bar.set_postfix_str(f"{name}@{budget}: {results[-1].accuracy:.3f}")
-    bar.close()
-    base = results[0] if results and results[0].pruner == "unpruned" else None
-    if base is not None:
-        for result in results:
-            result.relative = result.accuracy / base.accuracy if base.accuracy else None
-            result.speedup = base.seconds / result.seconds if result.seconds else None
+    if results and results[0].pruner == "unpruned":
+        base, accuracy = seconds[keys[0]], results[0].accuracy
+        for key, result in zip(keys, results):
+            result.relative = result.accuracy / accuracy if accuracy else None
+            result.speedup = timing.speedup(base, seconds[key], statistic=sum)
     return results
 
 
