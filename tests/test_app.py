@@ -7,22 +7,24 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tokenprune.demos import app
+from tokenprune.demos.app import checks, long_context, models, rag, sweep, ui, vision
+from tokenprune.demos.app.measurement import layer_tokens
 from tokenprune.stats import PruneRecord
-from tokenprune.zoo import models, scenes
+from tokenprune.zoo import models as toy_models
+from tokenprune.zoo import scenes
 
-SIDE = scenes.IMAGE_SIZE // models.PATCH_SIZE  # toy-vlm patches per image side
+SIDE = scenes.IMAGE_SIZE // toy_models.PATCH_SIZE  # toy-vlm patches per image side
 PATCHES = SIDE * SIDE
 
 
 @pytest.fixture(scope="module")
 def demo():
-    return app.Demo(app.load_reference("toy-vlm"), app.load_reference("toy-lm"))
+    return models.Demo(models.load_reference("toy-vlm"), models.load_reference("toy-lm"))
 
 
 @pytest.fixture(scope="module")
 def scene():
-    return app.generated_scene(1000)
+    return vision.generated_scene(1000)
 
 
 def record(stage, before, after, layer=None, sample=0):
@@ -35,16 +37,16 @@ def test_layer_tokens_counts_each_stage_from_where_it_acts():
         record("llm", 8, 4, layer=2),
         record("llm", 16, 1, layer=1, sample=1),  # other samples do not count
     ]
-    assert app.layer_tokens(records, 30, 4) == [22, 22, 18, 18]
-    assert app.layer_tokens([record("prefill", 100, 25, layer=1)], 100, 3) == [25, 25, 25]
-    assert app.layer_tokens([], 7, 2) == [7, 7]
+    assert layer_tokens(records, 30, 4) == [22, 22, 18, 18]
+    assert layer_tokens([record("prefill", 100, 25, layer=1)], 100, 3) == [25, 25, 25]
+    assert layer_tokens([], 7, 2) == [7, 7]
 
 
 def test_overlay_darkens_exactly_the_dropped_patches():
     from PIL import Image
 
     image = Image.new("RGB", (40, 40), (200, 200, 200))
-    drawn = np.asarray(app.overlay(image, (2, 2), (0, 3), width=40)).astype(int)
+    drawn = np.asarray(vision.overlay(image, (2, 2), (0, 3), width=40)).astype(int)
     centres = {0: (10, 10), 1: (10, 30), 2: (30, 10), 3: (30, 30)}  # (y, x) of each patch of a 2x2 grid
     for index, (y, x) in centres.items():
         if index in (0, 3):
@@ -52,27 +54,30 @@ def test_overlay_darkens_exactly_the_dropped_patches():
         else:
             assert (drawn[y, x] < 100).all()
     with pytest.raises(ValueError, match="2-D patch grid"):
-        app.overlay(image, (2, 2, 2), (0,))
+        vision.overlay(image, (2, 2, 2), (0,))
 
 
 def test_overlay_keeps_the_grid_aspect_and_refuses_non_spatial_grids():
     from PIL import Image
 
     image = Image.new("RGB", (60, 30), (200, 200, 200))
-    assert app.overlay(image, (2, 4), (0,), width=80).size == (80, 40)
-    assert not app.spatial((1, 20)) and not app.spatial((2, 3, 3)) and app.spatial((3, 5))
+    assert vision.overlay(image, (2, 4), (0,), width=80).size == (80, 40)
+    assert not vision.spatial((1, 20)) and not vision.spatial((2, 3, 3)) and vision.spatial((3, 5))
     with pytest.raises(ValueError, match="2-D patch grid"):
-        app.overlay(image, (1, 20), (0,))
+        vision.overlay(image, (1, 20), (0,))
 
 
 def test_vision_takes_any_uploaded_image(demo):
     from PIL import Image
 
     upload = Image.new("RGBA", (120, 64), (10, 200, 30, 128))  # not square, with alpha
-    result = app.run_vision(demo.vlm, upload, "what color is at a1 ?", ["uniform"], 0.5, repeats=1)
-    assert app.processed_view(upload, demo.vlm.processor).size == (64, 64)  # the processor's center crop
+    result = vision.run_vision(demo.vlm, upload, "what color is at a1 ?", ["uniform"], 0.5, repeats=1)
+    assert vision.processed_view(upload, demo.vlm.processor).size == (64, 64)  # the processor's center crop
     assert [row["image tokens kept"] for row in result.rows] == ["all", f"{PATCHES // 2} / {PATCHES}"]
-    assert len(result.overlays) == 1 and result.overlays[0][0].size == (app.OVERLAY_SIZE, app.OVERLAY_SIZE)
+    assert len(result.overlays) == 1 and result.overlays[0][0].size == (
+        vision.OVERLAY_SIZE,
+        vision.OVERLAY_SIZE,
+    )
 
 
 def test_uploads_open_as_images_or_say_they_are_not(tmp_path):
@@ -88,17 +93,17 @@ def test_uploads_open_as_images_or_say_they_are_not(tmp_path):
     picture.save(buffer, format="PNG")
     data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     for value in (str(path), {"path": str(path), "orig_name": "scene.png"}, {"path": None, "url": data_url}):
-        opened = app.as_image(value)
+        opened = vision.as_image(value)
         assert opened.mode == "RGB" and opened.size == (20, 10) and opened.getpixel((0, 0)) == (1, 2, 3)
-    assert app.as_image(None) is None and app.as_image(picture) is picture
+    assert vision.as_image(None) is None and vision.as_image(picture) is picture
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(ValueError, match="'notes.png' is not an image"):
-        app.as_image({"path": str(tmp_path / "notes.png"), "orig_name": "notes.png"})
+        vision.as_image({"path": str(tmp_path / "notes.png"), "orig_name": "notes.png"})
 
 
 def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, scene):
     image, question, _ = scene
-    result = app.run_vision(demo.vlm, image, question, ["divprune", "fastv"], 0.25, repeats=1)
+    result = vision.run_vision(demo.vlm, image, question, ["divprune", "fastv"], 0.25, repeats=1)
     assert [row["pruner"] for row in result.rows] == ["unpruned", "divprune @ 0.25", "fastv @ 0.25"]
     unpruned, divprune, fastv = result.measurements
     length = unpruned.layer_tokens[0]
@@ -113,10 +118,10 @@ def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, s
     assert len(result.overlays) == 2
     from PIL import Image
 
-    view = app.processed_view(image, demo.vlm.processor).resize((app.OVERLAY_SIZE,) * 2, Image.NEAREST)
-    cell = app.OVERLAY_SIZE // SIDE
+    view = vision.processed_view(image, demo.vlm.processor).resize((vision.OVERLAY_SIZE,) * 2, Image.NEAREST)
+    cell = vision.OVERLAY_SIZE // SIDE
     for (picture, caption), measurement in zip(result.overlays, result.measurements[1:]):
-        kept = set(app.image_selections(measurement.records)[-1].kept_indices)
+        kept = set(vision.image_selections(measurement.records)[-1].kept_indices)
         assert len(kept) == PATCHES // 4 and caption.endswith(f"{PATCHES // 4} of {PATCHES} patches kept")
         drawn, original = np.asarray(picture).astype(int), np.asarray(view).astype(int)
         for index in range(PATCHES):
@@ -126,8 +131,8 @@ def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, s
 
 def test_multi_stage_pruners_report_kept_of_the_image_s_tokens(demo, scene):
     image, question, _ = scene
-    result = app.run_vision(demo.vlm, image, question, ["feather"], 0.25, repeats=1)
-    first, last = app.image_selections(result.measurements[1].records)  # Feather selects at two layers
+    result = vision.run_vision(demo.vlm, image, question, ["feather"], 0.25, repeats=1)
+    first, last = vision.image_selections(result.measurements[1].records)  # Feather selects at two layers
     assert first.tokens_before == PATCHES and last.tokens_before == first.tokens_after
     assert result.rows[1]["image tokens kept"] == f"{last.tokens_after} / {PATCHES}"
     assert set(last.kept_indices) <= set(first.kept_indices)  # original patch indices at every stage
@@ -136,7 +141,7 @@ def test_multi_stage_pruners_report_kept_of_the_image_s_tokens(demo, scene):
 
 def test_vision_answers_are_the_unpruned_model_s_at_full_budget(demo, scene):
     image, question, _ = scene
-    result = app.run_vision(
+    result = vision.run_vision(
         demo.vlm, image, question, ["divprune", "fastv"], 1.0, max_new_tokens=3, repeats=1
     )
     inputs = demo.vlm.processor(text=f"<image> {question}", images=image, return_tensors="pt")
@@ -161,12 +166,12 @@ def test_vision_answers_are_the_unpruned_model_s_at_full_budget(demo, scene):
 def test_vision_bad_input_is_a_clear_error(demo, scene, image, question, pruners, budget, message):
     image = scene[0] if image == "scene" else image
     with pytest.raises(ValueError, match=message):
-        app.run_vision(demo.vlm, image, question, pruners, budget, repeats=1)
+        vision.run_vision(demo.vlm, image, question, pruners, budget, repeats=1)
 
 
 def test_long_context_tokens_per_layer_come_from_the_selection_records(demo):
-    prompt, _ = app.retrieval_task(1000, 512)
-    result = app.run_long_context(
+    prompt, _ = long_context.retrieval_task(1000, 512)
+    result = long_context.run_long_context(
         demo.lm, prompt, ["lazyskip", "gemfilter"], 0.1, max_new_tokens=2, repeats=1
     )
     unpruned, lazy, gem = result.measurements
@@ -186,45 +191,47 @@ def test_long_context_tokens_per_layer_come_from_the_selection_records(demo):
     assert [row["tokens per layer"] for row in result.rows] == [
         " · ".join(map(str, m.layer_tokens)) for m in result.measurements
     ]
-    figure = app.layer_figure(result.measurements)
+    figure = long_context.layer_figure(result.measurements)
     bars = [[bar.get_height() for bar in container] for container in figure.axes[0].containers]
     assert bars == [m.layer_tokens for m in result.measurements]
 
 
 def test_long_context_at_full_budget_answers_like_the_unpruned_model(demo):
-    prompt, _ = app.retrieval_task(1001, 512)
-    result = app.run_long_context(demo.lm, prompt, ["gemfilter"], 1.0, max_new_tokens=2, repeats=1)
+    prompt, _ = long_context.retrieval_task(1001, 512)
+    result = long_context.run_long_context(demo.lm, prompt, ["gemfilter"], 1.0, max_new_tokens=2, repeats=1)
     assert result.rows[0]["answer"] == result.rows[1]["answer"]
 
 
 def test_long_context_gemfilter_selects_at_the_chosen_layer(demo):
-    prompt, _ = app.retrieval_task(1000, 512)
-    default = app.run_long_context(demo.lm, prompt, ["gemfilter"], 0.5, max_new_tokens=1, repeats=1)
-    chosen = app.run_long_context(
+    prompt, _ = long_context.retrieval_task(1000, 512)
+    default = long_context.run_long_context(demo.lm, prompt, ["gemfilter"], 0.5, max_new_tokens=1, repeats=1)
+    chosen = long_context.run_long_context(
         demo.lm, prompt, ["gemfilter"], 0.5, max_new_tokens=1, repeats=1, filter_layer=1
     )
     assert [r.layer for r in default.measurements[1].records] == [round(0.4 * demo.lm.depth)]
     assert [r.layer for r in chosen.measurements[1].records] == [1]
     with pytest.raises(ValueError, match="filter_layer must lie in"):
-        app.run_long_context(demo.lm, prompt, ["gemfilter"], 0.5, repeats=1, filter_layer=demo.lm.depth)
+        long_context.run_long_context(
+            demo.lm, prompt, ["gemfilter"], 0.5, repeats=1, filter_layer=demo.lm.depth
+        )
 
 
 def test_long_context_bad_input(demo):
     with pytest.raises(ValueError, match="Enter a prompt"):
-        app.run_long_context(demo.lm, " ", ["lazyskip"], 0.5)
+        long_context.run_long_context(demo.lm, " ", ["lazyskip"], 0.5)
     with pytest.raises(ValueError, match="at most 2048"):
-        app.run_long_context(demo.lm, " ".join(["k1 v1 ;"] * 800), ["lazyskip"], 0.5)
+        long_context.run_long_context(demo.lm, " ".join(["k1 v1 ;"] * 800), ["lazyskip"], 0.5)
     with pytest.raises(ValueError, match="Unknown pruner"):
-        app.run_long_context(demo.lm, "k1 v1 ; k2 v2 ; k3 v3 ; ? k1", ["divprune"], 0.5)
+        long_context.run_long_context(demo.lm, "k1 v1 ; k2 v2 ; k3 v3 ; ? k1", ["divprune"], 0.5)
 
 
 def test_rag_counts_blocks_and_extractive_answers():
     from tokenprune.context import HtmlPruner, clean_html
 
-    html = app.bundled_pages()["harbour-bridge-news"].read_text()
-    question = app.page_question(html)
+    html = rag.bundled_pages()["harbour-bridge-news"].read_text()
+    question = rag.page_question(html)
     assert question == "How much did the bridge restoration cost?"
-    result = app.run_rag(html, question, 150)
+    result = rag.run_rag(html, question, 150)
     reference = HtmlPruner(budget=150, output="markdown").prune(html, query=question)
     words = [row["words + punctuation"] for row in result.counts]
     counter = HtmlPruner(budget=150).counter
@@ -241,12 +248,12 @@ def test_rag_counts_blocks_and_extractive_answers():
 def test_rag_extractive_answers_are_the_scorer_s_best_blocks():
     from tokenprune.context import BM25Scorer
 
-    html = app.bundled_pages()["sourdough-howto"].read_text()
+    html = rag.bundled_pages()["sourdough-howto"].read_text()
     question = "Why is there a grey liquid on top of my starter?"
-    result = app.run_rag(html, question, 60)
+    result = rag.run_rag(html, question, 60)
     texts = [text for text, _ in result.blocks]
     relevance = BM25Scorer().relevance(question, texts)
-    long_enough = [i for i, text in enumerate(texts) if len(text.split()) >= app.MIN_ANSWER_WORDS]
+    long_enough = [i for i, text in enumerate(texts) if len(text.split()) >= rag.MIN_ANSWER_WORDS]
     best = max(long_enough, key=lambda i: relevance[i])
     kept = [i for i in long_enough if result.blocks[i][1] == "kept"]
     best_kept = max(kept, key=lambda i: relevance[i])
@@ -259,11 +266,11 @@ def test_rag_with_a_text_model_counts_its_tokens_and_answers_by_generation(demo)
 
     from tokenprune.context import HtmlPruner
 
-    html = app.bundled_pages()["harbour-bridge-news"].read_text()
+    html = rag.bundled_pages()["harbour-bridge-news"].read_text()
     short = copy.deepcopy(demo.lm.model)
     short.config.max_position_embeddings = 400  # the whole page does not fit, the pruned one does
-    lm = app.Loaded(short, demo.lm.tokenizer, "short-lm")
-    result = app.run_rag(html, "How much did the bridge restoration cost?", 150, lm=lm)
+    lm = models.Loaded(short, demo.lm.tokenizer, "short-lm")
+    result = rag.run_rag(html, "How much did the bridge restoration cost?", 150, lm=lm)
     tokens = [row["tokens"] for row in result.counts]
     counter = HtmlPruner(budget=150, tokenizer=lm.tokenizer).counter
     assert tokens[0] == counter(html) and tokens[2] <= 150
@@ -273,8 +280,8 @@ def test_rag_with_a_text_model_counts_its_tokens_and_answers_by_generation(demo)
 
 
 def test_rag_without_pruning_keeps_every_block():
-    html = app.bundled_pages()["tidal-energy-wiki"].read_text()
-    result = app.run_rag(html, app.page_question(html), 2000)
+    html = rag.bundled_pages()["tidal-energy-wiki"].read_text()
+    result = rag.run_rag(html, rag.page_question(html), 2000)
     assert all(label == "kept" for _, label in result.blocks)
     assert "18 seabed-mounted turbines" in result.pruned
     assert result.answers[0]["answer"] == result.answers[1]["answer"]
@@ -292,40 +299,40 @@ def test_rag_without_pruning_keeps_every_block():
 )
 def test_rag_bad_input(html, question, budget, message):
     with pytest.raises(ValueError, match=message):
-        app.run_rag(html, question, budget)
+        rag.run_rag(html, question, budget)
 
 
 def test_bundled_pages_are_small_and_each_suggests_a_question():
-    pages = app.bundled_pages()
+    pages = rag.bundled_pages()
     assert len(pages) >= 3
     assert sum(path.stat().st_size for path in pages.values()) < 300_000
     for path in pages.values():
-        assert app.page_question(path.read_text())
+        assert rag.page_question(path.read_text())
 
 
 def test_sweep_reports_every_pruner_and_budget(demo, tmp_path):
-    result = app.run_sweep(demo.vlm, "vision", ["uniform"], "0.25, 0.5", 3, tmp_path)
+    result = sweep.run_sweep(demo.vlm, "vision", ["uniform"], "0.25, 0.5", 3, tmp_path)
     assert [(p["pruner"], p["budget"]) for p in result.points] == [("uniform", 0.25), ("uniform", 0.5)]
     assert all(0.0 <= p["accuracy"] <= 1.0 and p["speedup"] > 0 for p in result.points)
     assert result.plot.is_file() and result.plot.parent == tmp_path
     assert "| uniform | 0.25 |" in result.table
-    lm = app.run_sweep(demo.lm, "long context", ["lazyskip", "gemfilter"], "0.5", 2, tmp_path)
+    lm = sweep.run_sweep(demo.lm, "long context", ["lazyskip", "gemfilter"], "0.5", 2, tmp_path)
     assert [(p["pruner"], p["budget"]) for p in lm.points] == [("lazyskip", 0.5), ("gemfilter", 0.5)]
     assert lm.plot.is_file() and "filter_layer=" in lm.table
     with pytest.raises(ValueError, match="fractions"):
-        app.run_sweep(demo.vlm, "vision", ["uniform"], "0.25,2", 3, tmp_path)
+        sweep.run_sweep(demo.vlm, "vision", ["uniform"], "0.25,2", 3, tmp_path)
     with pytest.raises(ValueError, match="Unknown pruner"):
-        app.run_sweep(demo.lm, "long context", ["uniform"], "0.5", 3, tmp_path)
+        sweep.run_sweep(demo.lm, "long context", ["uniform"], "0.5", 3, tmp_path)
 
 
 def test_loading_a_checkpoint_swaps_one_model_or_says_why_not(demo, tmp_path):
     with pytest.raises(ValueError, match="Could not load"):
-        app.load_checkpoint(str(tmp_path / "missing"))
+        models.load_checkpoint(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="Enter a checkpoint"):
-        app.load_checkpoint("  ")
+        models.load_checkpoint("  ")
     from tokenprune import zoo
 
-    fresh = app.Demo(demo.vlm, demo.lm)
+    fresh = models.Demo(demo.vlm, demo.lm)
     assert fresh.text_lm() is None  # the toy LM reads only its retrieval vocabulary
     message = fresh.load(str(zoo.path("toy-lm")))
     assert "language model" in message and fresh.lm is not demo.lm and fresh.vlm is demo.vlm
@@ -339,15 +346,15 @@ def test_failures_become_messages_not_traces():
 
     # outside a request gr.Warning is a Python warning; inside one, a toast in the page
     with pytest.warns(UserWarning, match="Enter a question"):
-        assert app._safely(broken, (None, None)) == (None, None, "**Error:** Enter a question.")
+        assert ui._safely(broken, (None, None)) == (None, None, "**Error:** Enter a question.")
     with pytest.warns(UserWarning, match="ZeroDivisionError"):
-        assert app._safely(lambda: 1 / 0, ())[-1] == "**Error:** ZeroDivisionError: division by zero"
+        assert ui._safely(lambda: 1 / 0, ())[-1] == "**Error:** ZeroDivisionError: division by zero"
 
 
 def test_build_app_does_not_launch(demo):
     import gradio as gr
 
-    assert isinstance(app.build_app(demo), gr.Blocks)
+    assert isinstance(ui.build_app(demo), gr.Blocks)
 
 
 def test_cli_demo_rejects_a_bad_port_before_loading_anything():
@@ -360,8 +367,16 @@ def test_cli_demo_rejects_a_bad_port_before_loading_anything():
 def test_pruners_are_the_harness_ones():
     from tokenprune.eval import harness
 
-    assert app.VISUAL_PRUNERS == ("divprune", "visionzip", "fopru", "fastv", "feather", "random", "uniform")
-    assert app.PROMPT_PRUNERS == ("lazyskip", "gemfilter")
+    assert checks.VISUAL_PRUNERS == (
+        "divprune",
+        "visionzip",
+        "fopru",
+        "fastv",
+        "feather",
+        "random",
+        "uniform",
+    )
+    assert checks.PROMPT_PRUNERS == ("lazyskip", "gemfilter")
     assert isinstance(harness.visual_pruner("fopru", 0.5, 4), tp.FoPru)
     assert isinstance(harness.visual_pruner("fastv", 0.5, 4), tp.FastV)
     assert isinstance(harness.prompt_pruner("lazyskip", 0.1, 4), tp.LazySkip)

@@ -1,0 +1,3 @@
+from tokenprune.demos.app import main
+
+raise SystemExit(main())

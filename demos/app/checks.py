@@ -1,0 +1,34 @@
+"""Checks of what a user enters, shared by the tabs: each raises ValueError with a message for the page."""
+
+from __future__ import annotations
+
+from tokenprune.eval import cli as eval_cli
+
+VISUAL_PRUNERS = tuple(eval_cli.VISUAL_PRUNERS.split(","))
+PROMPT_PRUNERS = tuple(eval_cli.PROMPT_PRUNERS.split(","))
+
+
+def check_budget(budget) -> float:
+    try:
+        budget = float(budget)
+    except (TypeError, ValueError):
+        raise ValueError(f"The budget must be a number, got {budget!r}.") from None
+    if not 0.0 < budget <= 1.0:
+        raise ValueError(f"The budget is the fraction of tokens kept, in (0, 1]; got {budget:g}.")
+    return budget
+
+
+def check_names(names, supported: tuple[str, ...]) -> list[str]:
+    names = list(names or [])
+    if not names:
+        raise ValueError(f"Pick at least one pruner ({', '.join(supported)}).")
+    unknown = [n for n in names if n not in supported]
+    if unknown:
+        raise ValueError(f"Unknown pruner(s) {unknown}; supported: {', '.join(supported)}.")
+    return names
+
+
+def check_question(question) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("Enter a question.")
+    return question.strip()
