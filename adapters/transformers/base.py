@@ -1,9 +1,12 @@
-"""What every transformers adapter shares: the pruner stages it accepts and hook bookkeeping."""
+"""What every transformers adapter shares: the pruner stages it accepts, hook bookkeeping, and the
+helpers its pruning steps use to drop tokens, record selections and follow a pruned prefill into
+decoding."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -12,6 +15,52 @@ from torch import nn
 from tokenprune.compose import Composed
 from tokenprune.pruners.base import VisualTokens
 from tokenprune.stats import PruneRecord, RunStats
+
+
+def drop_unselected(
+    keep: torch.Tensor, sample: int, candidates: torch.Tensor, selected: torch.Tensor
+) -> None:
+    """Clear in `keep` (B, L) the `candidates` positions of `sample` that a pruner did not select;
+    `selected` indexes `candidates`."""
+    dropped = torch.ones(len(candidates), dtype=torch.bool, device=keep.device)
+    dropped[selected] = False
+    keep[sample, candidates[dropped]] = False
+
+
+@dataclass(frozen=True)
+class SelectionLog:
+    """Appends a PruneRecord per selected group to `stats` for one pruner `stage` (and, for pruners
+    that score inside the language model, the decoder `layer` they selected before)."""
+
+    stats: RunStats
+    stage: str
+    method: str
+    layer: int | None = None
+
+    def add(
+        self,
+        sample: int,
+        group: int,
+        tokens_before: int,
+        kept: torch.Tensor,
+        grid: tuple[int, ...] | None,
+        seconds: float,
+    ) -> None:
+        """`kept`: the group's kept tokens as indices into its original token order."""
+        self.stats.records.append(
+            PruneRecord(
+                stage=self.stage,
+                method=self.method,
+                sample=sample,
+                group=group,
+                tokens_before=tokens_before,
+                tokens_after=len(kept),
+                kept_indices=tuple(kept.tolist()),
+                grid=grid,
+                seconds=seconds,
+                layer=self.layer,
+            )
+        )
 
 
 class Adapter:
@@ -57,24 +106,11 @@ class Adapter:
         started = time.perf_counter()
         selection = pruner.select(tokens)
         seconds = time.perf_counter() - started
-        dropped = torch.ones(len(positions), dtype=torch.bool, device=keep.device)
-        dropped[selection.indices] = False
-        keep[sample, positions[dropped]] = False
+        drop_unselected(keep, sample, positions, selection.indices)
         if selection.features is not None:
             embeds[sample, positions[selection.indices]] = selection.features.to(embeds.dtype)
-        self.stats.records.append(
-            PruneRecord(
-                stage="pre_llm",
-                method=pruner.name,
-                sample=sample,
-                group=group,
-                tokens_before=len(tokens),
-                tokens_after=len(selection.indices),
-                kept_indices=tuple(selection.indices.tolist()),
-                grid=grid,
-                seconds=seconds,
-            )
-        )
+        log = SelectionLog(self.stats, "pre_llm", pruner.name)
+        log.add(sample, group, len(tokens), selection.indices, grid, seconds)
         return selection.indices
 
     def remove(self) -> None:

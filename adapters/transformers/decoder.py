@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from tokenprune.adapters.transformers import compat
+from tokenprune.adapters.transformers.base import SelectionLog, drop_unselected
 from tokenprune.attention import attention_logits
 from tokenprune.pruners.base import LayerContext, LayerPruner
-from tokenprune.stats import PruneRecord, RunStats
+from tokenprune.stats import RunStats
 
 
 @dataclass
@@ -267,27 +268,13 @@ class LayerPruningEngine:
         seconds = time.perf_counter() - started
         batch, length = valid.shape
         keep = valid.clone()
-        for b, per_group in enumerate(groups.positions):
-            for positions, local in zip(per_group, kept_local[b]):
-                dropped = torch.ones(len(positions), dtype=torch.bool, device=keep.device)
-                dropped[local] = False
-                keep[b, positions[dropped]] = False
-        n_records = sum(len(g) for g in groups.positions)
+        log = SelectionLog(self.stats, "llm", self.pruner.name, layer)
+        seconds_per_group = seconds / max(sum(len(g) for g in groups.positions), 1)
         for b, per_group in enumerate(groups.positions):
             for g, (positions, local) in enumerate(zip(per_group, kept_local[b])):
-                self.stats.records.append(
-                    PruneRecord(
-                        stage="llm",
-                        method=self.pruner.name,
-                        sample=b,
-                        group=g,
-                        tokens_before=len(positions),
-                        tokens_after=len(local),
-                        kept_indices=tuple(groups.origins[b][g][local].tolist()),
-                        grid=groups.grids[b][g],
-                        seconds=seconds / max(n_records, 1),
-                        layer=layer,
-                    )
+                drop_unselected(keep, b, positions, local)
+                log.add(
+                    b, g, len(positions), groups.origins[b][g][local], groups.grids[b][g], seconds_per_group
                 )
         if bool((keep == valid).all()):
             return hidden  # nothing dropped: later layers run exactly as without pruning

@@ -14,11 +14,12 @@ import time
 import torch
 
 from tokenprune.adapters.transformers import compat
+from tokenprune.adapters.transformers.base import SelectionLog, drop_unselected
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.compose import Composed
 from tokenprune.pruners.prefill import PrefillPruner, PromptContext
-from tokenprune.stats import PruneRecord, RunStats
+from tokenprune.stats import RunStats
 
 
 class _FilterReached(Exception):
@@ -88,23 +89,13 @@ class PrefillSelectEngine:
         )
         inputs = {**kwargs, "input_ids": None, "inputs_embeds": embeds}
         started = time.perf_counter()
-        keep, candidates, kept = self._select(module, inputs, valid)
+        keep = self._select(module, inputs, valid)
         seconds = time.perf_counter() - started
+        log = SelectionLog(self.stats, "prefill", self.pruner.name, self.pruner.filter_layer)
         for b in range(batch):
             real = valid[b].nonzero().squeeze(1)
-            self.stats.records.append(
-                PruneRecord(
-                    stage="prefill",
-                    method=self.pruner.name,
-                    sample=b,
-                    group=0,
-                    tokens_before=len(real),
-                    tokens_after=len(real) - len(candidates[b]) + len(kept[b]),
-                    kept_indices=tuple(torch.searchsorted(real, keep[b].nonzero().squeeze(1)).tolist()),
-                    grid=None,
-                    seconds=seconds / batch,
-                    layer=self.pruner.filter_layer,
-                )
+            log.add(
+                b, 0, len(real), torch.searchsorted(real, keep[b].nonzero().squeeze(1)), None, seconds / batch
             )
         if bool((keep == valid).all()):
             return args, inputs  # nothing dropped: the forward runs exactly as without pruning
@@ -123,8 +114,8 @@ class PrefillSelectEngine:
         if self.prefill is not None and self.prefill.cache is None:
             self.prefill.cache = compat.cache_out(output)
 
-    def _select(self, module, inputs: dict, valid: torch.Tensor):
-        """keep (B, L) after selection, the candidate positions and the kept candidate indices per sample."""
+    def _select(self, module, inputs: dict, valid: torch.Tensor) -> torch.Tensor:
+        """keep (B, L): the valid positions the pruner's selection leaves."""
         layer = self.pruner.filter_layer
 
         def stop(_module, args, kwargs):
@@ -152,7 +143,5 @@ class PrefillSelectEngine:
             kept = self.pruner.select_prompt(PromptContext(rows, candidates, lengths))
         keep = valid.clone()
         for b, (positions, local) in enumerate(zip(candidates, kept)):
-            dropped = torch.ones(len(positions), dtype=torch.bool, device=keep.device)
-            dropped[local] = False
-            keep[b, positions[dropped]] = False
-        return keep, candidates, kept
+            drop_unselected(keep, b, positions, local)
+        return keep
