@@ -12,6 +12,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from tokenprune.adapters.transformers import compat
 from tokenprune.compose import Composed
 from tokenprune.pruners.base import VisualTokens
 from tokenprune.stats import PruneRecord, RunStats
@@ -61,6 +62,42 @@ class SelectionLog:
                 layer=self.layer,
             )
         )
+
+
+class PrefillTracker:
+    """A pruned prefill's decode-time state (`prefill`) and the KV cache that prefill filled.
+
+    A pruned prefill caches fewer tokens than the prompt has, so the decoding steps that read its
+    cache need masks and positions in the prefill's coordinates; every other forward runs as is."""
+
+    def __init__(self) -> None:
+        self.prefill = None
+        self.cache = None
+
+    def cached_tokens(self, kwargs: dict) -> int:
+        """Tokens already in the cache a forward reads; 0 makes it a prefill, which forgets the
+        tracked one after checking that its cache was not passed under a name compat does not read."""
+        past = compat.cached_length(kwargs)
+        if past == 0:
+            compat.check_cache_read(kwargs, self.cache)
+            self.prefill, self.cache = None, None
+        return past
+
+    def continues(self, kwargs: dict) -> bool:
+        """Whether a decoding step reads the tracked prefill's cache."""
+        return self.prefill is not None and compat.cache_in(kwargs) is self.cache
+
+    def decode_step(self, args: tuple, kwargs: dict, past: int) -> tuple[tuple, dict] | None:
+        """A pre-hook's result for a decoding step: the inputs with the tracked prefill's
+        `decode_kwargs` when the step continues it, else None (the forward runs unchanged)."""
+        if not self.continues(kwargs):
+            return None
+        return args, {**kwargs, **self.prefill.decode_kwargs(kwargs, past)}
+
+    def record_cache(self, output) -> None:
+        """In the post-hook of the forward that made the tracked prefill: keep the cache it filled."""
+        if self.prefill is not None and self.cache is None:
+            self.cache = compat.cache_out(output)
 
 
 class Adapter:

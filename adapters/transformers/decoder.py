@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.base import SelectionLog, drop_unselected
+from tokenprune.adapters.transformers.base import PrefillTracker, SelectionLog, drop_unselected
 from tokenprune.attention import attention_logits
 from tokenprune.pruners.base import LayerContext, LayerPruner
 from tokenprune.stats import RunStats
@@ -119,7 +119,6 @@ class Prefill:
     valid: torch.Tensor
     position_ids: torch.Tensor
     stages: list[Stage]
-    cache: object = None
 
 
 def _causal_mask(kv_valid: torch.Tensor, query_count: int) -> torch.Tensor:
@@ -163,9 +162,13 @@ class LayerPruningEngine:
         self.groups_for = groups_for
         self.prune_at = pruner.layers()
         self.reindex = pruner.positions == "reindex"
-        self.prefill: Prefill | None = None
+        self.prefill_tracker = PrefillTracker()
         self._step: dict = {}
         self.implementation = self._check_implementation()
+
+    @property
+    def prefill(self) -> Prefill | None:
+        return self.prefill_tracker.prefill
 
     def _check_implementation(self) -> str:
         return compat.check_mask_implementation(self.stack.layers[0].self_attn, self.pruner.name)
@@ -184,8 +187,7 @@ class LayerPruningEngine:
             embeds if embeds is not None else (kwargs.get("input_ids") if "input_ids" in kwargs else args[0])
         )
         batch, length = tokens.shape[:2]
-        cache = compat.cache_in(kwargs)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = self.prefill_tracker.cached_tokens(kwargs)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             raise ValueError("tokenprune needs a 2-D attention mask (batch, length); got a prepared 4-D mask")
@@ -194,7 +196,6 @@ class LayerPruningEngine:
             position_ids = (torch.arange(length, device=tokens.device) + past)[None]
         self._step = {"stage": None, "cache": {}}
         if past == 0:
-            compat.check_cache_read(kwargs, self.prefill.cache if self.prefill is not None else None)
             self.implementation = self._check_implementation()  # the model may have been switched since
             valid = (
                 mask.bool()
@@ -202,14 +203,13 @@ class LayerPruningEngine:
                 else torch.ones(batch, length, dtype=torch.bool, device=tokens.device)
             )
             groups = self.groups_for(valid)
-            self.prefill = None
             if groups is not None and any(len(g) for g in groups.positions):
                 # M-RoPE ids carry leading dims (3, B, L)
                 full = position_ids.expand(*position_ids.shape[:-2], batch, length)
-                self.prefill = Prefill(length, valid, full, [])
+                self.prefill_tracker.prefill = Prefill(length, valid, full, [])
                 self._step.update(mode="prefill", groups=groups, valid=valid)
             return None
-        if self.prefill is None or cache is not self.prefill.cache:
+        if not self.prefill_tracker.continues(kwargs):
             return None
         generated = past + length - self.prefill.length
         new_valid = (
@@ -221,8 +221,8 @@ class LayerPruningEngine:
         return None
 
     def _after_model(self, module, args, kwargs, output):
-        if self.prefill is not None and self._step.get("mode") == "prefill":
-            self.prefill.cache = compat.cache_out(output)
+        if self._step.get("mode") == "prefill":
+            self.prefill_tracker.record_cache(output)
         self._step = {}
 
     # -- decoder layers ----------------------------------------------------------------------
@@ -364,7 +364,7 @@ class LayerPruningEngine:
     def _check_cached_length(self, layer: int, stage: Stage) -> None:
         """Raise before a decoding step attends over a cache that does not hold what this layer kept."""
         expected = stage.valid.shape[1] + self._step["new_valid"].shape[1] - self._step["query_count"]
-        actual = self.prefill.cache.get_seq_length(layer)
+        actual = self.prefill_tracker.cache.get_seq_length(layer)
         if actual != expected:
             raise compat.bookkeeping_error(
                 f"decoder layer {layer} caches {actual} tokens where {self.pruner.name} kept {expected}"

@@ -6,11 +6,10 @@ import math
 
 import torch
 
-from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.base import Adapter
+from tokenprune.adapters.transformers.base import Adapter, PrefillTracker
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
-from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
+from tokenprune.adapters.transformers.sequence import pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
 from tokenprune.pruners.base import VisualTokens
 
@@ -43,7 +42,7 @@ class LlavaAdapter(Adapter):
         # "prefill" stage (GemFilter): select-then-prefill on the language model's input
         self.select = prefill_engine(DecoderStack(self.llava.language_model), pruner, stats)
         self._groups: TokenGroups | None = None
-        self._prefill: PackedPrefill | None = None
+        self.prefill_tracker = PrefillTracker()
 
     def install(self) -> None:
         self.hook_before(self.llava, self._before_forward)
@@ -75,14 +74,10 @@ class LlavaAdapter(Adapter):
     # -- hooks ---------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = compat.cache_in(kwargs)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = self.prefill_tracker.cached_tokens(kwargs)
         if past > 0:
-            if self._prefill is not None and cache is self._prefill.cache:
-                return args, {**kwargs, **self._prefill.decode_kwargs(kwargs, past)}
-            return None
-        compat.check_cache_read(kwargs, self._prefill.cache if self._prefill is not None else None)
-        self._prefill, self._groups = None, None
+            return self.prefill_tracker.decode_step(args, kwargs, past)
+        self._groups = None
         features = self._image_features(module, kwargs)
         if features is None:
             return None
@@ -101,8 +96,7 @@ class LlavaAdapter(Adapter):
         return self._prune_before_llm(module, kwargs, input_ids, runs, features)
 
     def _after_forward(self, module, args, kwargs, output):
-        if self._prefill is not None and self._prefill.cache is None:
-            self._prefill.cache = compat.cache_out(output)
+        self.prefill_tracker.record_cache(output)
 
     # -- pre-LLM selection -------------------------------------------------------------------
     def _image_runs(self, input_ids: torch.Tensor, n_images: int) -> list[list[torch.Tensor]]:
@@ -181,7 +175,7 @@ class LlavaAdapter(Adapter):
                 image += 1
             kept_origins.append(origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)
-        self._prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
+        self.prefill_tracker.prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
         if self.engine is not None:
             slot_of = packed.slots(input_ids.shape[1])
             self._groups = TokenGroups(

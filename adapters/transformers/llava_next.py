@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.base import Adapter
+from tokenprune.adapters.transformers.base import Adapter, PrefillTracker
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
-from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
+from tokenprune.adapters.transformers.sequence import pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index
 from tokenprune.attention import mean_attention_received
 from tokenprune.pruners.views import ViewTokens
@@ -136,7 +136,7 @@ class AnyresAdapter(Adapter):
             else None
         )
         self._groups: TokenGroups | None = None
-        self._prefill: PackedPrefill | None = None
+        self.prefill_tracker = PrefillTracker()
         self._captures: list[dict] = []
 
     def install(self) -> None:
@@ -188,14 +188,10 @@ class AnyresAdapter(Adapter):
     # -- hooks ---------------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = compat.cache_in(kwargs)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = self.prefill_tracker.cached_tokens(kwargs)
         if past > 0:
-            if self._prefill is not None and cache is self._prefill.cache:
-                return args, {**kwargs, **self._prefill.decode_kwargs(kwargs, past)}
-            return None
-        compat.check_cache_read(kwargs, self._prefill.cache if self._prefill is not None else None)
-        self._prefill, self._groups = None, None
+            return self.prefill_tracker.decode_step(args, kwargs, past)
+        self._groups = None
         encoded = self._encode(module, kwargs)
         captures, self._captures = self._captures, []
         if not encoded:
@@ -219,8 +215,7 @@ class AnyresAdapter(Adapter):
         return self._prune_before_llm(module, kwargs, input_ids, media, placed, cleared)
 
     def _after_forward(self, module, args, kwargs, output):
-        if self._prefill is not None and self._prefill.cache is None:
-            self._prefill.cache = compat.cache_out(output)
+        self.prefill_tracker.record_cache(output)
 
     # -- encoding and layout -----------------------------------------------------------------------
     def _encode(self, module, kwargs) -> dict:
@@ -402,7 +397,7 @@ class AnyresAdapter(Adapter):
             kept_positions.append(sample_positions)
             kept_origins.append(sample_origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)
-        self._prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
+        self.prefill_tracker.prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
         if self.engine is not None:
             slot_of = packed.slots(input_ids.shape[1])
             self._groups = TokenGroups(

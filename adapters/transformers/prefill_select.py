@@ -14,9 +14,9 @@ import time
 import torch
 
 from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.base import SelectionLog, drop_unselected
+from tokenprune.adapters.transformers.base import PrefillTracker, SelectionLog, drop_unselected
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
-from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
+from tokenprune.adapters.transformers.sequence import pack
 from tokenprune.compose import Composed
 from tokenprune.pruners.prefill import PrefillPruner, PromptContext
 from tokenprune.stats import RunStats
@@ -55,7 +55,7 @@ class PrefillSelectEngine:
         self.pruner = pruner
         self.stats = stats
         self.reindex = pruner.positions == "reindex"
-        self.prefill: PackedPrefill | None = None
+        self.prefill_tracker = PrefillTracker()
         self._filtering = False
 
     def install(self, adapter) -> None:
@@ -67,14 +67,9 @@ class PrefillSelectEngine:
             return None
         if args:
             raise ValueError("tokenprune needs the text model's inputs as keyword arguments")
-        cache = compat.cache_in(kwargs)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = self.prefill_tracker.cached_tokens(kwargs)
         if past > 0:
-            if self.prefill is not None and cache is self.prefill.cache:
-                return args, {**kwargs, **self.prefill.decode_kwargs(kwargs, past)}
-            return None
-        compat.check_cache_read(kwargs, self.prefill.cache if self.prefill is not None else None)
-        self.prefill = None
+            return self.prefill_tracker.decode_step(args, kwargs, past)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             raise ValueError("tokenprune needs a 2-D attention mask (batch, length); got a prepared 4-D mask")
@@ -100,7 +95,7 @@ class PrefillSelectEngine:
         if bool((keep == valid).all()):
             return args, inputs  # nothing dropped: the forward runs exactly as without pruning
         packed = pack(embeds, keep, mask, kwargs.get("position_ids"), self.reindex)
-        self.prefill = packed.prefill_state(length, self.reindex)
+        self.prefill_tracker.prefill = packed.prefill_state(length, self.reindex)
         return args, {
             **inputs,
             "inputs_embeds": packed.embeds,
@@ -111,8 +106,7 @@ class PrefillSelectEngine:
     def _after_model(self, module, args, kwargs, output):
         if self._filtering:
             return
-        if self.prefill is not None and self.prefill.cache is None:
-            self.prefill.cache = compat.cache_out(output)
+        self.prefill_tracker.record_cache(output)
 
     def _select(self, module, inputs: dict, valid: torch.Tensor) -> torch.Tensor:
         """keep (B, L): the valid positions the pruner's selection leaves."""

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.base import Adapter
+from tokenprune.adapters.transformers.base import Adapter, PrefillTracker
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.attention import mean_attention_received
@@ -121,6 +120,24 @@ class QwenPrefill:
     packed: PackedPrefill
     rope_deltas: torch.Tensor  # (B, 1) of the unpruned prompt
 
+    def decode_kwargs(self, kwargs: dict, past: int) -> dict:
+        """Positions of decoding steps in the coordinates the pruned prefill used."""
+        packed = self.packed
+        update = {}
+        if kwargs.get("attention_mask") is not None:
+            update["attention_mask"] = packed.decode_kwargs(kwargs, past)["attention_mask"]
+        position_ids = kwargs.get("position_ids")
+        if position_ids is None:  # the model's own rule on unpruned coordinates: arange + rope_deltas
+            tokens = next(kwargs[k] for k in ("input_ids", "inputs_embeds") if kwargs.get(k) is not None)
+            start = past + packed.length - packed.packed_length
+            text = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+            position_ids = (text[None] + self.rope_deltas).expand(3, -1, -1)
+        if packed.reindex:  # unpruned M-RoPE position -> count of kept tokens before it
+            shift = self.rope_deltas + packed.dropped[:, None]
+            position_ids = position_ids - shift.to(position_ids.device)
+        update["position_ids"] = position_ids
+        return update
+
 
 class QwenVLAdapter(Adapter):
     supported_stages = ("pre_llm", "llm")
@@ -150,7 +167,7 @@ class QwenVLAdapter(Adapter):
         )
         self._scores_needed = self.pre is not None and bool(self.pre.needs & {"attention", "keys"})
         self._groups: TokenGroups | None = None
-        self._prefill: QwenPrefill | None = None
+        self.prefill_tracker = PrefillTracker()
         self._tower_run: Encoded | None = None
         self._encoded: list[Encoded] = []
 
@@ -210,19 +227,16 @@ class QwenVLAdapter(Adapter):
     # -- hooks ---------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = compat.cache_in(kwargs)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = self.prefill_tracker.cached_tokens(kwargs)
         position_ids = kwargs.get("position_ids")
         if position_ids is not None and position_ids.dim() == 3 and position_ids.shape[0] == 4:
             # generate() prepends 1-D text positions (only used to detect packed sequences): drop them
             position_ids = position_ids[1:]
             kwargs = {**kwargs, "position_ids": position_ids}
         if past > 0:
-            if self._prefill is not None and cache is self._prefill.packed.cache:
-                return args, {**kwargs, **self._decode_kwargs(kwargs, past)}
-            return args, kwargs
-        compat.check_cache_read(kwargs, self._prefill.packed.cache if self._prefill is not None else None)
-        self._prefill, self._groups = None, None
+            # a step that does not continue the pruned prefill still needs the trimmed position_ids
+            return self.prefill_tracker.decode_step(args, kwargs, past) or (args, kwargs)
+        self._groups = None
         precomputed = kwargs.get("mm_encoder_outputs") or {}
         grids = {
             kind: self._grid(kwargs, kind, precomputed.get(kind))
@@ -267,26 +281,7 @@ class QwenVLAdapter(Adapter):
         return encoded.grid_thw
 
     def _after_forward(self, module, args, kwargs, output):
-        if self._prefill is not None and self._prefill.packed.cache is None:
-            self._prefill.packed.cache = compat.cache_out(output)
-
-    def _decode_kwargs(self, kwargs: dict, past: int) -> dict:
-        """Positions of decoding steps in the coordinates the pruned prefill used."""
-        packed = self._prefill.packed
-        update = {}
-        if kwargs.get("attention_mask") is not None:
-            update["attention_mask"] = packed.decode_kwargs(kwargs, past)["attention_mask"]
-        position_ids = kwargs.get("position_ids")
-        if position_ids is None:  # the model's own rule on unpruned coordinates: arange + rope_deltas
-            tokens = next(kwargs[k] for k in ("input_ids", "inputs_embeds") if kwargs.get(k) is not None)
-            start = past + packed.length - packed.packed_length
-            text = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-            position_ids = (text[None] + self._prefill.rope_deltas).expand(3, -1, -1)
-        if self.reindex:  # unpruned M-RoPE position -> count of kept tokens before it
-            shift = self._prefill.rope_deltas + packed.dropped[:, None]
-            position_ids = position_ids - shift.to(position_ids.device)
-        update["position_ids"] = position_ids
-        return update
+        self.prefill_tracker.record_cache(output)
 
     # -- pre-LLM selection -----------------------------------------------------------------------
     def _visual_tokens(self, kind: str, output) -> tuple[list, list, list]:
@@ -334,7 +329,7 @@ class QwenVLAdapter(Adapter):
             kept_origins.append(origins)
         packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)
         prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
-        self._prefill = QwenPrefill(prefill, rope_deltas)
+        self.prefill_tracker.prefill = QwenPrefill(prefill, rope_deltas)
         # rope_deltas maps unpruned text positions to the positions the model now uses
         module.rope_deltas = -packed.dropped[:, None] if self.reindex else rope_deltas
         self.after_pack(input_ids, packed)

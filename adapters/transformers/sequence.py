@@ -90,7 +90,6 @@ class PackedPrefill:
     mask: torch.Tensor | None
     dropped: torch.Tensor
     reindex: bool
-    cache: object = None
 
     def decode_kwargs(self, kwargs: dict, past: int) -> dict:
         """Mask and position ids for a decoding step whose model inputs were built for the full prompt."""
