@@ -55,8 +55,4 @@ class CausalLMAdapter(Adapter):
 
     def _groups_for(self, valid: torch.Tensor) -> TokenGroups:
         prompts = [valid[b].nonzero().squeeze(1)[:-1] for b in range(valid.shape[0])]
-        return TokenGroups(
-            [[p] for p in prompts],
-            [[torch.arange(len(p), device=p.device)] for p in prompts],
-            [[None] for _ in prompts],
-        )
+        return TokenGroups.whole([[p] for p in prompts], [[None] for _ in prompts])

@@ -31,6 +31,14 @@ class TokenGroups:
     origins: list[list[torch.Tensor]]
     grids: list[list[tuple[int, ...] | None]]
 
+    @classmethod
+    def whole(
+        cls, positions: list[list[torch.Tensor]], grids: list[list[tuple[int, ...] | None]]
+    ) -> TokenGroups:
+        """Groups none of whose tokens were pruned yet: origins count 0.. along the positions."""
+        origins = [[torch.arange(len(p), device=p.device) for p in per] for per in positions]
+        return cls(positions, origins, grids)
+
 
 class DecoderStack:
     """The parts of a Llama-style text model that pruning needs. Families with other rotary

@@ -6,20 +6,19 @@ import math
 
 import torch
 
-from tokenprune.adapters.transformers.base import Adapter, PrefillTracker
-from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
+from tokenprune.adapters.transformers.decoder import DecoderStack, TokenGroups
+from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
 from tokenprune.adapters.transformers.sequence import pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
 from tokenprune.pruners.base import VisualTokens
 
 
-class LlavaAdapter(Adapter):
+class LlavaAdapter(MultimodalAdapter):
     supported_stages = ("pre_llm", "prefill", "llm")
 
     def __init__(self, model, pruner, stats) -> None:
         super().__init__(model, pruner, stats)
-        self.llava = model.model
         config = model.config
         if config.vision_feature_select_strategy != "default":
             raise ValueError(
@@ -31,53 +30,30 @@ class LlavaAdapter(Adapter):
         self.grid = (side, side)
         self.tokens_per_image = math.prod(self.grid)
         self.image_token_id = config.image_token_id
-        self.pre = pruner.at("pre_llm")
-        self.reindex = pruner.positions == "reindex"
-        inner = pruner.at("llm")
-        self.engine = (
-            LayerPruningEngine(DecoderStack(self.llava.language_model), inner, stats, self._groups_for)
-            if inner is not None
-            else None
-        )
         # "prefill" stage (GemFilter): select-then-prefill on the language model's input
-        self.select = prefill_engine(DecoderStack(self.llava.language_model), pruner, stats)
-        self._groups: TokenGroups | None = None
-        self.prefill_tracker = PrefillTracker()
+        self.select = prefill_engine(DecoderStack(self.text_model), pruner, stats)
 
     def install(self) -> None:
-        self.hook_before(self.llava, self._before_forward)
-        self.hook_after(self.llava, self._after_forward)
-        if self.pre is not None and self.pre.needs:
-            self._install_vision_capture()
+        super().install()
         if self.select is not None:
             self.select.install(self)
-        if self.engine is not None:
-            self.engine.install(self)
 
     def _install_vision_capture(self) -> None:
         """Vision-side inputs a pruner needs are captured whenever the tower runs: inside this
         adapter's own encoding, and when generate() encodes images before prefill."""
         self._vision: dict = {}
         if self.pre.needs & {"attention", "keys"}:
-            tower = self.llava.vision_tower
+            tower = self.vlm.vision_tower
             layers = getattr(tower, "vision_model", tower).encoder.layers  # older releases nest it
             layer = layers[feature_layer_index(self.model.config.vision_feature_layer, len(layers))]
             self.hook_before(layer, cls_attention_hook(self._vision))
-        self.hook_after(self.llava.multi_modal_projector, self._capture_projection)
+        self.hook_after(self.vlm.multi_modal_projector, self._capture_projection)
 
     def _capture_projection(self, module, args, kwargs, output):
         self._vision["pre_projection"], self._vision["projected"] = args[0], output
 
-    def _groups_for(self, valid: torch.Tensor) -> TokenGroups | None:
-        return self._groups
-
     # -- hooks ---------------------------------------------------------------------------
-    def _before_forward(self, module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        past = self.prefill_tracker.cached_tokens(kwargs)
-        if past > 0:
-            return self.prefill_tracker.decode_step(args, kwargs, past)
-        self._groups = None
+    def _before_prefill(self, module, args, kwargs, input_ids):
         features = self._image_features(module, kwargs)
         if features is None:
             return None
@@ -87,16 +63,9 @@ class LlavaAdapter(Adapter):
             )
         runs = self._image_runs(input_ids, len(features))
         if self.pre is None:
-            self._groups = TokenGroups(
-                runs,
-                [[torch.arange(len(r), device=r.device) for r in per] for per in runs],
-                [[self.grid] * len(per) for per in runs],
-            )
+            self._groups = TokenGroups.whole(runs, [[self.grid] * len(per) for per in runs])
             return None
         return self._prune_before_llm(module, kwargs, input_ids, runs, features)
-
-    def _after_forward(self, module, args, kwargs, output):
-        self.prefill_tracker.record_cache(output)
 
     # -- pre-LLM selection -------------------------------------------------------------------
     def _image_runs(self, input_ids: torch.Tensor, n_images: int) -> list[list[torch.Tensor]]:
@@ -175,21 +144,11 @@ class LlavaAdapter(Adapter):
                 image += 1
             kept_origins.append(origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)
-        self.prefill_tracker.prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
-        if self.engine is not None:
-            slot_of = packed.slots(input_ids.shape[1])
-            self._groups = TokenGroups(
-                [[slot_of[b, p[o]] for p, o in zip(runs[b], kept_origins[b])] for b in range(len(runs))],
-                kept_origins,
-                [[self.grid] * len(per) for per in runs],
-            )
-        new_kwargs = {
-            **kwargs,
-            "input_ids": None,
-            "pixel_values": None,
-            "mm_encoder_outputs": None,
-            "inputs_embeds": packed.embeds,
-            "attention_mask": packed.mask,
-            "position_ids": packed.position_ids,
-        }
-        return (), new_kwargs
+        length = input_ids.shape[1]
+        kept_positions = [[p[o] for p, o in zip(per, origins)] for per, origins in zip(runs, kept_origins)]
+        self._set_engine_groups(
+            packed, length, kept_positions, kept_origins, [[self.grid] * len(r) for r in runs]
+        )
+        return self._packed_forward(
+            kwargs, packed, packed.prefill_state(length, self.reindex), {"pixel_values": None}
+        )

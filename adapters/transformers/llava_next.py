@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.base import Adapter, PrefillTracker
-from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
+from tokenprune.adapters.transformers.decoder import TokenGroups
+from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.sequence import pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index
 from tokenprune.attention import mean_attention_received
@@ -106,7 +106,7 @@ def _unchannel(aux: dict) -> dict:
     return {name: value[:, 0] if name == "attention" else value for name, value in aux.items()}
 
 
-class AnyresAdapter(Adapter):
+class AnyresAdapter(MultimodalAdapter):
     """Shared by LLaVA-NeXT and LLaVA-OneVision: encoding and selection in a forward pre-hook on the
     multimodal model (which then receives `inputs_embeds`, or the encodings as `mm_encoder_outputs`),
     in-LLM selection through the LayerPruningEngine on the text model."""
@@ -116,7 +116,6 @@ class AnyresAdapter(Adapter):
 
     def __init__(self, model, pruner, stats) -> None:
         super().__init__(model, pruner, stats)
-        self.vlm = model.model
         config = model.config
         strategy = config.vision_feature_select_strategy
         if strategy not in ("default", "full"):
@@ -125,27 +124,7 @@ class AnyresAdapter(Adapter):
         # token (SigLIP has no [CLS]): score by mean attention received.
         self.has_cls = strategy == "default"
         self.side = config.vision_config.image_size // config.vision_config.patch_size
-        self.pre = pruner.at("pre_llm")
-        self.reindex = pruner.positions == "reindex"
-        inner = pruner.at("llm")
-        self.engine = (
-            LayerPruningEngine(
-                DecoderStack(self.vlm.language_model), inner, stats, lambda valid: self._groups
-            )
-            if inner is not None
-            else None
-        )
-        self._groups: TokenGroups | None = None
-        self.prefill_tracker = PrefillTracker()
         self._captures: list[dict] = []
-
-    def install(self) -> None:
-        self.hook_before(self.vlm, self._before_forward)
-        self.hook_after(self.vlm, self._after_forward)
-        if self.pre is not None and self.pre.needs:
-            self._install_vision_capture()
-        if self.engine is not None:
-            self.engine.install(self)
 
     def _install_vision_capture(self) -> None:
         """Each run of the tower (here, or in generate()'s encoding before prefill) records the
@@ -186,12 +165,7 @@ class AnyresAdapter(Adapter):
         return kept
 
     # -- hooks ---------------------------------------------------------------------------------------
-    def _before_forward(self, module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        past = self.prefill_tracker.cached_tokens(kwargs)
-        if past > 0:
-            return self.prefill_tracker.decode_step(args, kwargs, past)
-        self._groups = None
+    def _before_prefill(self, module, args, kwargs, input_ids):
         encoded = self._encode(module, kwargs)
         captures, self._captures = self._captures, []
         if not encoded:
@@ -202,9 +176,8 @@ class AnyresAdapter(Adapter):
         placed = self._place(input_ids, media)
         cleared = {"pixel_values": None, **({self.video_input: None} if self.video_input else {})}
         if self.pre is None:
-            self._groups = TokenGroups(
+            self._groups = TokenGroups.whole(
                 [[positions[~media[i].newline] for i, positions in per] for per in placed],
-                [[torch.arange(media[i].count, device=input_ids.device) for i, _ in per] for per in placed],
                 [[media[i].grid for i, _ in per] for per in placed],
             )
             if compat.takes_encoder_outputs(module):
@@ -213,9 +186,6 @@ class AnyresAdapter(Adapter):
             embeds = self._embeds(module, input_ids, media)
             return (), {**kwargs, **cleared, "input_ids": None, "inputs_embeds": embeds}
         return self._prune_before_llm(module, kwargs, input_ids, media, placed, cleared)
-
-    def _after_forward(self, module, args, kwargs, output):
-        self.prefill_tracker.record_cache(output)
 
     # -- encoding and layout -----------------------------------------------------------------------
     def _encode(self, module, kwargs) -> dict:
@@ -397,24 +367,10 @@ class AnyresAdapter(Adapter):
             kept_positions.append(sample_positions)
             kept_origins.append(sample_origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)
-        self.prefill_tracker.prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
-        if self.engine is not None:
-            slot_of = packed.slots(input_ids.shape[1])
-            self._groups = TokenGroups(
-                [[slot_of[b, p] for p in per] for b, per in enumerate(kept_positions)],
-                kept_origins,
-                [[media[i].grid for i, _ in per] for per in placed],
-            )
-        new_kwargs = {
-            **kwargs,
-            **cleared,
-            "mm_encoder_outputs": None,
-            "input_ids": None,
-            "inputs_embeds": packed.embeds,
-            "attention_mask": packed.mask,
-            "position_ids": packed.position_ids,
-        }
-        return (), new_kwargs
+        length = input_ids.shape[1]
+        grids = [[media[i].grid for i, _ in per] for per in placed]
+        self._set_engine_groups(packed, length, kept_positions, kept_origins, grids)
+        return self._packed_forward(kwargs, packed, packed.prefill_state(length, self.reindex), cleared)
 
 
 class LlavaNextAdapter(AnyresAdapter):

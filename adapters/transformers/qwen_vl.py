@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tokenprune.adapters.transformers.base import Adapter, PrefillTracker
-from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
+from tokenprune.adapters.transformers.decoder import TokenGroups
+from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.attention import mean_attention_received
 from tokenprune.pruners.base import VisualTokens
@@ -139,19 +139,16 @@ class QwenPrefill:
         return update
 
 
-class QwenVLAdapter(Adapter):
+class QwenVLAdapter(MultimodalAdapter):
     supported_stages = ("pre_llm", "llm")
     #: vision-tower runs remembered until a prefill consumes them (generate() encodes before the prefill)
     max_encoded = 4
 
     def __init__(self, model, pruner, stats) -> None:
         super().__init__(model, pruner, stats)
-        self.vlm = model.model
         config = model.config
         self.merge = config.vision_config.spatial_merge_size
         self.token_ids = {"image": config.image_token_id, "video": config.video_token_id}
-        self.pre = pruner.at("pre_llm")
-        self.reindex = pruner.positions == "reindex"
         inner = pruner.at("llm")
         if inner is not None and self.reindex and self.pre is None:
             raise ValueError(
@@ -159,31 +156,19 @@ class QwenVLAdapter(Adapter):
                 "(layers before the pruning layer run on 3-D positions that cannot be renumbered); "
                 "use positions='keep', or compose a pre-LLM pruner with positions='reindex'"
             )
-        self.text_model = self.vlm.language_model
-        self.engine = (
-            LayerPruningEngine(DecoderStack(self.text_model), inner, stats, self._groups_for)
-            if inner is not None
-            else None
-        )
         self._scores_needed = self.pre is not None and bool(self.pre.needs & {"attention", "keys"})
-        self._groups: TokenGroups | None = None
-        self.prefill_tracker = PrefillTracker()
         self._tower_run: Encoded | None = None
         self._encoded: list[Encoded] = []
 
     def install(self) -> None:
-        tower = self.vlm.visual
-        self.hook_before(tower, self._before_tower)
-        self.hook_after(tower, self._after_tower)
-        if self._scores_needed:
-            self.hook_before(tower.blocks[self.attention_block()], self._score_block)
-        self.hook_before(self.vlm, self._before_forward)
-        self.hook_after(self.vlm, self._after_forward)
-        if self.engine is not None:
-            self.engine.install(self)
+        # the tower's grid_thw is recorded on every run: generate() may pass only its encodings on
+        self.hook_before(self.vlm.visual, self._before_tower)
+        self.hook_after(self.vlm.visual, self._after_tower)
+        super().install()
 
-    def _groups_for(self, valid: torch.Tensor) -> TokenGroups | None:
-        return self._groups
+    def _install_vision_capture(self) -> None:
+        if self._scores_needed:
+            self.hook_before(self.vlm.visual.blocks[self.attention_block()], self._score_block)
 
     # -- family specifics ----------------------------------------------------------------------
     def attention_block(self) -> int:
@@ -226,17 +211,15 @@ class QwenVLAdapter(Adapter):
 
     # -- hooks ---------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        past = self.prefill_tracker.cached_tokens(kwargs)
         position_ids = kwargs.get("position_ids")
         if position_ids is not None and position_ids.dim() == 3 and position_ids.shape[0] == 4:
             # generate() prepends 1-D text positions (only used to detect packed sequences): drop them
-            position_ids = position_ids[1:]
-            kwargs = {**kwargs, "position_ids": position_ids}
-        if past > 0:
-            # a step that does not continue the pruned prefill still needs the trimmed position_ids
-            return self.prefill_tracker.decode_step(args, kwargs, past) or (args, kwargs)
-        self._groups = None
+            kwargs = {**kwargs, "position_ids": position_ids[1:]}
+        # a forward left to the model still needs the trimmed position_ids
+        return super()._before_forward(module, args, kwargs) or (args, kwargs)
+
+    def _before_prefill(self, module, args, kwargs, input_ids):
+        position_ids = kwargs.get("position_ids")
         precomputed = kwargs.get("mm_encoder_outputs") or {}
         grids = {
             kind: self._grid(kwargs, kind, precomputed.get(kind))
@@ -252,10 +235,8 @@ class QwenVLAdapter(Adapter):
         groups = visual_groups(input_ids, {k: self.token_ids[k] for k in grids}, grids, self.merge)
         if self.pre is None:
             self._encoded.clear()
-            self._groups = TokenGroups(
-                [[g.positions for g in per] for per in groups],
-                [[torch.arange(len(g.positions), device=input_ids.device) for g in per] for per in groups],
-                [[g.grid for g in per] for per in groups],
+            self._groups = TokenGroups.whole(
+                [[g.positions for g in per] for per in groups], [[g.grid for g in per] for per in groups]
             )
             return args, kwargs
         outputs = {
@@ -264,9 +245,9 @@ class QwenVLAdapter(Adapter):
             for kind, pixel_key, _, getter, _ in KINDS
             if kind in grids
         }
-        new_kwargs = self._prune_before_llm(module, kwargs, input_ids, groups, grids, outputs, position_ids)
+        pruned = self._prune_before_llm(module, kwargs, input_ids, groups, grids, outputs, position_ids)
         self._encoded.clear()
-        return (), new_kwargs
+        return pruned
 
     def _grid(self, kwargs: dict, kind: str, precomputed) -> torch.Tensor:
         """grid_thw of one kind: as given, or as the tower saw it when generate() pre-encoded it."""
@@ -279,9 +260,6 @@ class QwenVLAdapter(Adapter):
                 f"tokenprune needs {grid_key} with the {kind}s (or {kind}s encoded while the pruner is applied)"
             )
         return encoded.grid_thw
-
-    def _after_forward(self, module, args, kwargs, output):
-        self.prefill_tracker.record_cache(output)
 
     # -- pre-LLM selection -----------------------------------------------------------------------
     def _visual_tokens(self, kind: str, output) -> tuple[list, list, list]:
@@ -328,31 +306,20 @@ class QwenVLAdapter(Adapter):
                 origins.append(self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid))
             kept_origins.append(origins)
         packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)
-        prefill = packed.prefill_state(input_ids.shape[1], self.reindex)
-        self.prefill_tracker.prefill = QwenPrefill(prefill, rope_deltas)
+        length = input_ids.shape[1]
         # rope_deltas maps unpruned text positions to the positions the model now uses
         module.rope_deltas = -packed.dropped[:, None] if self.reindex else rope_deltas
         self.after_pack(input_ids, packed)
-        if self.engine is not None:
-            slot_of = packed.slots(input_ids.shape[1])
-            self._groups = TokenGroups(
-                [
-                    [slot_of[b, g.positions[o]] for g, o in zip(groups[b], kept_origins[b])]
-                    for b in range(len(groups))
-                ],
-                kept_origins,
-                [[g.grid for g in per] for per in groups],
-            )
-        return {
-            **kwargs,
-            "input_ids": None,
-            "pixel_values": None,
-            "pixel_values_videos": None,
-            "mm_encoder_outputs": None,
-            "inputs_embeds": packed.embeds,
-            "attention_mask": packed.mask,
-            "position_ids": packed.position_ids,
-        }
+        kept_positions = [
+            [g.positions[o] for g, o in zip(per, origins)] for per, origins in zip(groups, kept_origins)
+        ]
+        self._set_engine_groups(
+            packed, length, kept_positions, kept_origins, [[g.grid for g in per] for per in groups]
+        )
+        prefill = QwenPrefill(packed.prefill_state(length, self.reindex), rope_deltas)
+        return self._packed_forward(
+            kwargs, packed, prefill, {"pixel_values": None, "pixel_values_videos": None}
+        )
 
     def _rope_index(self, module, kwargs, input_ids, grids, attention_mask):
         token_types = kwargs.get("mm_token_type_ids")
