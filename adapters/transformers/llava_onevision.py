@@ -1,7 +1,7 @@
 """LLaVA-OneVision (`LlavaOnevisionForConditionalGeneration`): SigLIP tower without [CLS], anyres
 images, multi-image prompts and video.
 
-Images are laid out as in LLaVA-NeXT (see `llava_next`), except that a crop canvas larger than
+Images are laid out as in LLaVA-NeXT (see `anyres`), except that a crop canvas larger than
 `anyres_max_N` crops' worth of tokens is bilinearly downsampled, and images of a prompt with
 several images get the base view only (s x s tokens and one newline). Vision-tower scores (mean
 attention received, recomputed from q/k) go through the same downsampling as the features.
@@ -17,13 +17,13 @@ import math
 
 import torch
 
-from tokenprune.adapters.transformers.llava_next import (
+from tokenprune.adapters.transformers.anyres import (
     AUX,
     AnyresAdapter,
     Media,
-    _channels_last,
-    _close,
-    _unchannel,
+    same_tokens,
+    with_channel,
+    without_attention_channel,
 )
 
 
@@ -66,10 +66,10 @@ class LlavaOnevisionAdapter(AnyresAdapter):
         aux: dict = {}
         if capture is not None:
             pooled = module.apply_pooling(capture["projected"])
-            if not _close(pooled.reshape(videos, frames * side * side, -1), features[:, :-1]):
+            if not same_tokens(pooled.reshape(videos, frames * side * side, -1), features[:, :-1]):
                 raise ValueError("the captured vision-tower run does not match the video features")
             aux = {
-                name: module.apply_pooling(_channels_last(capture[name]).float()).reshape(
+                name: module.apply_pooling(with_channel(capture[name]).float()).reshape(
                     videos, frames * side * side, -1
                 )
                 for name in AUX
@@ -82,7 +82,7 @@ class LlavaOnevisionAdapter(AnyresAdapter):
                 (frames, side, side),
                 ((side, side),) * frames,
                 features[v],
-                _unchannel({name: value[v] for name, value in aux.items()}),
+                without_attention_channel({name: value[v] for name, value in aux.items()}),
             )
             for v in range(videos)
         ]

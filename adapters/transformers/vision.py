@@ -1,11 +1,11 @@
-"""Vision-tower attention recomputed from q/k projections, for CLIP-style encoder layers
-(`layer_norm1`, `self_attn.q_proj/k_proj`, `num_heads`, `head_dim`, `scale`)."""
+"""Vision-tower attention recomputed from q/k projections, for CLIP-style encoder layers (CLIP,
+SigLIP: `layer_norm1`, `self_attn.q_proj/k_proj`, `num_heads`, `head_dim`, `scale`)."""
 
 from __future__ import annotations
 
 import torch
 
-from tokenprune.attention import cls_attention
+from tokenprune.attention import cls_attention, mean_attention_received
 
 
 def feature_layer_index(vision_feature_layer: int | list[int], num_layers: int) -> int:
@@ -34,6 +34,24 @@ def cls_attention_hook(into: dict):
             keys = attention.k_proj(x).view(batch, length, heads, head_dim).transpose(1, 2)
             into["attention"] = cls_attention(query, keys, attention.scale)
             into["keys"] = keys.mean(dim=1)[:, 1:]
+
+    return hook
+
+
+def mean_attention_hook(into: dict):
+    """A forward pre-hook for a CLS-free encoder layer (SigLIP) that stores into `into`: "attention"
+    (B, N) mean attention each token receives, and "keys" (B, N, d) head-averaged keys."""
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        attention = module.self_attn
+        with torch.no_grad():
+            x = module.layer_norm1(hidden)
+            shape = (*x.shape[:2], attention.num_heads, attention.head_dim)
+            queries = attention.q_proj(x).view(shape).transpose(1, 2)
+            keys = attention.k_proj(x).view(shape).transpose(1, 2)
+            into["attention"] = mean_attention_received(queries, keys, attention.scale)
+            into["keys"] = keys.mean(dim=1)
 
     return hook
 
