@@ -32,6 +32,7 @@ _EXPORTS = {
             "PreLLMPruner",
             "Pruner",
             "RandomPrune",
+            "ScoredLayerPruner",
             "SplitByArea",
             "UniformPrune",
             "VisionZip",

@@ -13,6 +13,7 @@ from tokenprune.pruners.divprune import DivPrune
 from tokenprune.pruners.fastv import FastV, Feather
 from tokenprune.pruners.fopru import FoPru
 from tokenprune.pruners.prefill import GemFilter, LazySkip, PrefillPruner, PromptContext
+from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup
 from tokenprune.pruners.views import SplitByArea, ViewTokens
 from tokenprune.pruners.visionzip import VisionZip
 
@@ -30,8 +31,10 @@ __all__ = [
     "PromptContext",
     "Pruner",
     "RandomPrune",
+    "ScoredLayerPruner",
     "Selection",
     "SplitByArea",
+    "TokenGroup",
     "UniformPrune",
     "ViewTokens",
     "VisionZip",

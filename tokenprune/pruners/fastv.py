@@ -8,19 +8,16 @@ from dataclasses import dataclass
 import torch
 
 from tokenprune.attention import head_mean_probabilities
-from tokenprune.pruners.base import LayerContext, LayerPruner
+from tokenprune.pruners.base import LayerContext
+from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup
 
 
-def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    return scores.topk(min(k, scores.numel())).indices.sort().values
-
-
-def _original_size(grid: tuple[int, ...] | None, current: int) -> int:
-    return math.prod(grid) if grid else current
+def _original_size(group: TokenGroup) -> int:
+    return math.prod(group.grid) if group.grid else len(group.positions)
 
 
 @dataclass
-class FastV(LayerPruner):
+class FastV(ScoredLayerPruner):
     """After decoder layer `layer - 1`, keep the image tokens the last token attends to most
     (RoPE-applied attention, softmax over all keys, mean over heads), as FastV's code does."""
 
@@ -29,19 +26,15 @@ class FastV(LayerPruner):
     def layers(self) -> tuple[int, ...]:
         return (self.layer,)
 
-    def select_layer(self, ctx: LayerContext) -> list[list[torch.Tensor]]:
-        scores = head_mean_probabilities(ctx.attention.logits(window=1, rope=True))
-        return [
-            [
-                _top(scores[b, positions], self.keep_count(_original_size(grid, len(positions))))
-                for positions, grid in zip(groups, ctx.grids[b])
-            ]
-            for b, groups in enumerate(ctx.groups)
-        ]
+    def layer_scores(self, ctx: LayerContext) -> torch.Tensor:
+        return head_mean_probabilities(ctx.attention.logits(window=1, rope=True))
+
+    def group_keep(self, ctx: LayerContext, group: TokenGroup) -> int:
+        return self.keep_count(_original_size(group))
 
 
 @dataclass
-class Feather(LayerPruner):
+class Feather(ScoredLayerPruner):
     """FEATHER: last-token attention computed without RoPE (RoPE's decay makes FastV drop the top of
     the image), softmax over the image's keys only, plus a uniform grid for coverage at the first
     stage. Stage i of n keeps budget / stage_ratio**(n - 1 - i) tokens; the last keeps `budget`."""
@@ -71,26 +64,29 @@ class Feather(LayerPruner):
         on_grid = (row % self.uniform_stride == 0) & (col % self.uniform_stride == 0)
         return on_grid.nonzero().squeeze(1)
 
-    def select_layer(self, ctx: LayerContext) -> list[list[torch.Tensor]]:
-        logits = ctx.attention.logits(window=1, rope=False)
+    def layer_scores(self, ctx: LayerContext) -> torch.Tensor:
+        # logits, not probabilities: each group takes its softmax over its own keys
+        return ctx.attention.logits(window=1, rope=False)
+
+    def group_scores(self, layer_scores: torch.Tensor, group: TokenGroup) -> torch.Tensor:
+        b = group.sample
+        return head_mean_probabilities(layer_scores[b : b + 1, :, :, group.positions])[0]
+
+    def group_keep(self, ctx: LayerContext, group: TokenGroup) -> int:
         later_stages = len(self.layers_at) - 1 - ctx.step
-        kept: list[list[torch.Tensor]] = []
-        for b, groups in enumerate(ctx.groups):
-            per_group = []
-            for positions, origins, grid in zip(groups, ctx.origins[b], ctx.grids[b]):
-                final = self.keep_count(_original_size(grid, len(positions)))
-                k = min(len(positions), math.ceil(final / self.stage_ratio**later_stages))
-                scores = head_mean_probabilities(logits[b : b + 1, :, :, positions])[0]
-                if ctx.step > 0:
-                    per_group.append(_top(scores, k))
-                    continue
-                uniform = self._uniform(origins, grid)
-                if len(uniform) >= k:
-                    pick = torch.linspace(0, len(uniform) - 1, k).add(0.5).floor().long()
-                    per_group.append(uniform[pick.to(uniform.device)])
-                    continue
-                scores = scores.clone()
-                scores[uniform] = float("inf")
-                per_group.append(_top(scores, k))
-            kept.append(per_group)
-        return kept
+        final = self.keep_count(_original_size(group))
+        return min(len(group.positions), math.ceil(final / self.stage_ratio**later_stages))
+
+    def keep_group(
+        self, ctx: LayerContext, group: TokenGroup, scores: torch.Tensor, count: int
+    ) -> torch.Tensor:
+        if ctx.step > 0:
+            return super().keep_group(ctx, group, scores, count)
+        # first stage: the uniform grid comes first, spread evenly if it alone fills the count
+        uniform = self._uniform(group.origins, group.grid)
+        if len(uniform) >= count:
+            pick = torch.linspace(0, len(uniform) - 1, count).add(0.5).floor().long()
+            return uniform[pick.to(uniform.device)]
+        scores = scores.clone()
+        scores[uniform] = float("inf")
+        return super().keep_group(ctx, group, scores, count)

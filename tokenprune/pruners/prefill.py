@@ -12,16 +12,13 @@ import torch
 
 from tokenprune.attention import head_mean_probabilities
 from tokenprune.budget import resolve_budget
-from tokenprune.pruners.base import AttentionRows, LayerContext, LayerPruner, Pruner
+from tokenprune.pruners.base import AttentionRows, LayerContext, Pruner
+from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup, top_indices
 
 # LazyLLM-style progressive schedule as (fraction of depth, fraction of the prompt kept from there on);
 # on 32 layers it is [(8, 0.5), (16, 0.25), (24, 0.1)]. Milder schedules such as [(8, 0.7), (16, 0.5),
 # (24, 0.3)] cap the FLOP-ideal prefill speedup near 1.6-1.8x.
 DEFAULT_SCHEDULE: tuple[tuple[float, float], ...] = ((0.25, 0.5), (0.5, 0.25), (0.75, 0.1))
-
-
-def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    return scores.topk(min(k, scores.numel())).indices.sort().values
 
 
 def _check_schedule(schedule) -> tuple[tuple[int | float, float], ...]:
@@ -59,8 +56,13 @@ def _check_schedule(schedule) -> tuple[tuple[int | float, float], ...]:
     return tuple((int(layer) if ints else float(layer), keep) for layer, keep in zip(layers, keeps))
 
 
+def _prompt_size(group: TokenGroup) -> int:
+    # the group's last token is always kept, so the largest origin gives the prompt size
+    return int(group.origins.max()) + 1
+
+
 @dataclass
-class LazySkip(LayerPruner):
+class LazySkip(ScoredLayerPruner):
     """Progressive prompt-token dropping inside the prefill (LazyLLM without revival).
 
     schedule: (layer, keep) pairs; from decoder layer `layer` on, only the fraction `keep` of the
@@ -111,28 +113,20 @@ class LazySkip(LayerPruner):
             )
         return tuple(layer for layer, _ in self.schedule)
 
-    def select_layer(self, ctx: LayerContext) -> list[list[torch.Tensor]]:
-        keep = self.schedule[ctx.step][1]
-        scores = head_mean_probabilities(ctx.attention.logits(window=self.window, rope=True))
-        kept: list[list[torch.Tensor]] = []
-        for b, groups in enumerate(ctx.groups):
-            per_group = []
-            for positions, origins, grid in zip(groups, ctx.origins[b], ctx.grids[b]):
-                if len(positions) == 0:
-                    per_group.append(positions)
-                    continue
-                group_scores = scores[b, positions].clone()
-                if grid:
-                    size = math.prod(grid)
-                else:
-                    # the group's last token is always kept, so the largest origin gives the prompt size
-                    size = int(origins.max()) + 1
-                    protected = (origins < self.sinks) | (origins >= size - self.window)
-                    group_scores[protected] = float("inf")
-                count = max(resolve_budget(keep, size), int(torch.isinf(group_scores).sum()))
-                per_group.append(_top(group_scores, count))
-            kept.append(per_group)
-        return kept
+    def layer_scores(self, ctx: LayerContext) -> torch.Tensor:
+        return head_mean_probabilities(ctx.attention.logits(window=self.window, rope=True))
+
+    def group_scores(self, layer_scores: torch.Tensor, group: TokenGroup) -> torch.Tensor:
+        scores = super().group_scores(layer_scores, group)  # a copy: indexed by positions
+        if not group.grid:
+            origins = group.origins
+            protected = (origins < self.sinks) | (origins >= _prompt_size(group) - self.window)
+            scores[protected] = float("inf")
+        return scores
+
+    def group_keep(self, ctx: LayerContext, group: TokenGroup) -> int:
+        size = math.prod(group.grid) if group.grid else _prompt_size(group)
+        return resolve_budget(self.schedule[ctx.step][1], size)
 
 
 @dataclass
@@ -199,5 +193,5 @@ class GemFilter(PrefillPruner):
                 scores[None, None], self.pool, stride=1, padding=self.pool // 2, count_include_pad=False
             )[0, 0]
             always = ctx.lengths[b] - len(candidates)
-            kept.append(_top(scores, max(self.keep_count(ctx.lengths[b]) - always, 0)))
+            kept.append(top_indices(scores, max(self.keep_count(ctx.lengths[b]) - always, 0)))
         return kept
