@@ -15,10 +15,8 @@ from pathlib import Path
 import torch
 
 import tokenprune as tp
-from tokenprune import timing
-
-# fraction of the decoder depth GemFilter selects at (13 of 32 layers in the paper)
-GEMFILTER_DEPTH = 0.4
+from tokenprune import registry, timing
+from tokenprune.registry import gemfilter_layer as gemfilter_layer  # the demo's default filter layer
 
 
 @dataclass
@@ -56,56 +54,29 @@ class Result:
         return self.per_type if by == "type" else self.per_region
 
 
-def _fastv_layer(depth: int) -> int:
-    return min(2, depth - 1)
-
-
-def _feather_layers(depth: int) -> tuple[int, ...]:
-    first = max(1, depth // 4)
-    return (first, max(first + 1, depth // 2))
-
-
-def gemfilter_layer(depth: int) -> int:
-    """GemFilter's default selection layer: 40 % of the depth (13 of 32, the paper's Llama layer)."""
-    return max(1, round(GEMFILTER_DEPTH * depth))
-
-
 def visual_pruner(name: str, budget: float, depth: int):
-    """A visual pruner at `budget`; FastV and Feather layers are chosen relative to the LM depth."""
-    factories: dict[str, Callable] = {
-        "divprune": lambda: tp.DivPrune(budget),
-        "visionzip": lambda: tp.VisionZip(budget),
-        "fopru": lambda: tp.FoPru(budget),
-        "fastv": lambda: tp.FastV(budget, layer=_fastv_layer(depth)),
-        "feather": lambda: tp.Feather(budget, layers_at=_feather_layers(depth)),
-        "random": lambda: tp.RandomPrune(budget),
-        "uniform": lambda: tp.UniformPrune(budget),
-    }
-    if name not in factories:
-        raise ValueError(f"unknown visual pruner {name!r}; supported: {', '.join(factories)}")
-    return factories[name]()
+    """A registered visual pruner at `budget`; FastV and Feather layers are chosen relative to the LM
+    depth."""
+    supported = registry.pruner_names(drops="visual")
+    if name not in supported:
+        raise ValueError(f"unknown visual pruner {name!r}; supported: {', '.join(supported)}")
+    return registry.build(name, budget, depth)
 
 
 def prompt_pruner(name: str, budget: float, depth: int, filter_layer: int | None = None):
-    """A prefill pruner keeping `budget` of the prompt. LazySkip scales its default schedule so that
-    the last stage keeps `budget` (budget 0.1 is the default schedule); GemFilter selects at
+    """A registered prefill pruner keeping `budget` of the prompt. LazySkip scales its default schedule
+    so that the last stage keeps `budget` (budget 0.1 is the default schedule); GemFilter selects at
     `filter_layer` (default: `gemfilter_layer(depth)`). The right layer is the model's: the one whose
     heads find the answer (GemFilter's paper picks it per model)."""
-    if name == "lazyskip":
-        from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
-
-        last = DEFAULT_SCHEDULE[-1][1]
-        schedule = tuple((at, round(min(1.0, keep * budget / last), 4)) for at, keep in DEFAULT_SCHEDULE)
-        return tp.LazySkip(schedule=schedule)
-    if name == "gemfilter":
-        if filter_layer is None:
-            filter_layer = gemfilter_layer(depth)
-        elif not 0 <= filter_layer < depth:
-            raise ValueError(
-                f"filter_layer must lie in [0, {depth - 1}] for {depth} layers, got {filter_layer}"
-            )
-        return tp.GemFilter(budget, filter_layer=filter_layer)
-    raise ValueError(f"unknown prompt pruner {name!r}; supported: lazyskip, gemfilter")
+    supported = registry.pruner_names(drops="prompt")
+    if name not in supported:
+        raise ValueError(f"unknown prompt pruner {name!r}; supported: {', '.join(supported)}")
+    # filter_layer is a select-then-prefill setting; LazySkip's layers come from its schedule
+    if filter_layer is None or registry.pruner_entry(name).stage != "prefill":
+        return registry.build(name, budget, depth)
+    if not 0 <= filter_layer < depth:
+        raise ValueError(f"filter_layer must lie in [0, {depth - 1}] for {depth} layers, got {filter_layer}")
+    return registry.build(name, budget, depth, filter_layer=filter_layer)
 
 
 def describe(pruner) -> str:
