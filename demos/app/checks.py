@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tokenprune.eval import cli as eval_cli
 
-VISUAL_PRUNERS = tuple(eval_cli.VISUAL_PRUNERS.split(","))
-PROMPT_PRUNERS = tuple(eval_cli.PROMPT_PRUNERS.split(","))
+VISUAL_PRUNERS = eval_cli.pruner_names("vlm")
+PROMPT_PRUNERS = eval_cli.pruner_names("lm")
 
 
 def check_budget(budget) -> float:

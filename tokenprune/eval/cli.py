@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-VISUAL_PRUNERS = "divprune,visionzip,fopru,fastv,feather,random,uniform"
-PROMPT_PRUNERS = "lazyskip,gemfilter"
+from tokenprune import registry
+
+# which registered pruners a task evaluates: vlm drops visual tokens, lm prompt tokens
+TASK_DROPS = {"vlm": "visual", "lm": "prompt"}
+
+
+def pruner_names(task: str) -> tuple[str, ...]:
+    """The registered pruners `task` ("vlm" or "lm") evaluates, in registration order."""
+    return registry.pruner_names(drops=TASK_DROPS[task])
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -25,14 +32,17 @@ def _names(text: str) -> tuple[str, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "task", choices=("vlm", "lm"), help="vlm: visual pruners; lm: prompt (prefill) pruners"
+        "task", choices=tuple(TASK_DROPS), help="vlm: visual pruners; lm: prompt (prefill) pruners"
     )
     parser.add_argument(
         "--model", default="toy", help="checkpoint path or hub id; 'toy' = the committed toy-vlm / toy-lm"
     )
     parser.add_argument("--data", default="toy", help="'toy' (held-out generated questions) or a JSONL file")
     parser.add_argument(
-        "--pruners", type=_names, default=None, help=f"vlm: {VISUAL_PRUNERS}; lm: {PROMPT_PRUNERS}"
+        "--pruners",
+        type=_names,
+        default=None,
+        help=f"vlm: {','.join(pruner_names('vlm'))}; lm: {','.join(pruner_names('lm'))}",
     )
     parser.add_argument(
         "--budgets", type=_floats, default=None, help="fractions kept (vlm: 0.1,0.25,0.5; lm: 0.1,0.3,0.5)"
@@ -91,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
             processor, args.data, args.limit, args.prompt, args.max_new_tokens, args.device
         )
         depth = model.config.text_config.num_hidden_layers
-        names, budgets = args.pruners or _names(VISUAL_PRUNERS), args.budgets or (0.1, 0.25, 0.5)
+        names, budgets = args.pruners or pruner_names("vlm"), args.budgets or (0.1, 0.25, 0.5)
         build = harness.visual_pruner
     else:
         model, tokenizer = _load_lm(args.model, args.device)
         examples = data.lm_examples(tokenizer, args.data, args.limit, args.lengths, args.device)
         depth = model.config.num_hidden_layers
-        names, budgets = args.pruners or _names(PROMPT_PRUNERS), args.budgets or (0.1, 0.3, 0.5)
+        names, budgets = args.pruners or pruner_names("lm"), args.budgets or (0.1, 0.3, 0.5)
 
         def build(name: str, budget: float, depth: int):
             return harness.prompt_pruner(name, budget, depth, args.filter_layer)
