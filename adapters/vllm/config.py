@@ -1,30 +1,27 @@
 """The `tokenprune` entry of a vLLM model's hf_config: which method, which budget.
 
 Set with `--hf-overrides '{"architectures": [...], "tokenprune": {"method": "divprune", "budget": 64}}'`
-or `LLM(hf_overrides=...)`. Parsed once per process at startup, so a bad value stops the engine
-before it serves anything.
+or `LLM(hf_overrides=...)`. Parsed at startup, so a bad value stops the engine before it serves
+anything; later reads of the same config (one per image's placeholder count) reuse that parse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import copy
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tokenprune import registry
 from tokenprune.budget import resolve_budget, validate_budget
-from tokenprune.pruners import DivPrune, FoPru, PreLLMPruner, RandomPrune, UniformPrune, VisionZip
+from tokenprune.pruners import PreLLMPruner
 
 CONFIG_KEY = "tokenprune"
 
-# VisionZip's contextual tokens are merged from the whole image, which the model could do, but the
-# dominant-only variant is used because it keeps every kept row a real encoder output.
-METHODS: dict[str, Callable[..., PreLLMPruner]] = {
-    "divprune": DivPrune,
-    "visionzip": lambda budget, **options: VisionZip(budget, contextual=0, **options),
-    "fopru": FoPru,
-    "uniform": UniformPrune,
-    "random": RandomPrune,
-}
-IN_LLM_METHODS = ("fastv", "feather", "lazyskip")
+# Options vLLM sets and users cannot. VisionZip's contextual tokens are merged from the whole image,
+# which the model could do, but the dominant-only variant is used because it keeps every kept row a
+# real encoder output.
+FIXED_OPTIONS: dict[str, dict[str, object]] = {"visionzip": {"contextual": 0}}
 KEYS = ("method", "budget", "options")
 
 
@@ -38,10 +35,33 @@ class PruneConfig:
         """Embeddings per image: never more than the image has, so `budget >= natural` changes nothing."""
         return resolve_budget(self.budget, natural)
 
+    @property
+    def needs_vision_attention(self) -> bool:
+        return "attention" in self.pruner.needs
+
+
+# Parses by config object. transformers configs compare by value and are unhashable, so entries are
+# keyed by identity and dropped when their config is collected (before its id can be reused); a
+# changed entry is parsed again.
+_PARSED: dict[tuple[int, str, tuple[str, ...]], tuple[object, PruneConfig]] = {}
+
 
 def parse_config(hf_config: object, family: str, supported: tuple[str, ...]) -> PruneConfig:
     """Read and validate `hf_config.tokenprune` for a model of `family` that supports `supported`."""
     raw = getattr(hf_config, CONFIG_KEY, None)
+    key = (id(hf_config), family, tuple(supported))
+    if key in _PARSED and _PARSED[key][0] == raw:
+        return _PARSED[key][1]
+    config = _parse(raw, family, supported)
+    try:
+        weakref.finalize(hf_config, _PARSED.pop, key, None)
+    except TypeError:  # not weakly referenceable: its id could come back on another object
+        return config
+    _PARSED[key] = (copy.deepcopy(raw), config)
+    return config
+
+
+def _parse(raw: object, family: str, supported: tuple[str, ...]) -> PruneConfig:
     if raw is None:
         raise ValueError(
             f"tokenprune: the {family} pruning architecture needs a '{CONFIG_KEY}' entry in hf_overrides, "
@@ -56,14 +76,18 @@ def parse_config(hf_config: object, family: str, supported: tuple[str, ...]) -> 
     if not isinstance(method, str):
         raise TypeError(f"tokenprune: 'method' must be a string, one of {list(supported)}; got {method!r}")
     method = method.lower()
-    if method in IN_LLM_METHODS:
+    if method in registry.pruner_names(stage="llm"):
         raise ValueError(
             f"tokenprune: '{method}' prunes inside the language model, which cannot run in vLLM's paged KV "
             "cache (every layer shares one block table and sequence length per request). Methods that "
             f"work in vLLM select before the language model: {', '.join(supported)}"
         )
     if method not in supported:
-        hint = f" ('{method}' exists but is not supported for {family} in vLLM)" if method in METHODS else ""
+        hint = (
+            f" ('{method}' exists but is not supported for {family} in vLLM)"
+            if method in registry.pruner_names(stage="pre_llm")
+            else ""
+        )
         raise ValueError(
             f"tokenprune: unknown method {method!r} for {family}{hint}; supported: {', '.join(supported)}"
         )
@@ -74,7 +98,8 @@ def parse_config(hf_config: object, family: str, supported: tuple[str, ...]) -> 
     if not isinstance(options, Mapping):
         raise TypeError(f"tokenprune: 'options' must be a JSON object, got {type(options).__name__}")
     try:
-        pruner = METHODS[method](budget, **options)
+        # depth named, so that an option called depth is refused as the pruner would refuse it
+        pruner = registry.build(method, budget, depth=None, **FIXED_OPTIONS.get(method, {}), **options)
     except TypeError as error:
         raise ValueError(f"tokenprune: bad options {dict(options)} for {method}: {error}") from error
     return PruneConfig(method, budget, pruner)

@@ -28,7 +28,6 @@ from tokenprune.pruners import VisualTokens
 
 FAMILY = "LLaVA"
 METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
-ATTENTION_METHODS = ("visionzip", "fopru")
 
 
 def llava_prune_config(hf_config) -> PruneConfig:
@@ -39,7 +38,7 @@ def llava_prune_config(hf_config) -> PruneConfig:
             f"tokenprune supports LLaVA with CLIP or SigLIP vision towers in vLLM, got {type(vision).__name__}"
         )
     config = parse_config(hf_config, FAMILY, METHODS)
-    if config.method in ATTENTION_METHODS:
+    if config.needs_vision_attention:
         if not isinstance(vision, CLIPVisionConfig) or hf_config.vision_feature_select_strategy != "default":
             raise ValueError(
                 f"tokenprune: {config.method} ranks patches by [CLS] attention, which needs a CLIP tower with "
@@ -98,7 +97,7 @@ class TokenPruneLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         if image_input["type"] == "image_embeds":
             return super()._process_image_input(image_input)  # user-supplied embeddings: already sized
         captured: dict = {}
-        if self.tokenprune.method in ATTENTION_METHODS:
+        if self.tokenprune.needs_vision_attention:
             # The tower is built only up to the feature layer, so its last layer is that layer.
             with capture_cls_attention(self.vision_tower.vision_model.encoder.layers[-1], captured):
                 embeds = super()._process_image_input(image_input)

@@ -49,7 +49,6 @@ from tokenprune.attention import mean_attention_received
 from tokenprune.pruners import VisualTokens
 
 METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
-ATTENTION_METHODS = ("visionzip", "fopru")
 
 
 def qwen_prune_config(hf_config, family: str) -> PruneConfig:
@@ -157,7 +156,7 @@ class _PrunedModel:
             raise ValueError(
                 "tokenprune: --video-pruning-rate (EVS) cannot be combined with tokenprune's image pruning"
             )
-        if self.tokenprune.method in ATTENTION_METHODS:
+        if self.tokenprune.needs_vision_attention:
             # Both would run the vision blocks without the module hook that reads their attention.
             if multimodal_config.mm_encoder_tp_mode == "data":
                 raise ValueError(
@@ -186,7 +185,7 @@ class _PrunedModel:
 
     def _process_image_input(self, image_input):
         grid_thw = image_input["image_grid_thw"]
-        if self.tokenprune.method not in ATTENTION_METHODS:
+        if not self.tokenprune.needs_vision_attention:
             return self._pruned_images(super()._process_image_input(image_input), grid_thw)
         if image_input["type"] != "pixel_values":
             raise ValueError(

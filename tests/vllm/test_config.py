@@ -65,6 +65,31 @@ def test_family_without_a_method_names_what_it_supports():
         )
 
 
+class Config:
+    """A stand-in hf_config that, like transformers configs, can be weakly referenced."""
+
+    def __init__(self, entry):
+        self.tokenprune = entry
+
+
+def test_each_config_object_is_parsed_once():
+    config = Config({"method": "random", "budget": 8, "options": {"seed": 1}})
+    first = parse_config(config, "LLaVA", ALL)
+    assert parse_config(config, "LLaVA", ALL) is first
+    assert parse_config(Config(dict(config.tokenprune)), "LLaVA", ALL) is not first
+    config.tokenprune["options"]["seed"] = 2  # an entry changed in place is parsed again
+    assert parse_config(config, "LLaVA", ALL).pruner.seed == 2
+    with pytest.raises(ValueError, match="not supported for Qwen2.5-VL"):
+        parse_config(Config({"method": "fopru", "budget": 8}), "Qwen2.5-VL", ("divprune",))
+
+
+def test_options_cannot_override_what_vllm_fixes():
+    with pytest.raises(ValueError, match="bad options"):
+        parse_config(hf({"method": "visionzip", "budget": 8, "options": {"contextual": 4}}), "LLaVA", ALL)
+    with pytest.raises(ValueError, match="bad options"):
+        parse_config(hf({"method": "divprune", "budget": 8, "options": {"depth": 16}}), "LLaVA", ALL)
+
+
 def test_register_is_idempotent():
     from vllm import ModelRegistry
 
