@@ -1,0 +1,150 @@
+"""The pruner registry: every name builds its method, depth-relative defaults, user registration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import tokenprune as tp
+from tokenprune import registry
+from tokenprune.eval import harness
+from tokenprune.pruners import Selection
+
+STAGES = {
+    "divprune": ("pre_llm", tp.DivPrune),
+    "visionzip": ("pre_llm", tp.VisionZip),
+    "fopru": ("pre_llm", tp.FoPru),
+    "fastv": ("llm", tp.FastV),
+    "feather": ("llm", tp.Feather),
+    "random": ("pre_llm", tp.RandomPrune),
+    "uniform": ("pre_llm", tp.UniformPrune),
+    "lazyskip": ("llm", tp.LazySkip),
+    "gemfilter": ("prefill", tp.GemFilter),
+}
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Registrations made by a test are gone after it."""
+    monkeypatch.setattr(registry, "_ENTRIES", dict(registry._ENTRIES))
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+@pytest.mark.parametrize("depth", [None, 4, 32])
+def test_every_name_builds_its_method_at_its_stage(name, depth):
+    stage, method = STAGES[name]
+    entry = registry.pruner_entry(name)
+    assert entry.stage == stage and entry.pruner is method
+    pruner = registry.build(name, 0.25, depth)
+    assert type(pruner) is method and pruner.stage == stage
+
+
+def test_names_are_listed_in_registration_order_by_stage_and_tokens():
+    assert registry.pruner_names() == tuple(STAGES)
+    assert registry.pruner_names(drops="visual") == (
+        "divprune",
+        "visionzip",
+        "fopru",
+        "fastv",
+        "feather",
+        "random",
+        "uniform",
+    )
+    assert registry.pruner_names(drops="prompt") == ("lazyskip", "gemfilter")
+    assert registry.pruner_names(stage="llm") == ("fastv", "feather", "lazyskip")
+    assert registry.pruner_names(stage="prefill", drops="visual") == ()
+
+
+def test_needs_are_read_from_the_class():
+    assert registry.pruner_entry("visionzip").needs == {"attention", "keys", "pre_projection"}
+    assert registry.pruner_entry("fopru").needs == {"attention"}
+    assert registry.pruner_entry("divprune").needs == frozenset()
+    assert registry.pruner_entry("fastv").needs == frozenset()
+
+
+@pytest.mark.parametrize("depth", [4, 16, 32])
+def test_depth_relative_defaults(depth):
+    assert registry.build("fastv", 0.25, depth).layer == min(2, depth - 1)
+    quarter = max(1, depth // 4)
+    assert registry.build("feather", 0.25, depth).layers_at == (quarter, max(quarter + 1, depth // 2))
+    assert registry.build("gemfilter", 0.25, depth).filter_layer == max(1, round(0.4 * depth))
+    # budget 0.1 is the default schedule; layers stay fractions of the depth
+    assert registry.build("lazyskip", 0.1, depth).schedule == ((0.25, 0.5), (0.5, 0.25), (0.75, 0.1))
+    assert registry.build("lazyskip", 0.2, depth).schedule == ((0.25, 1.0), (0.5, 0.5), (0.75, 0.2))
+
+
+def test_depth_relative_defaults_on_known_depths():
+    assert [registry.build("fastv", 0.5, d).layer for d in (2, 4, 16, 32)] == [1, 2, 2, 2]
+    assert [registry.build("feather", 0.5, d).layers_at for d in (4, 16, 32)] == [(1, 2), (4, 8), (8, 16)]
+    assert [registry.build("gemfilter", 0.5, d).filter_layer for d in (4, 16, 32)] == [2, 6, 13]
+
+
+def test_without_a_depth_methods_keep_their_own_defaults_and_options_win():
+    assert registry.build("fastv", 0.5).layer == tp.FastV(0.5).layer
+    assert registry.build("feather", 0.5).layers_at == tp.Feather(0.5).layers_at
+    assert registry.build("gemfilter", 0.5).filter_layer == tp.GemFilter(0.5).filter_layer
+    assert registry.build("fastv", 0.5, 32, layer=5).layer == 5
+    assert registry.build("random", 8, seed=3).seed == 3
+    assert registry.build("lazyskip", 0.3, 16).budget == 0.3
+
+
+def test_unknown_names_raise_listing_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown pruner 'tome'") as error:
+        registry.build("tome", 0.5)
+    assert ", ".join(STAGES) in str(error.value)
+    with pytest.raises(ValueError, match="supported: divprune, visionzip, fopru, fastv, feather, random"):
+        harness.visual_pruner("lazyskip", 0.5, 4)
+    with pytest.raises(ValueError, match="supported: lazyskip, gemfilter"):
+        harness.prompt_pruner("fastv", 0.5, 4)
+
+
+@dataclass
+class KeepFirst(tp.PreLLMPruner):
+    """Keeps the first tokens: a method the registry does not ship."""
+
+    offset: int = 0
+
+    def select(self, tokens):
+        return Selection(torch.arange(self.keep_count(len(tokens))))
+
+
+@dataclass
+class PromptFastV(tp.FastV):
+    """FastV's ranking registered for prompt tokens."""
+
+
+def test_registered_pruners_are_built_by_the_evaluation(isolated_registry):
+    entry = registry.register_pruner("keepfirst", KeepFirst, defaults=lambda budget, depth: {"offset": depth})
+    assert entry.stage == "pre_llm" and entry.drops == "visual"
+    pruner = harness.visual_pruner("keepfirst", 0.5, 6)
+    assert isinstance(pruner, KeepFirst) and pruner.budget == 0.5 and pruner.offset == 6
+    registry.register_pruner(
+        "promptfastv", PromptFastV, drops="prompt", defaults=lambda budget, depth: {"layer": 3}
+    )
+    assert harness.prompt_pruner("promptfastv", 0.5, 6).layer == 3
+    assert registry.pruner_names(drops="prompt") == ("lazyskip", "gemfilter", "promptfastv")
+
+
+@pytest.mark.parametrize(
+    ("name", "pruner", "options", "error", "match"),
+    [
+        ("fastv", KeepFirst, {}, ValueError, "already registered"),
+        ("KeepFirst", KeepFirst, {}, ValueError, "lowercase"),
+        ("", KeepFirst, {}, ValueError, "lowercase"),
+        ("keepfirst", tp.Pruner, {}, TypeError, "stage"),
+        ("keepfirst", object, {}, TypeError, "Pruner subclass"),
+        ("keepfirst", KeepFirst, {"drops": "images"}, ValueError, "drops"),
+    ],
+)
+def test_bad_registrations_raise(isolated_registry, name, pruner, options, error, match):
+    with pytest.raises(error, match=match):
+        registry.register_pruner(name, pruner, **options)
+    assert registry.pruner_names() == tuple(STAGES)
+
+
+def test_a_name_registers_once(isolated_registry):
+    registry.register_pruner("keepfirst", KeepFirst)
+    with pytest.raises(ValueError, match="'keepfirst' is already registered"):
+        registry.register_pruner("keepfirst", KeepFirst)
