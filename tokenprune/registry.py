@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from tokenprune.compose import STAGE_ORDER
 from tokenprune.pruners import (
     DivPrune,
     FastV,
@@ -28,7 +29,6 @@ from tokenprune.pruners import (
 )
 from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
 
-STAGES = ("pre_llm", "llm", "prefill")
 Drops = Literal["visual", "prompt"]
 DROPS = ("visual", "prompt")
 
@@ -74,9 +74,11 @@ def register_pruner(
     if name in _ENTRIES:
         raise ValueError(f"a pruner named {name!r} is already registered ({_ENTRIES[name].pruner.__name__})")
     if not (
-        isinstance(pruner, type) and issubclass(pruner, Pruner) and getattr(pruner, "stage", None) in STAGES
+        isinstance(pruner, type)
+        and issubclass(pruner, Pruner)
+        and getattr(pruner, "stage", None) in STAGE_ORDER
     ):
-        raise TypeError(f"{name!r}: expected a Pruner subclass of a stage in {STAGES}, got {pruner!r}")
+        raise TypeError(f"{name!r}: expected a Pruner subclass of a stage in {STAGE_ORDER}, got {pruner!r}")
     if drops not in DROPS:
         raise ValueError(f"{name!r}: drops must be one of {DROPS}, got {drops!r}")
     entry = PrunerEntry(name, pruner, drops, defaults)
