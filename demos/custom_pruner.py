@@ -4,7 +4,8 @@ applied to a tiny random LLaVA built from configs (no downloads, a few seconds o
     python demos/custom_pruner.py
 
 A pruner sees tensors and returns kept indices; `tp.apply` attaches any `PreLLMPruner` subclass to a
-supported model, so nothing needs registering. Prints what `run.stats` recorded for the image.
+supported model. `tokenprune.registry.register_pruner("largest-norm", LargestNorm)` would also let
+`tokenprune eval` and `registry.build` make it by name. Prints what `run.stats` recorded for the image.
 """
 
 from __future__ import annotations
