@@ -90,6 +90,7 @@ class Recorder:
 
     def __init__(self, pruner) -> None:
         self.pruner = pruner
+        self.needs = pruner.needs  # the engine asks the pruner it holds what to compute for it
         self.calls: list[dict] = []
 
     def select(self, tokens):
