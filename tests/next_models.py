@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from tiny_models import IMAGE_TOKEN, tiny_llama_config, tiny_vision_config
+from tiny_models import IMAGE_TOKEN, LLAVA_FEATURES, TEXT, TOWER
+from tokenprune.zoo import builders
 
 VIDEO_TOKEN = 126
 CROP = 42  # tower resolution: 6 x 6 patches of 7 pixels per crop
@@ -16,66 +17,30 @@ PINPOINTS = [[42, 84], [84, 42], [84, 84]]
 
 def tiny_llava_next(seed: int = 0, attn: str = "sdpa"):
     """CLIP tower (with [CLS]), layer -2 features, anyres with up to 2 x 2 crops, Llama text model."""
-    from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
-
-    torch.manual_seed(seed)
-    vision = tiny_vision_config(CLIPVisionConfig, CROP, 7)
-    config = LlavaNextConfig(
-        vision_config=vision,
-        text_config=tiny_llama_config(),
-        image_token_index=IMAGE_TOKEN,
-        image_grid_pinpoints=PINPOINTS,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
+    return builders.llava_next(
+        seed=seed,
+        attn=attn,
+        vision=dict(TOWER, image_size=CROP, patch_size=7, projection_dim=32),
+        text=TEXT,
+        image_token=IMAGE_TOKEN,
+        pinpoints=PINPOINTS,
+        **LLAVA_FEATURES,
     )
-    config._attn_implementation = attn
-    return LlavaNextForConditionalGeneration(config).eval()
 
 
 def tiny_llava_onevision(seed: int = 0, attn: str = "sdpa", aspect_ratio: str = "anyres_max_2"):
     """SigLIP tower (no [CLS]), last-layer features; a 2 x 2 crop canvas exceeds anyres_max_2 and
     is downsampled; Qwen2 text model."""
-    from transformers import (
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-        Qwen2Config,
-        SiglipVisionConfig,
-    )
-
-    torch.manual_seed(seed)
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=CROP,
-        patch_size=7,
-        vision_use_head=False,
-    )
-    llama = tiny_llama_config()
-    text = Qwen2Config(
-        vocab_size=llama.vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    config = LlavaOnevisionConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=IMAGE_TOKEN,
-        video_token_index=VIDEO_TOKEN,
-        image_grid_pinpoints=PINPOINTS,
+    return builders.llava_onevision(
+        seed=seed,
+        attn=attn,
+        vision=dict(TOWER, image_size=CROP, patch_size=7),
+        text=TEXT,
+        image_token=IMAGE_TOKEN,
+        video_token=VIDEO_TOKEN,
+        pinpoints=PINPOINTS,
         vision_aspect_ratio=aspect_ratio,
     )
-    config._attn_implementation = attn
-    return LlavaOnevisionForConditionalGeneration(config).eval()
 
 
 def image_token_counts(model, sizes: list[tuple[int, int]], base_only: bool = False) -> list[int]:

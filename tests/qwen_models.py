@@ -4,87 +4,60 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.zoo import builders
+
 VOCAB = 160
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151, 152, 153, 154
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 PATCH, TEMPORAL_PATCH, MERGE = 4, 2, 2
 
 
-def _text(head_dim: int = 16, **overrides) -> dict:
-    values = dict(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=head_dim,
-        max_position_embeddings=1024,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    values.update(overrides)
-    return values
+TEXT = dict(
+    vocab=VOCAB,
+    hidden=64,
+    ffn=128,
+    layers=4,
+    heads=4,
+    kv_heads=2,
+    head_dim=16,
+    max_positions=1024,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    tie_word_embeddings=False,
+)
+TOWER = dict(
+    hidden=32,
+    ffn=64,
+    layers=3,
+    heads=4,
+    out=64,
+    patch_size=PATCH,
+    temporal_patch_size=TEMPORAL_PATCH,
+    merge=MERGE,
+)
+TOWER_LAYOUT = {
+    "qwen2_vl": {},
+    "qwen2_5_vl": dict(window_size=2 * MERGE * PATCH, fullatt_block_indexes=[1]),
+    "qwen3_vl": dict(num_position_embeddings=64, deepstack_visual_indexes=[0, 1]),
+}
 
 
-def tiny_qwen(family: str, seed: int = 0, attn: str = "sdpa", **text_overrides):
+def tiny_qwen(family: str, seed: int = 0, attn: str = "sdpa"):
     """A random model of `family` with a 3-block vision tower (4x4 patches, 2x2 merging) and a 4-layer
     language model. Qwen2.5-VL: window attention in blocks 0 and 2 (window of 2x2 merged tokens),
     full attention in block 1. Qwen3-VL: DeepStack features from vision blocks 0 and 1."""
-    import transformers as tf
-
-    torch.manual_seed(seed)
-    tokens = dict(
-        image_token_id=IMAGE_TOKEN,
-        video_token_id=VIDEO_TOKEN,
-        vision_start_token_id=VISION_START,
-        vision_end_token_id=VISION_END,
+    return builders.qwen_vl(
+        family,
+        seed=seed,
+        attn=attn,
+        vision=dict(TOWER, **TOWER_LAYOUT[family]),
+        text=TEXT,
+        image_token=IMAGE_TOKEN,
+        video_token=VIDEO_TOKEN,
+        vision_start=VISION_START,
+        vision_end=VISION_END,
     )
-    common = dict(
-        depth=3,
-        num_heads=4,
-        in_channels=3,
-        patch_size=PATCH,
-        spatial_merge_size=MERGE,
-        temporal_patch_size=TEMPORAL_PATCH,
-    )
-    if family == "qwen2_vl":
-        vision = dict(common, embed_dim=32, hidden_size=64, mlp_ratio=2)
-        config = tf.Qwen2VLConfig(vision_config=vision, text_config=_text(**text_overrides), **tokens)
-        model_cls = tf.Qwen2VLForConditionalGeneration
-    elif family == "qwen2_5_vl":
-        vision = dict(
-            common,
-            hidden_size=32,
-            intermediate_size=64,
-            out_hidden_size=64,
-            window_size=2 * MERGE * PATCH,
-            fullatt_block_indexes=[1],
-        )
-        config = tf.Qwen2_5_VLConfig(vision_config=vision, text_config=_text(**text_overrides), **tokens)
-        model_cls = tf.Qwen2_5_VLForConditionalGeneration
-    elif family == "qwen3_vl":
-        vision = dict(
-            common,
-            hidden_size=32,
-            intermediate_size=64,
-            out_hidden_size=64,
-            num_position_embeddings=64,
-            deepstack_visual_indexes=[0, 1],
-        )
-        text = _text(**text_overrides)
-        text["rope_parameters"] = dict(text["rope_parameters"], mrope_interleaved=True)
-        config = tf.Qwen3VLConfig(vision_config=vision, text_config=text, **tokens)
-        model_cls = tf.Qwen3VLForConditionalGeneration
-    else:
-        raise ValueError(f"unknown family {family!r}")
-    config._attn_implementation = attn
-    config.text_config._attn_implementation = attn
-    config.vision_config._attn_implementation = attn
-    return model_cls(config).eval()
 
 
 def qwen_inputs(

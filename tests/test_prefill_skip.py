@@ -162,7 +162,7 @@ def test_generate_caches_only_kept_tokens_per_layer():
 
 
 def test_default_schedule_is_relative_to_depth():
-    model = tiny_causal_lm("llama", num_hidden_layers=8)
+    model = tiny_causal_lm("llama", layers=8)
     with tp.apply(model, tp.LazySkip()) as run:
         logits(model, padded_batch((60,)))
     assert [(r.layer, r.tokens_after) for r in run.stats] == [

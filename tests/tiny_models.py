@@ -4,62 +4,44 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.zoo import builders
+
 IMAGE_TOKEN = 127
 VOCAB = 128
 LAYERS = 4
 
 
-def tiny_llama_config(**overrides):
-    from transformers import LlamaConfig
-
-    values = dict(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        rope_theta=10000.0,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    values.update(overrides)
-    return LlamaConfig(**values)
-
-
-def tiny_vision_config(config_class, image_size: int, patch_size: int):
-    """A 3-layer, 32-wide CLIP-style vision tower config shared by the tiny VLMs."""
-    return config_class(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=32,
-    )
+# sizes shared by the tiny models: a 4-layer, 64-wide decoder with grouped-query attention and a
+# 3-layer, 32-wide vision tower
+TEXT = dict(
+    vocab=VOCAB,
+    hidden=64,
+    ffn=128,
+    layers=LAYERS,
+    heads=4,
+    kv_heads=2,
+    max_positions=512,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+TOWER = dict(hidden=32, ffn=64, layers=3, heads=4)
+# LLaVA's own defaults, spelled out because the tests depend on them
+LLAVA_FEATURES = dict(
+    vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu"
+)
 
 
-def tiny_llava(
-    seed: int = 0, image_size: int = 84, patch_size: int = 14, attn: str = "sdpa", **text_overrides
-):
+def tiny_llava(seed: int = 0, image_size: int = 84, patch_size: int = 14, attn: str = "sdpa"):
     """LLaVA-1.5 geometry in miniature: CLIP tower (CLS + (image_size/patch_size)^2 patches), layer -2 features."""
-    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    torch.manual_seed(seed)
-    config = LlavaConfig(
-        vision_config=tiny_vision_config(CLIPVisionConfig, image_size, patch_size),
-        text_config=tiny_llama_config(**text_overrides),
-        image_token_index=IMAGE_TOKEN,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
+    return builders.llava(
+        seed=seed,
+        attn=attn,
+        vision=dict(TOWER, image_size=image_size, patch_size=patch_size, projection_dim=32),
+        text=TEXT,
+        image_token=IMAGE_TOKEN,
+        **LLAVA_FEATURES,
     )
-    config._attn_implementation = attn
-    model = LlavaForConditionalGeneration(config).eval()
-    return model
 
 
 def llava_inputs(model, prompts: list[tuple[int, int]], n_images_per_prompt: int = 1, seed: int = 0):
@@ -86,34 +68,9 @@ def llava_inputs(model, prompts: list[tuple[int, int]], n_images_per_prompt: int
     return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
 
 
-def tiny_causal_lm(family: str, seed: int = 0, attn: str = "sdpa", **overrides):
-    import transformers
-
-    common = dict(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    config_class, model_class = {
-        "llama": ("LlamaConfig", "LlamaForCausalLM"),
-        "mistral": ("MistralConfig", "MistralForCausalLM"),
-        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-        "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
-    }[family]
-    extra = {"sliding_window": None} if family == "mistral" else {}
-    if family == "qwen3":
-        extra["head_dim"] = 16
-    config = getattr(transformers, config_class)(**{**common, **extra, **overrides})
-    config._attn_implementation = attn
-    torch.manual_seed(seed)
-    model = getattr(transformers, model_class)(config).eval()
+def tiny_causal_lm(family: str, seed: int = 0, attn: str = "sdpa", **sizes):
+    """A causal LM of `family` with the TEXT sizes (or `sizes` in their place)."""
+    model = builders.causal_lm(family, seed=seed, attn=attn, **{**TEXT, **sizes})
     model.generation_config.eos_token_id = None  # random weights: compare full-length greedy runs
     return model
 
