@@ -29,6 +29,7 @@ from common import clock_name, prefill_timings, use_threads
 
 import tokenprune as tp
 from tokenprune.timing import medians
+from tokenprune.zoo import builders
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,16 @@ QUICK = Shape(hidden=128, layers=8, heads=4, kv_heads=2, ffn=256, vocab=1000)
 
 
 def build_model(shape: Shape):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.ffn,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=8192,
+    return builders.causal_lm(
+        "llama",
+        vocab=shape.vocab,
+        hidden=shape.hidden,
+        ffn=shape.ffn,
+        layers=shape.layers,
+        heads=shape.heads,
+        kv_heads=shape.kv_heads,
+        max_positions=8192,
     )
-    config._attn_implementation = "sdpa"
-    return LlamaForCausalLM(config).eval()
 
 
 def layer_flops(shape: Shape, tokens: int) -> float:

@@ -25,6 +25,7 @@ from common import clock_name, prefill_timings, pruned_configs, use_threads
 
 import tokenprune as tp
 from tokenprune.timing import medians
+from tokenprune.zoo import builders
 
 IMAGE_TOKEN = 32000
 
@@ -64,39 +65,31 @@ QUICK = Geometry(
 )
 
 
-def clip_and_llama(g, image_size: int, max_positions: int):
-    """The CLIP tower and Llama configs of a geometry with `vision_*` and `text_*` fields (this
+def tower_and_text_sizes(g, image_size: int, max_positions: int) -> tuple[dict, dict]:
+    """The CLIP tower and Llama sizes of a geometry with `vision_*` and `text_*` fields (this
     script's and the LLaVA-NeXT benchmark's)."""
-    from transformers import CLIPVisionConfig, LlamaConfig
-
-    vision = CLIPVisionConfig(
-        hidden_size=g.vision_hidden,
-        intermediate_size=g.vision_ffn,
-        num_hidden_layers=g.vision_layers,
-        num_attention_heads=g.vision_heads,
+    vision = dict(
+        hidden=g.vision_hidden,
+        ffn=g.vision_ffn,
+        layers=g.vision_layers,
+        heads=g.vision_heads,
         image_size=image_size,
         patch_size=g.patch_size,
     )
-    text = LlamaConfig(
-        vocab_size=g.vocab,
-        hidden_size=g.text_hidden,
-        intermediate_size=g.text_ffn,
-        num_hidden_layers=g.text_layers,
-        num_attention_heads=g.text_heads,
-        num_key_value_heads=g.text_heads,
-        max_position_embeddings=max_positions,
+    text = dict(
+        vocab=g.vocab,
+        hidden=g.text_hidden,
+        ffn=g.text_ffn,
+        layers=g.text_layers,
+        heads=g.text_heads,
+        max_positions=max_positions,
     )
     return vision, text
 
 
 def build_model(g: Geometry):
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-
-    torch.manual_seed(0)
-    vision, text = clip_and_llama(g, g.image_size, max_positions=4096)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN)
-    config._attn_implementation = "sdpa"
-    return LlavaForConditionalGeneration(config).eval()
+    vision, text = tower_and_text_sizes(g, g.image_size, max_positions=4096)
+    return builders.llava(vision=vision, text=text, image_token=IMAGE_TOKEN)
 
 
 def build_inputs(g: Geometry) -> dict:

@@ -21,10 +21,16 @@ from pathlib import Path
 
 import torch
 from common import clock_name, prefill_timings, pruned_configs, summarize, use_threads
-from visual_prefill import clip_and_llama, text_layer_flops
+from visual_prefill import text_layer_flops
 from visual_prefill_qwen import HEADER
 
 import tokenprune as tp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from visual_prefill import tower_and_text_sizes  # noqa: E402
+from visual_prefill_qwen import summarize  # noqa: E402
+
+from tokenprune.zoo import builders  # noqa: E402
 
 IMAGE_TOKEN = 32000
 
@@ -63,19 +69,14 @@ QUICK = Geometry(crop=112, vision_hidden=64, vision_layers=2, vision_heads=2, vi
 
 
 def build_model(g: Geometry):
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
-
-    torch.manual_seed(0)
     size = g.crop * g.crops_per_side
-    vision, text = clip_and_llama(g, g.crop, max_positions=8192)
-    config = LlavaNextConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=IMAGE_TOKEN,
-        image_grid_pinpoints=[[g.crop, size], [size, g.crop], [size, size]],
+    vision, text = tower_and_text_sizes(g, g.crop, max_positions=8192)
+    return builders.llava_next(
+        vision=vision,
+        text=text,
+        image_token=IMAGE_TOKEN,
+        pinpoints=[[g.crop, size], [size, g.crop], [size, size]],
     )
-    config._attn_implementation = "sdpa"
-    return LlavaNextForConditionalGeneration(config).eval()
 
 
 def build_inputs(g: Geometry) -> dict:

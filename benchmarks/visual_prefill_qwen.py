@@ -31,6 +31,7 @@ from common import clock_name, prefill_timings, pruned_configs, summarize, use_t
 
 import tokenprune as tp
 from tokenprune.pruners.views import SplitByArea
+from tokenprune.zoo import builders
 
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
 PATCH, TEMPORAL, MERGE, WINDOW = 14, 2, 2, 112
@@ -91,43 +92,35 @@ QUICK = [
 
 
 def build_model(g: Geometry):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    torch.manual_seed(0)
-    depth = g.vision_layers
-    half = g.text_hidden // g.text_heads // 2
-    temporal = half // 4
-    mrope_section = [temporal, (half - temporal) // 2, half - temporal - (half - temporal) // 2]
-    config = Qwen2_5_VLConfig(
-        vision_config=dict(
-            depth=depth,
-            hidden_size=g.vision_hidden,
-            intermediate_size=g.vision_ffn,
-            num_heads=g.vision_heads,
-            out_hidden_size=g.text_hidden,
+    return builders.qwen_vl(
+        "qwen2_5_vl",
+        vision=dict(
+            hidden=g.vision_hidden,
+            ffn=g.vision_ffn,
+            layers=g.vision_layers,
+            heads=g.vision_heads,
+            out=g.text_hidden,
             patch_size=PATCH,
-            spatial_merge_size=MERGE,
             temporal_patch_size=TEMPORAL,
+            merge=MERGE,
             window_size=WINDOW,
-            fullatt_block_indexes=list(range(3, depth, 4)),
+            fullatt_block_indexes=list(range(3, g.vision_layers, 4)),
         ),
-        text_config=dict(
-            vocab_size=g.vocab,
-            hidden_size=g.text_hidden,
-            intermediate_size=g.text_ffn,
-            num_hidden_layers=g.text_layers,
-            num_attention_heads=g.text_heads,
-            num_key_value_heads=g.text_kv_heads,
-            max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
+        text=dict(
+            vocab=g.vocab,
+            hidden=g.text_hidden,
+            ffn=g.text_ffn,
+            layers=g.text_layers,
+            heads=g.text_heads,
+            kv_heads=g.text_kv_heads,
+            max_positions=32768,
         ),
-        image_token_id=IMAGE_TOKEN,
-        video_token_id=VIDEO_TOKEN,
-        vision_start_token_id=VISION_START,
-        vision_end_token_id=VISION_END,
+        rope_theta=1e6,
+        image_token=IMAGE_TOKEN,
+        video_token=VIDEO_TOKEN,
+        vision_start=VISION_START,
+        vision_end=VISION_END,
     )
-    config._attn_implementation = "sdpa"
-    return Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
 def build_inputs(g: Geometry) -> dict:

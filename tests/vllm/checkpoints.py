@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from tokenprune.zoo import builders
+
 WORDS = [f"w{i}" for i in range(40)]
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: "
@@ -65,44 +67,34 @@ def llava_checkpoint(
     seed: int = 0,
 ) -> Path:
     """LLaVA-1.5 geometry in miniature: CLIP (CLS + (image_size/patch_size)^2 patches), layer -2."""
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import CLIPImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
     directory = Path(directory)
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
     tokenizer = _tokenizer(specials, "<image>")
     vocab_size = 64 if len(tokenizer) <= 64 else len(tokenizer)
-    text = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=text_hidden,
-        intermediate_size=2 * text_hidden,
-        num_hidden_layers=text_layers,
-        num_attention_heads=text_hidden // 32,
-        num_key_value_heads=text_hidden // 32,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=64,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    config = builders.llava_config(
+        vision=dict(
+            hidden=64,
+            ffn=128,
+            layers=3,
+            heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=64,
+        ),
+        text=dict(
+            vocab=vocab_size,
+            hidden=text_hidden,
+            ffn=2 * text_hidden,
+            layers=text_layers,
+            heads=text_hidden // 32,
+            max_positions=2048,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=3,
+        ),
+        image_token=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
@@ -154,25 +146,25 @@ def _qwen_checkpoint(
     directory = Path(directory)
     tokenizer = _tokenizer(QWEN_SPECIALS, QWEN_IMAGE_MARKUP)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
-    config = getattr(transformers, f"{prefix}Config")(
-        text_config=dict(
-            vocab_size=64,
-            hidden_size=text_hidden,
-            intermediate_size=2 * text_hidden,
-            num_hidden_layers=text_layers,
-            num_attention_heads=text_hidden // 32,  # head size 32: mrope_section covers its 16 pairs
-            num_key_value_heads=text_hidden // 32,
-            max_position_embeddings=2048,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+    config = builders.qwen_vl_config(
+        family,
+        vision=vision,
+        # head size 32: the M-RoPE sections cover its 16 rotary pairs
+        text=dict(
+            vocab=64,
+            hidden=text_hidden,
+            ffn=2 * text_hidden,
+            layers=text_layers,
+            heads=text_hidden // 32,
+            max_positions=2048,
             bos_token_id=1,
             eos_token_id=2,
             pad_token_id=3,
         ),
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        image_token=ids["<|image_pad|>"],
+        video_token=ids["<|video_pad|>"],
+        vision_start=ids["<|vision_start|>"],
+        vision_end=ids["<|vision_end|>"],
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=3,
@@ -202,14 +194,14 @@ def qwen2_5_vl_checkpoint(
     """Qwen2.5-VL in miniature: a 112x112 image is an 8x8 patch grid, 16 merged tokens, in 2x2-token
     attention windows except in the last (full-attention) block."""
     vision = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        out_hidden_size=text_hidden,  # the merger feeds the language model
+        hidden=32,
+        ffn=64,
+        layers=2,
+        heads=2,
+        out=text_hidden,  # the merger feeds the language model
         patch_size=14,
-        spatial_merge_size=2,
         temporal_patch_size=2,
+        merge=2,
         window_size=56,
         fullatt_block_indexes=[1],
         tokens_per_second=2,
@@ -219,16 +211,7 @@ def qwen2_5_vl_checkpoint(
 
 def qwen2_vl_checkpoint(directory: Path, *, max_pixels: int = 112 * 112, seed: int = 0) -> Path:
     """Qwen2-VL in miniature (every vision block attends over the whole image)."""
-    vision = dict(
-        depth=2,
-        embed_dim=32,
-        hidden_size=64,
-        num_heads=2,
-        mlp_ratio=2,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-    )
+    vision = dict(hidden=32, ffn=64, layers=2, heads=2, out=64, patch_size=14, temporal_patch_size=2, merge=2)
     return _qwen_checkpoint(directory, "qwen2_vl", vision, max_pixels, seed, 64, 2)
 
 

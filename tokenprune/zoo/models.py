@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenprune.zoo import retrieval, scenes
+from tokenprune.zoo import builders, retrieval, scenes
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 IMAGE_TOKEN = "<image>"
@@ -60,21 +60,20 @@ def vlm_processor(tokenizer=None):
 def build_vlm(tokenizer, image_size: int = scenes.IMAGE_SIZE):
     """A LLaVA-1.5-shaped model: CLIP tower (`image_size` px images in 12 px patches + CLS; 96 px = 8x8
     patches), MLP projector, 4-layer Llama."""
-    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
-    vision = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=PATCH_SIZE,
-        projection_dim=64,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=llama_config(tokenizer, hidden=96, heads=4, layers=4, max_positions=256),
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+    config = builders.llava_config(
+        vision=dict(
+            hidden=64,
+            ffn=256,
+            layers=2,
+            heads=4,
+            image_size=image_size,
+            patch_size=PATCH_SIZE,
+            projection_dim=64,
+        ),
+        text=text_sizes(tokenizer, hidden=96, heads=4, layers=4, max_positions=256),
+        image_token=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
@@ -90,25 +89,21 @@ def build_lm(tokenizer):
     for matching keys hundreds of tokens apart."""
     from transformers import LlamaForCausalLM
 
-    return LlamaForCausalLM(
-        llama_config(tokenizer, hidden=128, heads=4, layers=6, max_positions=2048, rope_theta=500000.0)
-    )
+    sizes = text_sizes(tokenizer, hidden=128, heads=4, layers=6, max_positions=2048, rope_theta=500000.0)
+    return LlamaForCausalLM(builders.llama_config(**sizes))
 
 
-def llama_config(
+def text_sizes(
     tokenizer, hidden: int, heads: int, layers: int, max_positions: int, rope_theta: float = 10000.0
-):
-    """A reference model's Llama over `tokenizer`'s vocabulary and special tokens."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=256,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=max_positions,
+) -> dict:
+    """A reference model's Llama sizes over `tokenizer`'s vocabulary and special tokens."""
+    return dict(
+        vocab=len(tokenizer),
+        hidden=hidden,
+        ffn=256,
+        layers=layers,
+        heads=heads,
+        max_positions=max_positions,
         rope_theta=rope_theta,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
