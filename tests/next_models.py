@@ -8,6 +8,7 @@ import sys
 import torch
 
 from tiny_models import IMAGE_TOKEN, LLAVA_FEATURES, TEXT, TOWER
+from tokenprune.adapters.transformers import compat
 from tokenprune.zoo import builders
 
 VIDEO_TOKEN = 126
@@ -128,3 +129,31 @@ def video_inputs(model, frames: int, batch: int, seed: int = 0) -> dict:
     inputs = _left_pad(rows)
     inputs["pixel_values_videos"] = torch.randn(batch, frames, 3, CROP, CROP, generator=generator)
     return inputs
+
+
+def placeholder_groups(model, inputs):
+    """Per sample: (candidate count, newline count) of each image/video, in prompt order, from
+    the unpruned model's own encodings."""
+    inner = model.model
+    ids = inputs["input_ids"]
+    newline = inner.image_newline
+    found = []
+    with torch.no_grad():
+        if "pixel_values" in inputs:
+            extra = {k: inputs[k] for k in ("batch_num_images",) if k in inputs}
+            feats = inner.get_image_features(
+                inputs["pixel_values"], inputs["image_sizes"], **extra
+            ).pooler_output
+            token = model.config.image_token_id
+        else:
+            feats = list(
+                compat.video_features_with_newline(
+                    inner, inner.get_video_features(inputs["pixel_values_videos"])
+                )
+            )
+            token = model.config.video_token_id
+    where = (ids == token).nonzero()
+    for f, chunk in zip(feats, where.split([len(f) for f in feats])):
+        lines = int((f == newline).all(-1).sum())
+        found.append((int(chunk[0, 0]), len(f) - lines, lines))
+    return [[(n, lines) for b, n, lines in found if b == sample] for sample in range(len(ids))]

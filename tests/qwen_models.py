@@ -113,3 +113,14 @@ def qwen_inputs(
         inputs["pixel_values_videos"] = torch.cat(videos)
         inputs["video_grid_thw"] = torch.tensor(video_grids)
     return inputs
+
+
+def unpruned_positions(model, inputs):
+    """(3, B, L) M-RoPE ids of the unpruned prompt and (B, 1) rope deltas, from the model itself."""
+    return model.model.get_rope_index(
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs.get("image_grid_thw"),
+        video_grid_thw=inputs.get("video_grid_thw"),
+        attention_mask=inputs["attention_mask"],
+    )
