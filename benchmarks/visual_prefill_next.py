@@ -21,16 +21,11 @@ from pathlib import Path
 
 import torch
 from common import clock_name, prefill_timings, pruned_configs, summarize, use_threads
-from visual_prefill import text_layer_flops
+from visual_prefill import text_layer_flops, tower_and_text_sizes
 from visual_prefill_qwen import HEADER
 
 import tokenprune as tp
-
-sys.path.insert(0, str(Path(__file__).parent))
-from visual_prefill import tower_and_text_sizes  # noqa: E402
-from visual_prefill_qwen import summarize  # noqa: E402
-
-from tokenprune.zoo import builders  # noqa: E402
+from tokenprune.zoo import builders
 
 IMAGE_TOKEN = 32000
 
