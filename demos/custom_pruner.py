@@ -16,6 +16,7 @@ import torch
 
 import tokenprune as tp
 from tokenprune.pruners import Selection, VisualTokens
+from tokenprune.zoo import builders
 
 IMAGE_TOKEN = 127
 IMAGE_SIZE, PATCH_SIZE = 84, 14  # a 6 x 6 patch grid
@@ -32,31 +33,21 @@ class LargestNorm(tp.PreLLMPruner):
 
 def tiny_llava():
     """LLaVA-1.5's structure in miniature, random weights: a 2-layer CLIP tower and a 2-layer Llama."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    torch.manual_seed(0)
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
+    return builders.llava(
+        vision=dict(hidden=32, ffn=64, layers=2, heads=4, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE),
+        text=dict(
+            vocab=128,
+            hidden=64,
+            ffn=128,
+            layers=2,
+            heads=4,
+            kv_heads=2,
+            max_positions=256,
+            pad_token_id=0,
+            eos_token_id=2,
+        ),
+        image_token=IMAGE_TOKEN,
     )
-    text = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        eos_token_id=2,
-    )
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN)
-    config._attn_implementation = "sdpa"
-    return LlavaForConditionalGeneration(config).eval()
 
 
 def main() -> list[tp.PruneRecord]:

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from tiny_models import IMAGE_TOKEN, LLAVA_FEATURES, TEXT, TOWER
+from tiny_models import IMAGE_TOKEN, LLAVA_FEATURES, TEXT, TOWER, left_pad
 from tokenprune.adapters.transformers import compat
 from tokenprune.zoo import builders
 
@@ -72,16 +72,6 @@ def image_token_counts(model, sizes: list[tuple[int, int]], base_only: bool = Fa
     return counts
 
 
-def _left_pad(rows: list[list[int]]) -> dict:
-    width = max(len(r) for r in rows)
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for b, r in enumerate(rows):
-        input_ids[b, width - len(r) :] = torch.tensor(r)
-        attention_mask[b, width - len(r) :] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
 def _text(generator, n: int) -> list[int]:
     return torch.randint(3, VIDEO_TOKEN, (n,), generator=generator).tolist()
 
@@ -109,7 +99,7 @@ def image_inputs(model, prompts: list[list[tuple[int, int]]], seed: int = 0) -> 
                     list(size), model.config.image_grid_pinpoints, model.config.vision_config.image_size
                 )
             )
-    inputs = _left_pad(rows)
+    inputs = left_pad(rows)
     inputs["pixel_values"] = torch.randn(len(sizes), max(patches), 3, CROP, CROP, generator=generator)
     inputs["image_sizes"] = torch.tensor(sizes)
     if onevision:
@@ -126,7 +116,7 @@ def video_inputs(model, frames: int, batch: int, seed: int = 0) -> dict:
         [1] + _text(generator, 2 + 3 * b) + [VIDEO_TOKEN] * per_video + _text(generator, 3)
         for b in range(batch)
     ]
-    inputs = _left_pad(rows)
+    inputs = left_pad(rows)
     inputs["pixel_values_videos"] = torch.randn(batch, frames, 3, CROP, CROP, generator=generator)
     return inputs
 

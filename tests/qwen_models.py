@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from tiny_models import left_pad
 from tokenprune.zoo import builders
 
 VOCAB = 160
@@ -92,20 +93,12 @@ def qwen_inputs(
                 ids += [VISION_START] + [token] * (grid[0] * per_frame) + [VISION_END]
         ids += torch.randint(3, IMAGE_TOKEN, (text[1],), generator=generator).tolist()
         rows.append(ids)
-    width = max(len(r) for r in rows)
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for b, r in enumerate(rows):
-        input_ids[b, width - len(r) :] = torch.tensor(r)
-        attention_mask[b, width - len(r) :] = 1
+    inputs = left_pad(rows)
+    input_ids = inputs["input_ids"]
     mm_token_type_ids = torch.zeros_like(input_ids, dtype=torch.int32)
     mm_token_type_ids[input_ids == IMAGE_TOKEN] = 1
     mm_token_type_ids[input_ids == VIDEO_TOKEN] = 2
-    inputs = {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "mm_token_type_ids": mm_token_type_ids,
-    }
+    inputs["mm_token_type_ids"] = mm_token_type_ids
     if images:
         inputs["pixel_values"] = torch.cat(images)
         inputs["image_grid_thw"] = torch.tensor(image_grids)

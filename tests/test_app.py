@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import tokenprune as tp
+from tokenprune import registry
 from tokenprune.demos.app import checks, long_context, models, rag, sweep, ui, vision
 from tokenprune.demos.app.measurement import layer_tokens
 from tokenprune.stats import PruneRecord
@@ -367,16 +368,8 @@ def test_cli_demo_rejects_a_bad_port_before_loading_anything():
 def test_pruners_are_the_harness_ones():
     from tokenprune.eval import harness
 
-    assert checks.VISUAL_PRUNERS == (
-        "divprune",
-        "visionzip",
-        "fopru",
-        "fastv",
-        "feather",
-        "random",
-        "uniform",
-    )
-    assert checks.PROMPT_PRUNERS == ("lazyskip", "gemfilter")
+    assert registry.pruner_names(drops="visual") == checks.VISUAL_PRUNERS
+    assert registry.pruner_names(drops="prompt") == checks.PROMPT_PRUNERS
     assert isinstance(harness.visual_pruner("fopru", 0.5, 4), tp.FoPru)
     assert isinstance(harness.visual_pruner("fastv", 0.5, 4), tp.FastV)
     assert isinstance(harness.prompt_pruner("lazyskip", 0.1, 4), tp.LazySkip)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tiny_models import IMAGE_TOKEN, llava_inputs, tiny_llava
+from tiny_models import IMAGE_TOKEN, language_model_positions, llava_inputs, tiny_llava
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.attention import head_mean_probabilities
 
@@ -40,18 +40,6 @@ def run_forward(model, inputs):
 def run_generate(model, inputs, n=6):
     with torch.no_grad():
         return model.generate(**inputs, max_new_tokens=n, do_sample=False)
-
-
-def language_model_positions(model, call):
-    seen = []
-    hook = model.model.language_model.register_forward_pre_hook(
-        lambda m, a, k: seen.append(k.get("position_ids")), with_kwargs=True
-    )
-    try:
-        call()
-    finally:
-        hook.remove()
-    return seen
 
 
 def test_keep_positions_are_original_and_decoding_continues_after_unpruned_length(model, batch1):

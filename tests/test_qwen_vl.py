@@ -13,6 +13,7 @@ from qwen_models import FAMILIES, IMAGE_TOKEN, VIDEO_TOKEN, qwen_inputs, tiny_qw
 
 import tokenprune as tp
 import tokenprune.attention
+from tiny_models import language_model_positions
 from tokenprune.adapters.transformers import compat
 from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.pruners.base import LayerPruner
@@ -54,18 +55,6 @@ def run_forward(model, inputs):
 def run_generate(model, inputs, n=STEPS):
     with torch.no_grad():
         return model.generate(**inputs, max_new_tokens=n, do_sample=False)
-
-
-def language_model_positions(model, call):
-    seen = []
-    hook = model.model.language_model.register_forward_pre_hook(
-        lambda m, a, k: seen.append(k.get("position_ids")), with_kwargs=True
-    )
-    try:
-        call()
-    finally:
-        hook.remove()
-    return seen
 
 
 def test_full_budget_keeps_the_video_frame_interval(model, family):

@@ -56,16 +56,10 @@ def llava_inputs(model, prompts: list[tuple[int, int]], n_images_per_prompt: int
             ids += [IMAGE_TOKEN] * per_image
         ids += torch.randint(3, IMAGE_TOKEN, (after,), generator=generator).tolist()
         rows.append(ids)
-    width = max(len(r) for r in rows)
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for b, r in enumerate(rows):
-        input_ids[b, width - len(r) :] = torch.tensor(r)
-        attention_mask[b, width - len(r) :] = 1
     pixel_values = torch.randn(
         len(rows) * n_images_per_prompt, 3, vision.image_size, vision.image_size, generator=generator
     )
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
+    return {**left_pad(rows), "pixel_values": pixel_values}
 
 
 def tiny_causal_lm(family: str, seed: int = 0, attn: str = "sdpa", **sizes):
@@ -78,10 +72,28 @@ def tiny_causal_lm(family: str, seed: int = 0, attn: str = "sdpa", **sizes):
 def padded_batch(lengths=(40, 31), seed=0):
     """A left-padded batch of random text prompts of the given lengths."""
     generator = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    input_ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for b, n in enumerate(lengths):
-        input_ids[b, width - n :] = torch.randint(3, VOCAB, (n,), generator=generator)
-        attention_mask[b, width - n :] = 1
+    return left_pad([torch.randint(3, VOCAB, (n,), generator=generator).tolist() for n in lengths])
+
+
+def left_pad(rows: list[list[int]]) -> dict:
+    """input_ids and attention_mask of token rows, left-padded to the longest with pad id 0."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for b, r in enumerate(rows):
+        input_ids[b, width - len(r) :] = torch.tensor(r)
+        attention_mask[b, width - len(r) :] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def language_model_positions(model, call) -> list:
+    """The position_ids a VLM's language model receives in each forward `call()` runs."""
+    seen = []
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k.get("position_ids")), with_kwargs=True
+    )
+    try:
+        call()
+    finally:
+        hook.remove()
+    return seen
