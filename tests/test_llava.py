@@ -10,8 +10,13 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tiny_models import IMAGE_TOKEN, language_model_positions, llava_inputs, tiny_llava
-from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
+from tiny_models import (
+    IMAGE_TOKEN,
+    eager_weights_and_recomputed_rows,
+    language_model_positions,
+    llava_inputs,
+    tiny_llava,
+)
 from tokenprune.attention import head_mean_probabilities
 
 TOKENS = 36  # 84 px / 14 px patches -> 6 x 6 grid
@@ -91,24 +96,10 @@ def test_vision_cls_attention_matches_eager(model, batch2):
 
 @pytest.mark.parametrize("layer", [1, 2, 3])
 def test_recomputed_last_token_attention_matches_eager(model, batch2, layer):
-    eager = copy.deepcopy(model)
-    eager.set_attn_implementation("eager")
-    lm = model.model.language_model
-    with torch.no_grad():
-        embeds = model.model.get_input_embeddings()(batch2["input_ids"])
-        mask = batch2["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        weights = eager.model.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_attentions=True
-        ).attentions[layer]
-        captured = {}
-        hook = lm.layers[layer].register_forward_pre_hook(
-            lambda m, a, k: captured.update(hidden=a[0], pos=k["position_embeddings"]), with_kwargs=True
-        )
-        lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
-        hook.remove()
-        rows = RecomputedRows(DecoderStack(lm), layer, captured["hidden"], captured["pos"], mask.bool())
-        ours = torch.softmax(rows.logits(window=1, rope=True), dim=-1)
+    mask = batch2["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    weights, rows = eager_weights_and_recomputed_rows(model, batch2["input_ids"], mask, positions, layer)
+    ours = torch.softmax(rows.logits(window=1, rope=True), dim=-1)
     torch.testing.assert_close(ours[:, :, 0], weights[:, :, -1].float(), rtol=1e-4, atol=1e-6)
     assert head_mean_probabilities(rows.logits(window=2)).shape == mask.shape
 

@@ -13,9 +13,8 @@ from qwen_models import FAMILIES, IMAGE_TOKEN, VIDEO_TOKEN, qwen_inputs, tiny_qw
 
 import tokenprune as tp
 import tokenprune.attention
-from tiny_models import language_model_positions
+from tiny_models import eager_weights_and_recomputed_rows, language_model_positions
 from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
 from tokenprune.pruners.base import LayerPruner
 from tokenprune.pruners.views import SplitByArea
 
@@ -307,24 +306,11 @@ def test_attention_received_in_query_blocks_equals_softmax_columns(heads_per_ste
 @pytest.mark.parametrize("layer", [1, 3])
 def test_recomputed_last_token_attention_matches_eager(model, layer):
     inputs = inputs_for(model.config.model_type, "batch2")
-    eager = copy.deepcopy(model)
-    eager.set_attn_implementation("eager")
-    lm = model.model.language_model
     positions, _ = unpruned_positions(model, inputs)
-    mask = inputs["attention_mask"]
-    with torch.no_grad():
-        embeds = model.model.get_input_embeddings()(inputs["input_ids"])
-        weights = eager.model.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_attentions=True
-        ).attentions[layer]
-        captured = {}
-        hook = lm.layers[layer].register_forward_pre_hook(
-            lambda m, a, k: captured.update(hidden=a[0], pos=k["position_embeddings"]), with_kwargs=True
-        )
-        lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
-        hook.remove()
-        rows = RecomputedRows(DecoderStack(lm), layer, captured["hidden"], captured["pos"], mask.bool())
-        ours = torch.softmax(rows.logits(window=1, rope=True), dim=-1)
+    weights, rows = eager_weights_and_recomputed_rows(
+        model, inputs["input_ids"], inputs["attention_mask"], positions, layer
+    )
+    ours = torch.softmax(rows.logits(window=1, rope=True), dim=-1)
     torch.testing.assert_close(ours[:, :, 0], weights[:, :, -1].float(), rtol=1e-4, atol=1e-6)
 
 

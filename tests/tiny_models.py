@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from tokenprune.zoo import builders
@@ -97,3 +99,25 @@ def language_model_positions(model, call) -> list:
     finally:
         hook.remove()
     return seen
+
+
+def eager_weights_and_recomputed_rows(model, input_ids, mask, positions, layer: int):
+    """A VLM language model's attention weights at `layer` under eager attention (the reference), and
+    the RecomputedRows tokenprune builds there from the SDPA model's hidden states."""
+    from tokenprune.adapters.transformers.decoder import DecoderStack, RecomputedRows
+
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    lm = model.model.language_model
+    with torch.no_grad():
+        embeds = model.model.get_input_embeddings()(input_ids)
+        weights = eager.model.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_attentions=True
+        ).attentions[layer]
+        captured = {}
+        hook = lm.layers[layer].register_forward_pre_hook(
+            lambda m, a, k: captured.update(hidden=a[0], pos=k["position_embeddings"]), with_kwargs=True
+        )
+        lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+        hook.remove()
+    return weights, RecomputedRows(DecoderStack(lm), layer, captured["hidden"], captured["pos"], mask.bool())
