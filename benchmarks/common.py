@@ -10,6 +10,10 @@ has to be in the package. This module extends it with what needs torch.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
 import re
 import statistics
 from collections.abc import Callable, Mapping
@@ -25,6 +29,77 @@ from tokenprune.timing import Clock, clock_for, interleaved, medians
 
 # the method a pruner of each stage selects with
 SELECT_METHOD = {"pre_llm": "select", "llm": "select_layer", "prefill": "select_prompt"}
+RESULTS = Path(__file__).parent / "results"
+
+
+def benchmark_parser(
+    doc: str, runs: int, *, budgets: str | None = None, results: str | None = None
+) -> argparse.ArgumentParser:
+    """The options every prefill benchmark takes (--runs, --threads, --quick), described by the first
+    paragraph of `doc`; --budgets and --out (a file in benchmarks/results/) where given defaults."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=runs, help="timed rounds over all configs (median)")
+    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
+    parser.add_argument("--quick", action="store_true", help="tiny model, to check the script runs")
+    if budgets is not None:
+        parser.add_argument("--budgets", default=budgets)
+    if results is not None:
+        parser.add_argument("--out", default=str(RESULTS / results))
+    return parser
+
+
+def write_json(path: str | Path, data) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2))
+
+
+def run_conditions(threads: int, runs: int, load_before: float | None = None) -> str:
+    """How a table was timed, for the line above it; with the load average before the runs and now
+    where `load_before` is given."""
+    conditions = (
+        f"{threads} thread(s) ({clock_name(threads)}), {platform.processor() or platform.machine()}; "
+        f"median of {runs} interleaved rounds"
+    )
+    if load_before is not None:
+        conditions += f"; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    return conditions
+
+
+def sizes(g, part: str, **extra) -> dict:
+    """A builder's sizes for the `part` ("vision" or "text") of a geometry: its `{part}_*` fields
+    without the prefix, plus `extra`."""
+    names = ("hidden", "ffn", "layers", "heads", "kv_heads")
+    return {name: getattr(g, f"{part}_{name}") for name in names if hasattr(g, f"{part}_{name}")} | extra
+
+
+def visual_pruners(budget, depth: int) -> dict[str, object]:
+    """The visual-token pruners every prefill table compares, at `budget`, for a `depth`-layer LLM."""
+    return {
+        "DivPrune": tp.DivPrune(budget),
+        "VisionZip": tp.VisionZip(budget),
+        "FoPru (rank)": tp.FoPru(budget),
+        "FoPru (row)": tp.FoPru(budget, strategy="row"),
+        "Random": tp.RandomPrune(budget),
+        "Uniform": tp.UniformPrune(budget),
+        "FastV (K=2)": tp.FastV(budget, layer=2),
+        f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
+    }
+
+
+def tokens_per_layer(records, layers: int, fixed: int, candidates: int) -> list[int]:
+    """Tokens each of `layers` decoder layers ran at: the `fixed` ones (text, never pruned) plus the
+    visual `candidates`, or plus what the last pruning record before that layer kept."""
+    counts = [fixed + candidates] * layers
+    for r in records:
+        for layer in range(0 if r.stage == "pre_llm" else r.layer, layers):
+            counts[layer] = fixed + r.tokens_after
+    return counts
+
+
+def prefill_flops(g, vision_flops: float, layer_flops, tokens_per_layer: list[int]) -> float:
+    """FLOPs of a prefill: the vision side, each decoder layer at the length it ran
+    (`layer_flops(g, tokens)`) and the logits of the last token."""
+    return vision_flops + sum(layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
 
 
 def use_threads(threads: int) -> Clock:

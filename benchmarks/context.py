@@ -422,14 +422,17 @@ def run_scaling(sizes: list[float], tokenizer) -> dict:
 # --- report ----------------------------------------------------------------------------------------------
 
 
+def _table_head(title: str, columns: list[str]) -> list[str]:
+    """A section heading and the header rows of its Markdown table."""
+    return [f"### {title}", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 def _throughput_table(throughput: dict) -> list[str]:
     ours, htmlrag = throughput["tokenprune"], throughput.get("htmlrag")
-    lines = [
-        f"### Throughput: clean + block tree + BM25 pruning to {THROUGHPUT_BUDGET} tokens ({ours['pages']} pages)",
-        "",
-        "| tool | pages/s | MB/s | failures | max tokens after | mean tokens after |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = _table_head(
+        f"Throughput: clean + block tree + BM25 pruning to {THROUGHPUT_BUDGET} tokens ({ours['pages']} pages)",
+        ["tool", "pages/s", "MB/s", "failures", "max tokens after", "mean tokens after"],
+    )
     for name, row in (("tokenprune", ours), ("htmlrag 0.1.1", htmlrag)):
         if row:
             lines.append(
@@ -444,10 +447,10 @@ def _throughput_table(throughput: dict) -> list[str]:
 def _cleaning_table(cleaning: dict) -> list[str]:
     lines = [
         "",
-        "### Cleaning: tokens and main-content quality vs articleBody",
-        "",
-        "| output | tokens | reduction vs raw | precision | recall | F1 |",
-        "|---|---|---|---|---|---|",
+        *_table_head(
+            "Cleaning: tokens and main-content quality vs articleBody",
+            ["output", "tokens", "reduction vs raw", "precision", "recall", "F1"],
+        ),
     ]
     names = {
         "raw": "raw HTML",
@@ -468,13 +471,7 @@ def _cleaning_table(cleaning: dict) -> list[str]:
 
 def _retention_table(retention: dict) -> list[str]:
     scorers = sorted({key.split("@")[0] for key in retention})
-    lines = [
-        "",
-        "### Evidence retention (markdown output)",
-        "",
-        "| scorer | " + " | ".join(map(str, BUDGETS)) + " |",
-    ]
-    lines.append("|---|" + "---|" * len(BUDGETS))
+    lines = ["", *_table_head("Evidence retention (markdown output)", ["scorer", *map(str, BUDGETS)])]
     for scorer in scorers:
         lines.append(
             f"| {scorer} | " + " | ".join(f"{retention[f'{scorer}@{b}']:.3f}" for b in BUDGETS) + " |"
@@ -483,13 +480,7 @@ def _retention_table(retention: dict) -> list[str]:
 
 
 def _scaling_table(scaling: dict) -> list[str]:
-    lines = [
-        "",
-        "### Scaling (CPU s per MB, synthetic pages)",
-        "",
-        "| MB | clean | clean + prune |",
-        "|---|---|---|",
-    ]
+    lines = ["", *_table_head("Scaling (CPU s per MB, synthetic pages)", ["MB", "clean", "clean + prune"])]
     for size, row in scaling.items():
         lines.append(f"| {size} | {row['clean_s_per_mb']:.2f} | {row['prune_s_per_mb']:.2f} |")
     return lines

@@ -17,15 +17,12 @@ layer really processed, GemFilter's filter pass included), speedup / ideal, and 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
-from common import clock_name, prefill_timings, use_threads
+from common import RESULTS, benchmark_parser, clock_name, prefill_timings, use_threads, write_json
 
 import tokenprune as tp
 from tokenprune.timing import medians
@@ -50,16 +47,7 @@ QUICK = Shape(hidden=128, layers=8, heads=4, kv_heads=2, ffn=256, vocab=1000)
 
 
 def build_model(shape: Shape):
-    return builders.causal_lm(
-        "llama",
-        vocab=shape.vocab,
-        hidden=shape.hidden,
-        ffn=shape.ffn,
-        layers=shape.layers,
-        heads=shape.heads,
-        kv_heads=shape.kv_heads,
-        max_positions=8192,
-    )
+    return builders.causal_lm("llama", **asdict(shape), max_positions=8192)
 
 
 def layer_flops(shape: Shape, tokens: int) -> float:
@@ -96,11 +84,8 @@ def methods(shape: Shape) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="timed rounds over all methods (median)")
+    parser = benchmark_parser(__doc__, runs=3)
     parser.add_argument("--lengths", default="1024,2048,4096")
-    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
-    parser.add_argument("--quick", action="store_true", help="tiny model, for a smoke run")
     args = parser.parse_args()
     clock = use_threads(args.threads)
     shape = QUICK if args.quick else Shape()
@@ -154,8 +139,6 @@ def main() -> None:
     table = "\n".join(lines)
     print()
     print(table)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
     result = {
         "shape": asdict(shape),
         "runs": args.runs,
@@ -166,8 +149,8 @@ def main() -> None:
         "rows": rows,
         "table": table,
     }
-    path = out / ("prefill_skip_quick.json" if args.quick else "prefill_skip.json")
-    path.write_text(json.dumps(result, indent=2))
+    path = RESULTS / ("prefill_skip_quick.json" if args.quick else "prefill_skip.json")
+    write_json(path, result)
     print(f"\nwritten to {path}")
 
 

@@ -13,17 +13,12 @@ pruned and unpruned runs alike; one thread, timed as process CPU time.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
+import common
 import torch
-from common import clock_name, prefill_timings, pruned_configs, use_threads
 
-import tokenprune as tp
 from tokenprune.timing import medians
 from tokenprune.zoo import builders
 
@@ -50,46 +45,20 @@ class Geometry:
         return (self.image_size // self.patch_size) ** 2
 
 
-QUICK = Geometry(
-    image_size=112,
-    vision_hidden=64,
-    vision_layers=2,
-    vision_heads=2,
-    vision_ffn=128,
-    text_hidden=128,
-    text_layers=8,
-    text_heads=4,
-    text_ffn=256,
-    vocab=32064,
+# the tiny sizes this script's and the LLaVA-NeXT benchmark's --quick geometries share
+QUICK_SIZES = dict(
+    vision_hidden=64, vision_layers=2, vision_heads=2, vision_ffn=128, text_hidden=128, text_heads=4, text_ffn=256,
     text_tokens=20,
-)
-
-
-def tower_and_text_sizes(g, image_size: int, max_positions: int) -> tuple[dict, dict]:
-    """The CLIP tower and Llama sizes of a geometry with `vision_*` and `text_*` fields (this
-    script's and the LLaVA-NeXT benchmark's)."""
-    vision = dict(
-        hidden=g.vision_hidden,
-        ffn=g.vision_ffn,
-        layers=g.vision_layers,
-        heads=g.vision_heads,
-        image_size=image_size,
-        patch_size=g.patch_size,
-    )
-    text = dict(
-        vocab=g.vocab,
-        hidden=g.text_hidden,
-        ffn=g.text_ffn,
-        layers=g.text_layers,
-        heads=g.text_heads,
-        max_positions=max_positions,
-    )
-    return vision, text
+)  # fmt: skip
+QUICK = Geometry(image_size=112, text_layers=8, **QUICK_SIZES)
 
 
 def build_model(g: Geometry):
-    vision, text = tower_and_text_sizes(g, g.image_size, max_positions=4096)
-    return builders.llava(vision=vision, text=text, image_token=IMAGE_TOKEN)
+    return builders.llava(
+        vision=common.sizes(g, "vision", image_size=g.image_size, patch_size=g.patch_size),
+        text=common.sizes(g, "text", vocab=g.vocab, max_positions=4096),
+        image_token=IMAGE_TOKEN,
+    )
 
 
 def build_inputs(g: Geometry) -> dict:
@@ -115,60 +84,33 @@ def text_layer_flops(g: Geometry, n: int) -> float:
     return 2 * n * (4 * d * d + 3 * d * g.text_ffn) + 2 * n * n * d  # causal: half of QK^T and AV
 
 
-def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
-    return (
-        vision_flops(g) + sum(text_layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
-    )
-
-
-def tokens_per_layer(g: Geometry, records, pruner) -> list[int]:
-    full = g.patches + g.text_tokens
-    counts = [full] * g.text_layers
-    for r in records:
-        start = 0 if r.stage == "pre_llm" else r.layer
-        for layer in range(start, g.text_layers):
-            counts[layer] = g.text_tokens + r.tokens_after
-    return counts
-
-
-def pruners_for(budget: int, g: Geometry) -> dict:
-    depth = g.text_layers
-    return {
-        "DivPrune": tp.DivPrune(budget),
-        "VisionZip": tp.VisionZip(budget),
-        "FoPru (rank)": tp.FoPru(budget),
-        "FoPru (row)": tp.FoPru(budget, strategy="row"),
-        "Random": tp.RandomPrune(budget),
-        "Uniform": tp.UniformPrune(budget),
-        "FastV (K=2)": tp.FastV(budget, layer=2),
-        f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
-    }
+def flops_of(g: Geometry, records) -> float:
+    """FLOPs of a prefill that left the pruning `records` ([]: unpruned)."""
+    counts = common.tokens_per_layer(records, g.text_layers, fixed=g.text_tokens, candidates=g.patches)
+    return common.prefill_flops(g, vision_flops(g), text_layer_flops, counts)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed rounds over all configs (median)")
-    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
-    parser.add_argument("--budgets", default="64,128,192")
-    parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill.json"))
-    args = parser.parse_args()
-    clock = use_threads(args.threads)
+    args = common.benchmark_parser(
+        __doc__, runs=5, budgets="64,128,192", results="visual_prefill.json"
+    ).parse_args()
+    clock = common.use_threads(args.threads)
     g = QUICK if args.quick else Geometry()
     model, inputs = build_model(g), build_inputs(g)
-    configs = pruned_configs([int(b) for b in args.budgets.split(",")], lambda budget: pruners_for(budget, g))
-    seconds, recorded = prefill_timings(
+    budgets = [int(b) for b in args.budgets.split(",")]
+    configs = common.pruned_configs(budgets, lambda budget: common.visual_pruners(budget, g.text_layers))
+    seconds, recorded = common.prefill_timings(
         model, lambda: model(**inputs), configs, args.runs, clock, peak_memory=True
     )
     prefill = medians(seconds)
     base_time, base_peak = prefill["unpruned"], max(recorded["unpruned"].peak_mb)
-    base_flops = prefill_flops(g, [g.patches + g.text_tokens] * g.text_layers)
+    base_flops = flops_of(g, [])
     rows = []
     for key, runs in recorded.items():
         if key == "unpruned":
             continue
         name, budget = key.rsplit("@", 1)
-        ideal = base_flops / prefill_flops(g, tokens_per_layer(g, runs.records, configs[key]))
+        ideal = base_flops / flops_of(g, runs.records)
         speedup = base_time / prefill[key]
         rows.append(
             {
@@ -195,14 +137,10 @@ def main() -> None:
     ]
     print(
         f"LLaVA-1.5 geometry: {g.patches} patches + {g.text_tokens} text tokens; tower {g.vision_layers}x{g.vision_hidden}, "
-        f"LLM {g.text_layers}x{g.text_hidden}; {args.threads} thread(s) ({clock_name(args.threads)}), "
-        f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds"
+        f"LLM {g.text_layers}x{g.text_hidden}; {common.run_conditions(args.threads, args.runs)}"
     )
     print("\n".join(lines))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows}, indent=2)
-    )
+    common.write_json(args.out, {"geometry": g.__dict__, "unpruned_s": base_time, "rows": rows})
 
 
 if __name__ == "__main__":

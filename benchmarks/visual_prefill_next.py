@@ -12,22 +12,15 @@ length it actually runs.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 from dataclasses import dataclass
-from pathlib import Path
 
+import common
 import torch
-from common import clock_name, prefill_timings, pruned_configs, summarize, use_threads
-from visual_prefill import text_layer_flops, tower_and_text_sizes
-from visual_prefill_qwen import HEADER
+from visual_prefill import IMAGE_TOKEN, QUICK_SIZES, text_layer_flops
+from visual_prefill_qwen import table
 
-import tokenprune as tp
 from tokenprune.zoo import builders
-
-IMAGE_TOKEN = 32000
 
 
 @dataclass(frozen=True)
@@ -59,16 +52,14 @@ class Geometry:
         return self.side * self.crops_per_side
 
 
-QUICK = Geometry(crop=112, vision_hidden=64, vision_layers=2, vision_heads=2, vision_ffn=128, text_hidden=128,
-                 text_layers=4, text_heads=4, text_ffn=256, text_tokens=20)  # fmt: skip
+QUICK = Geometry(crop=112, text_layers=4, **QUICK_SIZES)
 
 
 def build_model(g: Geometry):
     size = g.crop * g.crops_per_side
-    vision, text = tower_and_text_sizes(g, g.crop, max_positions=8192)
     return builders.llava_next(
-        vision=vision,
-        text=text,
+        vision=common.sizes(g, "vision", image_size=g.crop, patch_size=g.patch_size),
+        text=common.sizes(g, "text", vocab=g.vocab, max_positions=8192),
         image_token=IMAGE_TOKEN,
         pinpoints=[[g.crop, size], [size, g.crop], [size, size]],
     )
@@ -101,76 +92,42 @@ def vision_flops(g: Geometry) -> float:
     return tower_flops(g) + projector
 
 
-def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
-    return (
-        vision_flops(g) + sum(text_layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
+def flops_of(g: Geometry, records) -> float:
+    """FLOPs of a prefill that left the pruning `records` ([]: unpruned); the newlines are never pruned."""
+    counts = common.tokens_per_layer(
+        records, g.text_layers, fixed=g.text_tokens + g.newlines, candidates=g.candidates
     )
-
-
-def tokens_per_layer(g: Geometry, records) -> list[int]:
-    fixed = g.text_tokens + g.newlines
-    counts = [fixed + g.candidates] * g.text_layers
-    for r in records:
-        for layer in range(0 if r.stage == "pre_llm" else r.layer, g.text_layers):
-            counts[layer] = fixed + r.tokens_after
-    return counts
+    return common.prefill_flops(g, vision_flops(g), text_layer_flops, counts)
 
 
 def pruners_for(budget: int, g: Geometry) -> dict:
-    depth = g.text_layers
     return {
-        "DivPrune": tp.DivPrune(budget),
-        "VisionZip": tp.VisionZip(budget),
-        "FoPru (rank)": tp.FoPru(budget),
-        "Random": tp.RandomPrune(budget),
-        "Uniform": tp.UniformPrune(budget),
-        "FastV (K=2)": tp.FastV(budget, layer=2),
-        f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
+        name: p for name, p in common.visual_pruners(budget, g.text_layers).items() if name != "FoPru (row)"
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="timed rounds over all configs (median)")
-    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
-    parser.add_argument("--budgets", default="640,320,160")
-    parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill_next.json"))
-    args = parser.parse_args()
-    clock = use_threads(args.threads)
+    args = common.benchmark_parser(
+        __doc__, runs=3, budgets="640,320,160", results="visual_prefill_next.json"
+    ).parse_args()
+    clock = common.use_threads(args.threads)
     g = QUICK if args.quick else Geometry()
     model, inputs = build_model(g), build_inputs(g)
     load = os.getloadavg()[0]
-    configs = pruned_configs([int(b) for b in args.budgets.split(",")], lambda budget: pruners_for(budget, g))
-    seconds, recorded = prefill_timings(
+    configs = common.pruned_configs(
+        [int(b) for b in args.budgets.split(",")], lambda budget: pruners_for(budget, g)
+    )
+    seconds, recorded = common.prefill_timings(
         model, lambda: model(**inputs), configs, args.runs, clock, tower=model.model.vision_tower
     )
-    base, rows = summarize(
-        seconds, recorded, lambda records: prefill_flops(g, tokens_per_layer(g, records)), tower_flops(g)
-    )
-    lines = [HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines.append(
-        f"| image | unpruned | - | {g.candidates} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} | 1.00 | 1.00 "
-        "| 1.00 | 1.00 | 1.00 | 0.00 |"
-    )
-    lines += [
-        f"| image | {r['pruner']} | {r['budget']:.0f} | {r['tokens']} | {r['prefill_s']:.3f} | {r['tower_s']:.3f} | "
-        f"{r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | {r['tower_aware_ideal']:.2f} | "
-        f"{r['tower_aware_ratio']:.2f} | {r['selection_pct']:.2f} |"
-        for r in rows
-    ]
+    base, rows = common.summarize(seconds, recorded, lambda records: flops_of(g, records), tower_flops(g))
     print(
         f"LLaVA-NeXT geometry: {g.candidates} image tokens + {g.newlines} newlines + {g.text_tokens} text tokens; "
         f"tower {g.vision_layers}x{g.vision_hidden} on {1 + g.crops_per_side**2} crops, LLM {g.text_layers}x"
-        f"{g.text_hidden}; {args.threads} thread(s) ({clock_name(args.threads)}), "
-        f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds; "
-        f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+        f"{g.text_hidden}; {common.run_conditions(args.threads, args.runs, load)}"
     )
-    print("\n".join(lines))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"geometry": g.__dict__, "unpruned": base, "rows": rows, "load_before": load}, indent=2)
-    )
+    print(table("image", g.candidates, base, rows, unpruned_budget="-", budget_format=".0f"))
+    common.write_json(args.out, {"geometry": g.__dict__, "unpruned": base, "rows": rows, "load_before": load})
 
 
 if __name__ == "__main__":

@@ -19,15 +19,11 @@ process CPU time.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 from dataclasses import dataclass, replace
-from pathlib import Path
 
+import common
 import torch
-from common import clock_name, prefill_timings, pruned_configs, summarize, use_threads
 
 import tokenprune as tp
 from tokenprune.pruners.views import SplitByArea
@@ -69,36 +65,19 @@ class Geometry:
 
 IMAGE = Geometry("image 868x924 px", (1, 62, 66))  # 31 x 33 = 1,023 merged tokens
 VIDEO = Geometry("video 16 frames 392x504 px", (8, 28, 36))  # 8 x 14 x 18 = 2,016 merged tokens
+QUICK_TEXT = dict(text_hidden=128, text_layers=8, text_heads=4, text_tokens=20)
 QUICK = [
-    replace(
-        IMAGE,
-        name="quick image",
-        grid_thw=(1, 16, 20),
-        text_hidden=128,
-        text_layers=8,
-        text_heads=4,
-        text_tokens=20,
-    ),
-    replace(
-        VIDEO,
-        name="quick video",
-        grid_thw=(2, 12, 12),
-        text_hidden=128,
-        text_layers=8,
-        text_heads=4,
-        text_tokens=20,
-    ),
+    replace(IMAGE, name="quick image", grid_thw=(1, 16, 20), **QUICK_TEXT),
+    replace(VIDEO, name="quick video", grid_thw=(2, 12, 12), **QUICK_TEXT),
 ]
 
 
 def build_model(g: Geometry):
     return builders.qwen_vl(
         "qwen2_5_vl",
-        vision=dict(
-            hidden=g.vision_hidden,
-            ffn=g.vision_ffn,
-            layers=g.vision_layers,
-            heads=g.vision_heads,
+        vision=common.sizes(
+            g,
+            "vision",
             out=g.text_hidden,
             patch_size=PATCH,
             temporal_patch_size=TEMPORAL,
@@ -106,15 +85,7 @@ def build_model(g: Geometry):
             window_size=WINDOW,
             fullatt_block_indexes=list(range(3, g.vision_layers, 4)),
         ),
-        text=dict(
-            vocab=g.vocab,
-            hidden=g.text_hidden,
-            ffn=g.text_ffn,
-            layers=g.text_layers,
-            heads=g.text_heads,
-            kv_heads=g.text_kv_heads,
-            max_positions=32768,
-        ),
+        text=common.sizes(g, "text", vocab=g.vocab, max_positions=32768),
         rope_theta=1e6,
         image_token=IMAGE_TOKEN,
         video_token=VIDEO_TOKEN,
@@ -167,33 +138,15 @@ def text_layer_flops(g: Geometry, n: int) -> float:
     return 2 * n * (2 * d * d + 2 * d * kv + 3 * d * g.text_ffn) + 2 * n * n * d  # causal: half of QK^T, AV
 
 
-def prefill_flops(g: Geometry, tokens_per_layer: list[int]) -> float:
-    return (
-        vision_flops(g) + sum(text_layer_flops(g, n) for n in tokens_per_layer) + 2 * g.text_hidden * g.vocab
-    )
-
-
-def tokens_per_layer(g: Geometry, records) -> list[int]:
-    text = g.text_tokens + 2
-    counts = [text + g.merged] * g.text_layers
-    for r in records:
-        start = 0 if r.stage == "pre_llm" else r.layer
-        for layer in range(start, g.text_layers):
-            counts[layer] = text + r.tokens_after
-    return counts
+def flops_of(g: Geometry, records) -> float:
+    """FLOPs of a prefill that left the pruning `records` ([]: unpruned); the vision start and end
+    tokens count as text."""
+    counts = common.tokens_per_layer(records, g.text_layers, fixed=g.text_tokens + 2, candidates=g.merged)
+    return common.prefill_flops(g, vision_flops(g), text_layer_flops, counts)
 
 
 def pruners_for(budget: float, g: Geometry) -> dict:
-    depth = g.text_layers
-    pruners = {
-        "DivPrune": tp.DivPrune(budget),
-        "VisionZip": tp.VisionZip(budget),
-        "FoPru (rank)": tp.FoPru(budget),
-        "FoPru (row)": tp.FoPru(budget, strategy="row"),
-        "Random": tp.RandomPrune(budget),
-        "Uniform": tp.UniformPrune(budget),
-        "FastV (K=2)": tp.FastV(budget, layer=2),
-        f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
+    pruners = common.visual_pruners(budget, g.text_layers) | {
         "DivPrune 2x + FastV": tp.compose(tp.DivPrune(min(1.0, 2 * budget)), tp.FastV(budget, layer=2)),
     }
     if g.kind == "video":
@@ -203,13 +156,11 @@ def pruners_for(budget: float, g: Geometry) -> dict:
 
 def bench(g: Geometry, budgets: list[float], rounds: int, clock) -> tuple[dict, list[dict]]:
     model, inputs = build_model(g), build_inputs(g)
-    configs = pruned_configs(budgets, lambda budget: pruners_for(budget, g))
-    seconds, recorded = prefill_timings(
+    configs = common.pruned_configs(budgets, lambda budget: pruners_for(budget, g))
+    seconds, recorded = common.prefill_timings(
         model, lambda: model(**inputs), configs, rounds, clock, tower=model.model.visual
     )
-    base, rows = summarize(
-        seconds, recorded, lambda records: prefill_flops(g, tokens_per_layer(g, records)), vision_flops(g)
-    )
+    base, rows = common.summarize(seconds, recorded, lambda records: flops_of(g, records), vision_flops(g))
     return base, [{"input": g.kind, **row} for row in rows]
 
 
@@ -219,14 +170,22 @@ HEADER = (
 )
 
 
-def table(kind: str, tokens: int, base: dict, rows: list[dict]) -> str:
+def table(
+    kind: str,
+    tokens: int,
+    base: dict,
+    rows: list[dict],
+    unpruned_budget: str = "1.0",
+    budget_format: str = "",
+) -> str:
+    """The Markdown table of `summarize`'s medians for one input (this script's and LLaVA-NeXT's)."""
     lines = [HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines.append(
-        f"| {kind} | unpruned | 1.0 | {tokens} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} | 1.00 | 1.00 "
-        "| 1.00 | 1.00 | 1.00 | 0.00 |"
+        f"| {kind} | unpruned | {unpruned_budget} | {tokens} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} "
+        "| 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 0.00 |"
     )
     lines += [
-        f"| {r['input']} | {r['pruner']} | {r['budget']} | {r['tokens']} | {r['prefill_s']:.3f} | "
+        f"| {kind} | {r['pruner']} | {r['budget']:{budget_format}} | {r['tokens']} | {r['prefill_s']:.3f} | "
         f"{r['tower_s']:.3f} | {r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | "
         f"{r['tower_aware_ideal']:.2f} | {r['tower_aware_ratio']:.2f} | {r['selection_pct']:.2f} |"
         for r in rows
@@ -235,16 +194,13 @@ def table(kind: str, tokens: int, base: dict, rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="timed rounds over all configs (median)")
-    parser.add_argument("--threads", type=int, default=1, help="1: CPU time of the process; more: wall time")
-    parser.add_argument("--budgets", default="0.1,0.2,0.3")
-    parser.add_argument("--quick", action="store_true", help="tiny geometry, to check the script runs")
+    parser = common.benchmark_parser(
+        __doc__, runs=3, budgets="0.1,0.2,0.3", results="visual_prefill_qwen.json"
+    )
     parser.add_argument("--only", choices=["image", "video"], help="run one input only")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "visual_prefill_qwen.json"))
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
-    clock = use_threads(args.threads)
+    clock = common.use_threads(args.threads)
     geometries = QUICK if args.quick else [IMAGE, VIDEO]
     results = []
     for g in geometries:
@@ -255,14 +211,11 @@ def main() -> None:
         results.append({"geometry": g.__dict__, "unpruned": base, "rows": rows, "load_before": load})
         print(
             f"Qwen2.5-VL geometry, {g.name}: {g.merged} visual + {g.text_tokens + 2} text tokens; tower "
-            f"{g.vision_layers}x{g.vision_hidden}, LLM {g.text_layers}x{g.text_hidden}; {args.threads} thread(s) "
-            f"({clock_name(args.threads)}), "
-            f"{platform.processor() or platform.machine()}; median of {args.runs} interleaved rounds; "
-            f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+            f"{g.vision_layers}x{g.vision_hidden}, LLM {g.text_layers}x{g.text_hidden}; "
+            f"{common.run_conditions(args.threads, args.runs, load)}"
         )
         print(table(g.kind, g.merged, base, rows), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    common.write_json(args.out, results)
 
 
 if __name__ == "__main__":
