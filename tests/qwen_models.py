@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+import tiny_models
 from tiny_models import left_pad
 from tokenprune.zoo import builders
 
@@ -13,30 +14,9 @@ FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 PATCH, TEMPORAL_PATCH, MERGE = 4, 2, 2
 
 
-TEXT = dict(
-    vocab=VOCAB,
-    hidden=64,
-    ffn=128,
-    layers=4,
-    heads=4,
-    kv_heads=2,
-    head_dim=16,
-    max_positions=1024,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    tie_word_embeddings=False,
-)
-TOWER = dict(
-    hidden=32,
-    ffn=64,
-    layers=3,
-    heads=4,
-    out=64,
-    patch_size=PATCH,
-    temporal_patch_size=TEMPORAL_PATCH,
-    merge=MERGE,
-)
+# the tiny decoder and tower of the other test models, with Qwen's vocabulary, head size and merger
+TEXT = dict(tiny_models.TEXT, vocab=VOCAB, head_dim=16, max_positions=1024, tie_word_embeddings=False)
+TOWER = dict(tiny_models.TOWER, out=64, patch_size=PATCH, temporal_patch_size=TEMPORAL_PATCH, merge=MERGE)
 TOWER_LAYOUT = {
     "qwen2_vl": {},
     "qwen2_5_vl": dict(window_size=2 * MERGE * PATCH, fullatt_block_indexes=[1]),

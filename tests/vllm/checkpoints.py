@@ -57,6 +57,21 @@ def _save_weights(model, directory: Path, rename: tuple[str, str] | None = None)
     save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
 
 
+def _text_sizes(vocab: int, hidden: int, layers: int) -> dict:
+    """The language model of every test checkpoint: heads of size 32, the tokenizer's special ids."""
+    return dict(
+        vocab=vocab,
+        hidden=hidden,
+        ffn=2 * hidden,
+        layers=layers,
+        heads=hidden // 32,
+        max_positions=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+
+
 def llava_checkpoint(
     directory: Path,
     *,
@@ -83,17 +98,7 @@ def llava_checkpoint(
             patch_size=patch_size,
             projection_dim=64,
         ),
-        text=dict(
-            vocab=vocab_size,
-            hidden=text_hidden,
-            ffn=2 * text_hidden,
-            layers=text_layers,
-            heads=text_hidden // 32,
-            max_positions=2048,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=3,
-        ),
+        text=_text_sizes(vocab_size, text_hidden, text_layers),
         image_token=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
@@ -150,17 +155,7 @@ def _qwen_checkpoint(
         family,
         vision=vision,
         # head size 32: the M-RoPE sections cover its 16 rotary pairs
-        text=dict(
-            vocab=64,
-            hidden=text_hidden,
-            ffn=2 * text_hidden,
-            layers=text_layers,
-            heads=text_hidden // 32,
-            max_positions=2048,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=3,
-        ),
+        text=_text_sizes(64, text_hidden, text_layers),
         image_token=ids["<|image_pad|>"],
         video_token=ids["<|video_pad|>"],
         vision_start=ids["<|vision_start|>"],
