@@ -129,20 +129,28 @@ def test_budgets_sinks_window_and_kv_lengths(model, batch):
     assert [layer.keys.shape[-2] for layer in cache.layers] == widths
 
 
-def test_generation_after_pruned_prefill_matches_no_cache_replay(model, batch):
-    with tp.apply(model, tp.LazySkip(schedule=SCHEDULE)) as run:
+def check_cached_generation_against_replay(model, batch, pruner, replay_of) -> None:
+    """Greedy generation with `pruner` is deterministic and equals a no-cache loop that replays its
+    prefill selection (`replay_of(records)`) at every step."""
+    with tp.apply(model, pruner) as run:
         first = greedy(model, batch)
         second = greedy(model, batch)
     assert torch.equal(first, second)
-    prefill = run.stats.records[: len(SCHEDULE) * 2]
-    replay = ReplayLayers(
-        at=tuple(layer for layer, _ in SCHEDULE),
-        kept={(r.layer, r.sample): r.kept_indices for r in prefill},
-        prompt=tuple(prompt_lengths(batch)),
-    )
-    with tp.apply(model, replay):
+    with tp.apply(model, replay_of(run.stats.records)):
         reference = no_cache_greedy(model, batch, n=REPLAYED)
     assert torch.equal(first[:, : reference.shape[1]], reference)
+
+
+def test_generation_after_pruned_prefill_matches_no_cache_replay(model, batch):
+    def replay_of(records):
+        prefill = records[: len(SCHEDULE) * 2]
+        return ReplayLayers(
+            at=tuple(layer for layer, _ in SCHEDULE),
+            kept={(r.layer, r.sample): r.kept_indices for r in prefill},
+            prompt=tuple(prompt_lengths(batch)),
+        )
+
+    check_cached_generation_against_replay(model, batch, tp.LazySkip(schedule=SCHEDULE), replay_of)
 
 
 def test_generate_caches_only_kept_tokens_per_layer():
@@ -255,18 +263,14 @@ def test_gemfilter_scores_match_eager_attention(model, batch):
 
 
 def test_gemfilter_generation_matches_no_cache_replay(model, batch):
-    with tp.apply(model, tp.GemFilter(filter_layer=2, budget=15)) as run:
-        first = greedy(model, batch)
-        second = greedy(model, batch)
-    assert torch.equal(first, second)
-    replay = ReplayPrompt(
-        filter_layer=2,
-        kept={r.sample: r.kept_indices for r in run.stats[:2]},
-        prompt=tuple(prompt_lengths(batch)),
-    )
-    with tp.apply(model, replay):
-        reference = no_cache_greedy(model, batch, n=REPLAYED)
-    assert torch.equal(first[:, : reference.shape[1]], reference)
+    def replay_of(records):
+        return ReplayPrompt(
+            filter_layer=2,
+            kept={r.sample: r.kept_indices for r in records[:2]},
+            prompt=tuple(prompt_lengths(batch)),
+        )
+
+    check_cached_generation_against_replay(model, batch, tp.GemFilter(filter_layer=2, budget=15), replay_of)
 
 
 def test_gemfilter_bad_arguments_raise():
