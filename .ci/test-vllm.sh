@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the vLLM plugin tests (tests/vllm) in .venv-vllm, created by scripts/setup-vllm-venv.sh.
+# Run the vLLM plugin tests (tests/vllm) in .venv-vllm, created by .ci/setup-vllm-venv.sh.
 # tests/vllm/shim is on PYTHONPATH for this run only: its sitecustomize lets the CUDA-only
 # torchvision wheel import next to CPU torch (see that file). Arguments go to pytest; without a
 # path among them (tests/...), it runs all of tests/vllm.
@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
 if [ ! -x "$VENV/bin/python" ]; then
-    echo "no $VENV: run scripts/setup-vllm-venv.sh first" >&2
+    echo "no $VENV: run .ci/setup-vllm-venv.sh first" >&2
     exit 2
 fi
 cd "$ROOT"

@@ -5,7 +5,7 @@
 # installed first and pinned through a constraints file, so no later step can swap in a CUDA torch.
 # torchaudio/torchcodec are removed because their native libraries do not load on this build and
 # vLLM only needs them for audio; torchvision stays (see tests/vllm/shim/sitecustomize.py).
-# Every version comes from scripts/constraints/vllm.txt; `--unpinned` resolves afresh (scripts/lock.sh).
+# Every version comes from .ci/constraints/vllm.txt; `--unpinned` resolves afresh (.ci/lock.sh).
 # Idempotent: re-running installs only what is missing or pinned differently.
 set -euo pipefail
 
@@ -25,7 +25,7 @@ if [ "${1:-}" = "--unpinned" ]; then
     CONSTRAINTS="$VENV/tokenprune-constraints.txt"
     printf 'torch==%s\ntransformers<5.20\n' "$TORCH_VERSION" >"$CONSTRAINTS"
 else
-    CONSTRAINTS="$ROOT/scripts/constraints/vllm.txt"
+    CONSTRAINTS="$ROOT/.ci/constraints/vllm.txt"
 fi
 
 installed() { "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }

