@@ -383,6 +383,7 @@ def test_full_budget_equals_unpruned(family, name, batch):
         logits, tokens = forward(model, inputs), generate(model, inputs, spec.steps)
     torch.testing.assert_close(logits, reference_logits, rtol=0, atol=1e-5)
     assert torch.equal(tokens, reference_tokens)
+    assert {r.stage for r in run.stats} == {stage.stage for stage in run.pruner.stages}
     # one record per group and stage, at the prefill of forward and of generate, keeping every token
     assert len(run.stats) == 2 * sum(len(g) for g in layout) * stage_count(name)
     for record in run.stats:
