@@ -45,9 +45,9 @@ def video_features_with_newline(model: torch.nn.Module, output) -> torch.Tensor:
     places after each video: `get_video_features` appends it in transformers 5.18+; in 5.17 the
     forward did, after the call."""
     features = output.pooler_output
-    newline = model.image_newline.to(features.device, features.dtype)
-    if bool((features[:, -1] == newline).all()):
+    if takes_encoder_outputs(model):  # both arrived in 5.18
         return features
+    newline = model.image_newline.to(features.device, features.dtype)
     return torch.cat((features, newline.expand(features.shape[0], 1, -1)), dim=1)
 
 
