@@ -202,7 +202,7 @@ class LayerPruningEngine:
         position_ids = kwargs.get("position_ids")
         if position_ids is None:
             position_ids = (torch.arange(length, device=tokens.device) + past)[None]
-        self._step = {"stage": None, "cache": {}}
+        self._step = {"cache": {}}
         if past == 0:
             self.implementation = self._check_implementation()  # the model may have been switched since
             valid = (

@@ -6,13 +6,13 @@ import logging
 import tempfile
 from pathlib import Path
 
+from tokenprune import registry
 from tokenprune.demos.app.checks import PROMPT_PRUNERS, VISUAL_PRUNERS
 from tokenprune.demos.app.long_context import layer_figure, retrieval_task, run_long_context
 from tokenprune.demos.app.models import Demo
 from tokenprune.demos.app.rag import bundled_pages, page_question, run_rag
 from tokenprune.demos.app.sweep import run_sweep
 from tokenprune.demos.app.vision import as_image, generated_scene, run_vision
-from tokenprune.eval import harness
 
 CSS = "#vision-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 TOY_TIMING = (
@@ -169,10 +169,10 @@ def long_context_tab(demo: Demo) -> None:
                 )
                 long_max_new = gr.Slider(1, 64, value=2, step=1, label="max new tokens")
                 # the bundled toy-lm finds the answer at layer 1; other models start at the
-                # harness default (40 % of the depth, the paper's Llama layer)
+                # registry default (40 % of the depth, the paper's Llama layer)
                 filter_layer = gr.Number(
                     label=f"GemFilter layer (0-{demo.lm.depth - 1})",
-                    value=1 if demo.lm.reference else harness.gemfilter_layer(demo.lm.depth),
+                    value=1 if demo.lm.reference else registry.gemfilter_layer(demo.lm.depth),
                     precision=0,
                 )
                 long_button = gr.Button("Run", variant="primary", elem_id="long-run")

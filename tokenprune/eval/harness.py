@@ -16,7 +16,6 @@ import torch
 
 import tokenprune as tp
 from tokenprune import registry, timing
-from tokenprune.registry import gemfilter_layer as gemfilter_layer  # the demo's default filter layer
 
 
 @dataclass
@@ -66,7 +65,7 @@ def visual_pruner(name: str, budget: float, depth: int):
 def prompt_pruner(name: str, budget: float, depth: int, filter_layer: int | None = None):
     """A registered prefill pruner keeping `budget` of the prompt. LazySkip scales its default schedule
     so that the last stage keeps `budget` (budget 0.1 is the default schedule); GemFilter selects at
-    `filter_layer` (default: `gemfilter_layer(depth)`). The right layer is the model's: the one whose
+    `filter_layer` (default: `registry.gemfilter_layer(depth)`). The right layer is the model's: the one whose
     heads find the answer (GemFilter's paper picks it per model)."""
     supported = registry.pruner_names(drops="prompt")
     if name not in supported:
