@@ -66,7 +66,7 @@ def test_unpruned_and_full_budget_agree_and_results_are_relative(vlm):
     results = harness.evaluate(model, decode, examples, configs, progress=False)
     assert [r.pruner for r in results] == ["unpruned", "divprune", "uniform"]
     # keeping every token must not change any answer
-    unpruned = [harness.answer(model, decode, e)[0] for e in examples]
+    unpruned = [harness.is_answered(model, decode, e) for e in examples]
     assert results[1].accuracy == results[0].accuracy == sum(unpruned) / 5
     assert set(results[0].per_type) == {"color_at", "shape_at", "where", "count", "top_row"}
     # counts have no region; the others are grouped by the grid row of the asked object

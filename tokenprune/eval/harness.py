@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -104,14 +103,6 @@ def is_answered(model, decode: Callable[[torch.Tensor], str], example: Example) 
         **example.inputs, max_new_tokens=example.max_new_tokens, do_sample=False, pad_token_id=None
     )
     return is_correct(decode(output[0, length:]), example.answer)
-
-
-def answer(model, decode: Callable[[torch.Tensor], str], example: Example) -> tuple[bool, float]:
-    """Greedy answer's correctness and the wall seconds of that one answer (`evaluate` times its
-    answers interleaved instead)."""
-    started = time.perf_counter()
-    ok = is_answered(model, decode, example)
-    return ok, time.perf_counter() - started
 
 
 def evaluate(
