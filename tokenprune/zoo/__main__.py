@@ -1,4 +1,4 @@
-"""`python -m tokenprune.zoo train-vlm|train-lm --out DIR`: retrain a reference model from scratch."""
+"""`python -m tokenprune.zoo train-vlm|train-vlm2|train-lm --out DIR`: retrain a reference model from scratch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tokenprune.zoo", description=__doc__)
-    parser.add_argument("model", choices=("train-vlm", "train-lm"))
+    parser.add_argument("model", choices=("train-vlm", "train-vlm2", "train-lm"))
     parser.add_argument(
         "--out", type=Path, required=True, help="directory for the checkpoint (save_pretrained)"
     )
@@ -30,10 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     steps = {} if args.steps is None else {"steps": args.steps}
-    if args.model == "train-vlm":
-        train.train_vlm(args.out, device=args.device, log=lambda m: print(m, flush=True), **steps)
-    else:
-        train.train_lm(args.out, device=args.device, log=lambda m: print(m, flush=True), **steps)
+    trainer = {"train-vlm": train.train_vlm, "train-vlm2": train.train_vlm2, "train-lm": train.train_lm}
+    trainer[args.model](args.out, device=args.device, log=lambda m: print(m, flush=True), **steps)
     print(f"done in {time.perf_counter() - started:.0f}s; checkpoint in {args.out}", flush=True)
     return 0
 
