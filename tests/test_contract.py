@@ -519,7 +519,7 @@ def test_downsampling_and_adaptive_budgets_decode_each_padded_sample_as_alone(fa
     layout = spec.layout(model, inputs, pruner_factory)
     make = {
         "downsample": lambda: tp.Downsample(2),
-        "adaptive": lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.6),
+        "adaptive": lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.6, rule="mass"),
     }[pruner_factory]
     with tp.apply(model, make()) as run:
         together = generate(model, inputs, spec.steps)

@@ -36,9 +36,37 @@ def test_adaptive_attention_mass_matches_numpy(seed, target):
     scores = tokens.attention.double().numpy()
     ranked = np.sort(scores)[::-1]
     expected = int(np.argmax(np.cumsum(ranked) / scores.sum() >= target)) + 1
-    kept = tp.Adaptive(tp.FoPru(1.0), target=target).select(tokens).indices
+    kept = tp.Adaptive(tp.FoPru(1.0), target=target, rule="mass").select(tokens).indices
     assert len(kept) == expected
     assert sorted(kept.tolist()) == sorted(np.argsort(-scores)[:expected].tolist())
+
+
+def test_cover_rule_stops_once_every_token_is_explained():
+    """Against the residuals computed directly: after the chosen picks S, every other token i keeps
+    at most 1 - target of k_ii unexplained (k_ii - k_iS K_S^-1 k_Si), and one pick fewer does not."""
+    tokens = tokens_with_attention(9)
+    low_rank = torch.randn(48, 5, generator=torch.Generator().manual_seed(9)) @ torch.randn(5, 16)
+    tokens.features = low_rank + 0.3 * tokens.features  # five directions and a little of the rest
+    order = tp.CDPruner(1.0).rank(tokens, 48).order
+    unit = torch.nn.functional.normalize(tokens.features.double(), dim=-1)
+    quality = tp.CDPruner(1.0).quality(tokens).double()
+    kernel = quality[:, None] * (unit @ unit.T) * quality[None, :]
+
+    def worst(count):
+        s = order[:count]
+        rest = torch.ones(48, dtype=torch.bool)
+        rest[s] = False
+        explained = (kernel[rest][:, s] @ torch.linalg.solve(kernel[s][:, s], kernel[s][:, rest])).diagonal()
+        return float((1 - explained / kernel.diagonal()[rest]).max())
+
+    counts = []
+    for target in (0.5, 0.8, 0.95):
+        kept = tp.Adaptive(tp.CDPruner(1.0), target=target).select(tokens).indices
+        assert kept.tolist() == sorted(order[: len(kept)].tolist())
+        assert worst(len(kept)) <= 1 - target + 1e-4
+        assert len(kept) == 1 or worst(len(kept) - 1) > 1 - target - 1e-4
+        counts.append(len(kept))
+    assert counts == sorted(counts) and counts[0] < counts[-1]
 
 
 def test_adaptive_iqr_counts_outliers_like_prumerge():
@@ -52,19 +80,24 @@ def test_adaptive_iqr_counts_outliers_like_prumerge():
 
 def test_adaptive_is_bounded_by_min_tokens_and_the_budget_and_varies_per_image():
     tokens = tokens_with_attention(4)
-    assert len(tp.Adaptive(tp.FoPru(5), target=0.99).select(tokens).indices) == 5
-    assert len(tp.Adaptive(tp.FoPru(1.0), target=0.01, min_tokens=7).select(tokens).indices) == 7
-    assert len(tp.Adaptive(tp.FoPru(1.0), target=0.01, min_tokens=0.25).select(tokens).indices) == 12
+    assert len(tp.Adaptive(tp.FoPru(5), target=0.99, rule="mass").select(tokens).indices) == 5
+    assert len(tp.Adaptive(tp.FoPru(1.0), target=0.01, rule="mass", min_tokens=7).select(tokens).indices) == 7
+    assert (
+        len(tp.Adaptive(tp.FoPru(1.0), target=0.01, rule="mass", min_tokens=0.25).select(tokens).indices)
+        == 12
+    )
     assert torch.equal(
         tp.Adaptive(tp.CDPruner(9), target=1.0).select(tokens).indices, tp.CDPruner(9).select(tokens).indices
     )
     # CDPruner's picks cover the kernel: a low-rank image is covered by fewer tokens than a full-rank one
     low_rank = VisualTokens(features=torch.randn(48, 3) @ torch.randn(3, 16), grid=(6, 8), text=tokens.text)
-    adaptive = tp.Adaptive(tp.CDPruner(1.0), target=0.95)
+    adaptive = tp.Adaptive(tp.CDPruner(1.0), target=0.95, rule="mass")
     assert len(adaptive.select(low_rank).indices) <= 3 < len(adaptive.select(tokens).indices)
     assert adaptive.select(tokens).indices.tolist() == sorted(
         tp.CDPruner(1.0).rank(tokens, 48).order[: len(adaptive.select(tokens).indices)].tolist()
     )
+    with pytest.raises(ValueError, match="cover"):
+        tp.Adaptive(tp.FoPru(8)).select(tokens)
     with pytest.raises(TypeError, match="ranks"):
         tp.Adaptive(tp.DivPrune(8))
     with pytest.raises(ValueError, match="target"):

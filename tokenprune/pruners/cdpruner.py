@@ -39,17 +39,20 @@ def conditional_dpp_greedy(unit: torch.Tensor, quality: torch.Tensor, k: int) ->
     unit: (N, D) rows (unit norm for cosine similarity); quality: (N,) > 0. Kernel rows are computed
     when a token is picked, so no N x N matrix is ever held: O(k N D + k^2 N) time, O(k N) memory.
     gains[t] is how much pick t lowers the trace of the residual kernel L - L_{:,S} L_S^-1 L_{S,:}
-    (the kernel's part the picks do not explain); total is trace(L). Once the picks span every token
-    (rank exhausted), the remaining picks follow the residual order without updates.
+    (the kernel's part the picks do not explain); total is trace(L); uncovered[t] is the largest share
+    of its own diagonal any token not yet picked keeps unexplained after pick t. Once the picks span
+    every token (rank exhausted), the remaining picks follow the residual order without updates.
     """
     n = unit.shape[0]
     unit, quality = unit.float(), quality.float()
-    residual = quality.square() * unit.square().sum(dim=-1)  # d^2 = diag(L)
+    diagonal = quality.square() * unit.square().sum(dim=-1)
+    residual = diagonal.clone()  # d^2
     total = float(residual.sum())
     floor = EXHAUSTED * float(residual.max()) if n else 0.0
     rows = unit.new_zeros(k, n)  # incremental Cholesky rows c_t
     order = torch.empty(k, dtype=torch.long, device=unit.device)
     gains = unit.new_zeros(k)
+    uncovered = unit.new_zeros(k)
     alive = torch.ones(n, dtype=torch.bool, device=unit.device)
     for t in range(k):
         j = int(residual.argmax())
@@ -64,7 +67,9 @@ def conditional_dpp_greedy(unit: torch.Tensor, quality: torch.Tensor, k: int) ->
             residual -= e.square()
         alive[j] = False
         residual[j] = float("-inf")
-    return Ranking(order, gains, total)
+        if bool(alive.any()):
+            uncovered[t] = (residual[alive] / diagonal[alive].clamp(min=1e-30)).max().clamp(min=0)
+    return Ranking(order, gains, total, uncovered)
 
 
 @dataclass
