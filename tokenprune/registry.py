@@ -27,7 +27,12 @@ from tokenprune.pruners import (
     UniformPrune,
     VisionZip,
 )
+from tokenprune.pruners.adaptive import Adaptive
+from tokenprune.pruners.cdpruner import CDPruner
+from tokenprune.pruners.dart import DART
+from tokenprune.pruners.downsample import Downsample
 from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
+from tokenprune.pruners.recycle import Recycle
 
 Drops = Literal["visual", "prompt"]
 DROPS = ("visual", "prompt")
@@ -163,3 +168,27 @@ register_pruner("random", RandomPrune)
 register_pruner("uniform", UniformPrune)
 register_pruner("lazyskip", LazySkip, drops="prompt", defaults=_lazyskip_defaults)
 register_pruner("gemfilter", GemFilter, drops="prompt", defaults=_at_depth("filter_layer", gemfilter_layer))
+
+
+def _downsample_factor(budget: int | float, depth: int | None) -> dict[str, object]:
+    """The pooling factor whose cells keep about `budget` of the grid: round(1 / sqrt(budget))."""
+    if isinstance(budget, int):
+        raise ValueError(
+            f"downsample takes its budget as a fraction of the tokens (its factor follows), got {budget}"
+        )
+    return {"factor": max(1, round(budget**-0.5))}
+
+
+def _wrapping(pruner: type[Pruner]) -> Defaults:
+    def defaults(budget: int | float, depth: int | None) -> dict[str, object]:
+        return {"pruner": pruner(budget)}
+
+    return defaults
+
+
+register_pruner("cdpruner", CDPruner)
+register_pruner("dart", DART, defaults=_at_depth("layer", _fastv_layer))
+register_pruner("downsample", Downsample, defaults=_downsample_factor)
+register_pruner("cdpruner-recycle", Recycle, defaults=_wrapping(CDPruner))
+register_pruner("divprune-recycle", Recycle, defaults=_wrapping(DivPrune))
+register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping(CDPruner))
