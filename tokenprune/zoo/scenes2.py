@@ -2,8 +2,8 @@
 
 A 192 px image is 16x16 patches of 12 px (256 visual tokens) and a 4x4 grid of regions (`a1` top left
 to `d4`), each 4x4 patches. 4-7 objects (circle, square, triangle, cross in six bright colours, small
-or large) lie in distinct regions, at random patch offsets: a small object fills 2x2 patches, a large
-one 3x3. Every scene has look-alikes of one anchor object: one of the
+or large) lie in distinct regions, at random patch offsets: a small object fills one patch (as in
+`scenes`), a large one 2x2. Every scene has look-alikes of one anchor object: one of the
 same colour, one of the same shape. The background is two or three zones of different dark textures
 (stripes at any angle, checkers, dots, noise) crossed by thin bright scribbles in object colours:
 its patches are as diverse as the objects', so "most different" is not "most informative".
@@ -32,7 +32,7 @@ ROWS = "abcd"
 POSITIONS = tuple(f"{r}{c + 1}" for r in ROWS for c in range(GRID))
 COLOURS = scenes.COLOURS
 SHAPES = scenes.SHAPES
-SIZES = {"small": 2, "large": 3}  # side of the object's box in patches
+SIZES = {"small": 1, "large": 2}  # side of the object's box in patches
 TEXTURES = ("stripes", "checker", "dots", "noise")
 QUESTION_TYPES = ("color_at", "shape_at", "where", "count", "total")
 MIN_OBJECTS, MAX_OBJECTS = 4, 7
@@ -187,6 +187,29 @@ def more_questions(sample: Sample, seed: int, index: int, count: int) -> list[tu
     """`count` further (question, answer) pairs about the scene of sample `index` of split `seed`."""
     rng = np.random.default_rng([seed, index, 1])
     return [_question(sample.scene, str(rng.choice(QUESTION_TYPES)), rng)[:2] for _ in range(count)]
+
+
+def all_questions(sample: Sample, seed: int, index: int) -> list[tuple[str, str]]:
+    """Every distinct (question, answer) pair about the scene of sample `index` of split `seed`, in a
+    random order, `sample`'s own first: `where` for every object no other shares colour and shape
+    with, `count` for every colour and shape. Training asks them all about one rendered image."""
+    scene = sample.scene
+    pairs = [(o.colour, o.shape) for o in scene.objects]
+    asked = [(f"what color is at {o.position} ?", o.colour) for o in scene.objects]
+    asked += [(f"what shape is at {o.position} ?", o.shape) for o in scene.objects]
+    asked += [
+        (f"where is the {o.colour} {o.shape} ?", o.position)
+        for o in scene.objects
+        if pairs.count((o.colour, o.shape)) == 1
+    ]
+    asked += [
+        (f"how many {a} ?", str(sum(a in (o.colour, o.shape) for o in scene.objects)))
+        for a in (*COLOURS, *SHAPES)
+    ]
+    asked.append(("how many objects ?", str(len(scene.objects))))
+    rest = [qa for qa in asked if qa[0] != sample.question]
+    order = np.random.default_rng([seed, index, 1]).permutation(len(rest))
+    return [(sample.question, sample.answer), *(rest[i] for i in order)]
 
 
 def _grid(device) -> tuple[torch.Tensor, torch.Tensor]:
