@@ -404,3 +404,24 @@ def test_every_distinct_question_is_asked_once_with_the_sample_first():
                 assert answer == str(n)
             else:
                 assert int(answer) == sum(words[2] in (o.colour, o.shape) for o in s.scene.objects)
+
+
+def test_isolated_turns_are_answered_as_if_each_were_asked_first():
+    torch.manual_seed(0)
+    tokenizer = models.vlm2_tokenizer()
+    model = models.build_vlm2(tokenizer).eval()
+    batch = train.vlm2_batch(tokenizer, 0, 0, 2, "cpu", questions=None)
+    prefix = 1 + 256
+    train.isolate_turns(batch, prefix, tokenizer.eos_token_id)
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "targets"}).logits
+    for row in range(2):
+        ids = batch["input_ids"][row]
+        ends = (ids == tokenizer.eos_token_id).nonzero().flatten().tolist()
+        starts = [prefix] + [end + 1 for end in ends[:-1]]
+        for start, end in list(zip(starts, ends))[:3]:
+            alone = torch.cat([ids[:prefix], ids[start : end + 1]])[None]
+            assert batch["position_ids"][row, start : end + 1].tolist() == list(range(prefix, alone.shape[1]))
+            with torch.no_grad():
+                expected = model(input_ids=alone, pixel_values=batch["pixel_values"][row : row + 1]).logits
+            torch.testing.assert_close(logits[row, start : end + 1], expected[0, prefix:], atol=1e-4, rtol=0)
