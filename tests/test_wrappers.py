@@ -106,6 +106,27 @@ def test_adaptive_is_bounded_by_min_tokens_and_the_budget_and_varies_per_image()
         tp.Adaptive(tp.FoPru(8), rule="mean")
 
 
+@pytest.mark.parametrize("target", [0.3, 0.6, 0.9])
+def test_adaptive_layer_keeps_the_attention_mass_share_within_the_budget(target):
+    scores = torch.rand(40, generator=torch.Generator().manual_seed(11)) ** 4
+    ranked = np.sort(scores.double().numpy())[::-1]
+    expected = int(np.argmax(np.cumsum(ranked) / ranked.sum() >= target)) + 1
+    adaptive = tp.AdaptiveLayer(tp.FastV(1.0), target=target)
+    kept = adaptive.keep_group(None, None, scores, 40)
+    assert kept.tolist() == scores.topk(expected).indices.sort().values.tolist()
+    assert len(adaptive.keep_group(None, None, scores, 3)) == min(3, expected)
+    protected = scores.clone()
+    protected[:5] = float("inf")  # tokens a pruner protects stay, whatever the mass
+    assert set(range(5)) <= set(adaptive.keep_group(None, None, protected, 40).tolist())
+    assert (
+        tp.AdaptiveLayer(tp.FastV(8), min_tokens=6, target=0.01).keep_group(None, None, scores, 8).numel()
+        == 6
+    )
+    assert tp.AdaptiveLayer(tp.Feather(8), target=0.5).for_depth(16).layers() == (8, 16)
+    with pytest.raises(TypeError, match="in-LLM"):
+        tp.AdaptiveLayer(tp.DART(8))
+
+
 @pytest.mark.parametrize(
     "inner", [lambda b: tp.DivPrune(b), lambda b: tp.VisionZip(b, contextual=2), lambda b: tp.CDPruner(b)]
 )
