@@ -25,7 +25,7 @@ class Ranking:
     yet picked that the first t + 1 picks leave unexplained."""
 
     order: torch.Tensor
-    gains: torch.Tensor
+    gains: torch.Tensor | None
     total: float
     uncovered: torch.Tensor | None = None
 
