@@ -170,6 +170,8 @@ def test_recycle_full_budget_zero_slots_and_errors():
     assert len(split.select(views).indices) == 10
     with pytest.raises(TypeError):
         tp.Recycle(tp.FastV(8))
+    with pytest.raises(TypeError, match="nothing left"):
+        tp.Recycle(tp.Downsample(2))
     with pytest.raises(ValueError, match="slots"):
         tp.Recycle(tp.DivPrune(8), slots=1.5)
 
