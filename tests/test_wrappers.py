@@ -204,6 +204,7 @@ def test_downsample_matches_loop_pooling(grid, factor):
     torch.testing.assert_close(selection.features, means)
     frames = grid[0] if len(grid) == 3 else 1
     assert len(spots) == frames * math.ceil(grid[-2] / factor) * math.ceil(grid[-1] / factor)
+    assert tp.Downsample(factor).count(grid) == len(spots)  # what the vLLM processor reserves
 
 
 def test_downsample_pools_each_view_and_factor_one_is_the_identity():
