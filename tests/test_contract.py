@@ -508,11 +508,16 @@ def pooled_count(grid, factor):
 
 @pytest.mark.parametrize(
     ("family", "pruner_factory"),
-    params((family, case) for family in VISION_FAMILIES for case in ("downsample", "adaptive")),
+    params(
+        (family, case)
+        for family in VISION_FAMILIES
+        for case in ("downsample", "adaptive", "adaptive-layer", "cdpruner-recycle", "dart")
+    ),
 )
-def test_downsampling_and_adaptive_budgets_decode_each_padded_sample_as_alone(family, pruner_factory):
+def test_pooling_adaptive_recycling_and_dart_decode_each_padded_sample_as_alone(family, pruner_factory):
     """Downsample's counts follow the grid; Adaptive picks a count per image (different ones within
-    the batch); either way each sample of a padded batch decodes as it would alone."""
+    the batch); Recycle's summary tokens and DART's picks keep the budget; each sample of a padded
+    batch decodes as it would alone."""
     spec = FAMILIES[family]
     model = model_for(family)
     inputs = spec.inputs["two"](model)
@@ -520,6 +525,9 @@ def test_downsampling_and_adaptive_budgets_decode_each_padded_sample_as_alone(fa
     make = {
         "downsample": lambda: tp.Downsample(2),
         "adaptive": lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.6, rule="mass"),
+        "adaptive-layer": lambda: tp.AdaptiveLayer(tp.FastV(1.0), target=0.5),
+        "cdpruner-recycle": lambda: tp.Recycle(tp.CDPruner(0.5), slots=2),
+        "dart": lambda: tp.DART(0.5),
     }[pruner_factory]
     with tp.apply(model, make()) as run:
         together = generate(model, inputs, spec.steps)
@@ -535,5 +543,9 @@ def test_downsampling_and_adaptive_budgets_decode_each_padded_sample_as_alone(fa
         assert record.tokens_before == count and 0 < record.tokens_after < count
         if pruner_factory == "downsample" and grid is not None:
             assert record.tokens_after == pooled_count(grid, 2)
+        if pruner_factory in ("cdpruner-recycle", "dart"):
+            assert record.tokens_after == tp.budget.resolve_budget(0.5, count)
+    # CDPruner's counts differ between the batch's images; the tiny models' LLM attention is nearly
+    # uniform, so FastV's mass share gives every image of a size the same count
     if pruner_factory == "adaptive":
         assert len({r.tokens_after for r in records}) > 1

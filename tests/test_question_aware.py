@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tokenprune.pruners.base import VisualTokens
+from tiny_models import IMAGE_TOKEN, llava_inputs, tiny_llava
+from tokenprune.pruners.base import Selection, VisualTokens
 from tokenprune.pruners.cdpruner import conditional_dpp_greedy, instruction_relevance
 from tokenprune.pruners.dart import split_evenly
 
@@ -171,3 +172,33 @@ def test_dart_budgets_are_exact_and_pivot_duplicates_go_first():
     assert split_evenly(10, 4) == [3, 3, 2, 2]
     with pytest.raises(ValueError, match="pivot"):
         tp.DART(4, pivots=0, text_pivots=0)
+
+
+class InstructionSpy(tp.PreLLMPruner):
+    """Keeps everything and records the instruction each image was given."""
+
+    needs = frozenset({"text"})
+
+    def __init__(self):
+        super().__init__(1.0)
+        self.seen = []
+
+    def select(self, tokens):
+        self.seen.append(tokens.text)
+        return Selection(torch.arange(len(tokens)))
+
+
+def test_adapters_give_the_instruction_after_the_image_without_padding():
+    model = tiny_llava()
+    # sample 0: 5 text tokens before its image, 7 after; sample 1 (left-padded): 2 and 3; sample 2:
+    # the image ends the prompt, so its instruction is the text before it
+    inputs = llava_inputs(model, [(5, 7), (2, 3), (4, 0)], seed=2)
+    spy = InstructionSpy()
+    with tp.apply(model, spy), torch.no_grad():
+        model(**inputs)
+    embed = model.get_input_embeddings()
+    for b, (seen, after) in enumerate(zip(spy.seen, (7, 3, 0))):
+        real = inputs["input_ids"][b][inputs["attention_mask"][b].bool()]
+        text = real[real != IMAGE_TOKEN]
+        expected = embed(text[-after:] if after else text)
+        assert torch.equal(seen, expected)

@@ -28,6 +28,7 @@ STAGES = {
     "cdpruner-recycle": ("pre_llm", tp.Recycle),
     "divprune-recycle": ("pre_llm", tp.Recycle),
     "cdpruner-adaptive": ("pre_llm", tp.Adaptive),
+    "fastv-adaptive": ("llm", tp.AdaptiveLayer),
 }
 
 
@@ -63,9 +64,10 @@ def test_names_are_listed_in_registration_order_by_stage_and_tokens():
         "cdpruner-recycle",
         "divprune-recycle",
         "cdpruner-adaptive",
+        "fastv-adaptive",
     )
     assert registry.pruner_names(drops="prompt") == ("lazyskip", "gemfilter")
-    assert registry.pruner_names(stage="llm") == ("fastv", "feather", "lazyskip", "dart")
+    assert registry.pruner_names(stage="llm") == ("fastv", "feather", "lazyskip", "dart", "fastv-adaptive")
     assert registry.pruner_names(stage="prefill", drops="visual") == ()
 
 

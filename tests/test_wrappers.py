@@ -106,6 +106,27 @@ def test_adaptive_is_bounded_by_min_tokens_and_the_budget_and_varies_per_image()
         tp.Adaptive(tp.FoPru(8), rule="mean")
 
 
+@pytest.mark.parametrize("target", [0.3, 0.6, 0.9])
+def test_adaptive_layer_keeps_the_attention_mass_share_within_the_budget(target):
+    scores = torch.rand(40, generator=torch.Generator().manual_seed(11)) ** 4
+    ranked = np.sort(scores.double().numpy())[::-1]
+    expected = int(np.argmax(np.cumsum(ranked) / ranked.sum() >= target)) + 1
+    adaptive = tp.AdaptiveLayer(tp.FastV(1.0), target=target)
+    kept = adaptive.keep_group(None, None, scores, 40)
+    assert kept.tolist() == scores.topk(expected).indices.sort().values.tolist()
+    assert len(adaptive.keep_group(None, None, scores, 3)) == min(3, expected)
+    protected = scores.clone()
+    protected[:5] = float("inf")  # tokens a pruner protects stay, whatever the mass
+    assert set(range(5)) <= set(adaptive.keep_group(None, None, protected, 40).tolist())
+    assert (
+        tp.AdaptiveLayer(tp.FastV(8), min_tokens=6, target=0.01).keep_group(None, None, scores, 8).numel()
+        == 6
+    )
+    assert tp.AdaptiveLayer(tp.Feather(8), target=0.5).for_depth(16).layers() == (8, 16)
+    with pytest.raises(TypeError, match="in-LLM"):
+        tp.AdaptiveLayer(tp.DART(8))
+
+
 @pytest.mark.parametrize(
     "inner", [lambda b: tp.DivPrune(b), lambda b: tp.VisionZip(b, contextual=2), lambda b: tp.CDPruner(b)]
 )
@@ -149,6 +170,8 @@ def test_recycle_full_budget_zero_slots_and_errors():
     assert len(split.select(views).indices) == 10
     with pytest.raises(TypeError):
         tp.Recycle(tp.FastV(8))
+    with pytest.raises(TypeError, match="nothing left"):
+        tp.Recycle(tp.Downsample(2))
     with pytest.raises(ValueError, match="slots"):
         tp.Recycle(tp.DivPrune(8), slots=1.5)
 
@@ -181,6 +204,7 @@ def test_downsample_matches_loop_pooling(grid, factor):
     torch.testing.assert_close(selection.features, means)
     frames = grid[0] if len(grid) == 3 else 1
     assert len(spots) == frames * math.ceil(grid[-2] / factor) * math.ceil(grid[-1] / factor)
+    assert tp.Downsample(factor).count(grid) == len(spots)  # what the vLLM processor reserves
 
 
 def test_downsample_pools_each_view_and_factor_one_is_the_identity():

@@ -37,6 +37,7 @@ _EXPORTS = {
             "UniformPrune",
             "VisionZip",
             "Adaptive",
+            "AdaptiveLayer",
             "CDPruner",
             "DART",
             "Downsample",

@@ -27,7 +27,7 @@ from tokenprune.pruners import (
     UniformPrune,
     VisionZip,
 )
-from tokenprune.pruners.adaptive import Adaptive
+from tokenprune.pruners.adaptive import Adaptive, AdaptiveLayer
 from tokenprune.pruners.cdpruner import CDPruner
 from tokenprune.pruners.dart import DART
 from tokenprune.pruners.downsample import Downsample
@@ -179,9 +179,11 @@ def _downsample_factor(budget: int | float, depth: int | None) -> dict[str, obje
     return {"factor": max(1, round(budget**-0.5))}
 
 
-def _wrapping(pruner: type[Pruner]) -> Defaults:
+def _wrapping(name: str) -> Defaults:
+    """Defaults of a wrapper: the method registered as `name` at the budget and depth."""
+
     def defaults(budget: int | float, depth: int | None) -> dict[str, object]:
-        return {"pruner": pruner(budget)}
+        return {"pruner": build(name, budget, depth)}
 
     return defaults
 
@@ -189,6 +191,7 @@ def _wrapping(pruner: type[Pruner]) -> Defaults:
 register_pruner("cdpruner", CDPruner)
 register_pruner("dart", DART, defaults=_at_depth("layer", _fastv_layer))
 register_pruner("downsample", Downsample, defaults=_downsample_factor)
-register_pruner("cdpruner-recycle", Recycle, defaults=_wrapping(CDPruner))
-register_pruner("divprune-recycle", Recycle, defaults=_wrapping(DivPrune))
-register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping(CDPruner))
+register_pruner("cdpruner-recycle", Recycle, defaults=_wrapping("cdpruner"))
+register_pruner("divprune-recycle", Recycle, defaults=_wrapping("divprune"))
+register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping("cdpruner"))
+register_pruner("fastv-adaptive", AdaptiveLayer, defaults=_wrapping("fastv"))

@@ -333,7 +333,7 @@ class AnyresAdapter(MultimodalAdapter):
         mask = kwargs.get("attention_mask")
         # old padding goes too: pack() re-pads to the longest kept row
         keep = mask.bool() if mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        text = text_rows(input_ids, {m.token_id for m in media}, mask)
+        text_mask = text_rows(input_ids, {m.token_id for m in media}, mask)
         kept_positions: list[list[torch.Tensor]] = []
         kept_origins: list[list[torch.Tensor]] = []
         for b, per in enumerate(placed):
@@ -350,7 +350,7 @@ class AnyresAdapter(MultimodalAdapter):
                     project=module.multi_modal_projector,
                     views=item.views,
                 )
-                kept = self.select_visual(tokens, candidates, keep, embeds, b, g, item.grid, text)
+                kept = self.select_visual(tokens, candidates, keep, embeds, b, g, item.grid, text_mask)
                 sample_positions.append(candidates[kept])
                 sample_origins.append(kept)
             kept_positions.append(sample_positions)

@@ -151,18 +151,18 @@ class Adapter:
         sample: int,
         group: int,
         grid: tuple[int, ...],
-        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the pre-LLM pruner on one image (or video) whose tokens sit at `positions` of `sample`:
         clear the dropped positions in `keep` (B, L), write merged features into `embeds`, record the
-        stats. Returns the kept indices (into the group's own token order). text: (B, L) the prompt's
-        text tokens (`text_rows`), for pruners that need the instruction; `embeds` must still hold
-        their input embeddings."""
+        stats. Returns the kept indices (into the group's own token order). text_mask: (B, L) the
+        prompt's text tokens (`text_rows`), for pruners that need the instruction; `embeds` must still
+        hold their input embeddings."""
         pruner = self.pruner.at("pre_llm")
         if "text" in pruner.needs:
-            if text is None:
+            if text_mask is None:
                 raise ValueError(f"{pruner.name} needs the instruction, which this adapter does not provide")
-            tokens = replace(tokens, text=instruction(embeds[sample], text[sample], positions))
+            tokens = replace(tokens, text=instruction(embeds[sample], text_mask[sample], positions))
         started = time.perf_counter()
         selection = pruner.select(tokens)
         seconds = time.perf_counter() - started

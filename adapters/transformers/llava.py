@@ -135,14 +135,16 @@ class LlavaAdapter(MultimodalAdapter):
         is_image = (input_ids == self.image_token_id)[..., None]
         embeds = embeds.masked_scatter(is_image, all_features)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
-        text = text_rows(input_ids, (self.image_token_id,), kwargs.get("attention_mask"))
+        text_mask = text_rows(input_ids, (self.image_token_id,), kwargs.get("attention_mask"))
         kept_origins: list[list[torch.Tensor]] = []
         image = 0
         for b, per_sample in enumerate(runs):
             origins = []
             for g, positions in enumerate(per_sample):
                 tokens = images[image]
-                origins.append(self.select_visual(tokens, positions, keep, embeds, b, g, self.grid, text))
+                origins.append(
+                    self.select_visual(tokens, positions, keep, embeds, b, g, self.grid, text_mask)
+                )
                 image += 1
             kept_origins.append(origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)

@@ -291,7 +291,7 @@ class QwenVLAdapter(MultimodalAdapter):
             features = torch.cat(tokens[kind][0]).to(embeds.device, embeds.dtype)
             embeds = embeds.masked_scatter(is_kind, features)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
-        text = text_rows(input_ids, self.token_ids.values(), attention_mask)
+        text_mask = text_rows(input_ids, self.token_ids.values(), attention_mask)
         kept_origins: list[list[torch.Tensor]] = []
         for b, per_sample in enumerate(groups):
             origins = []
@@ -306,7 +306,7 @@ class QwenVLAdapter(MultimodalAdapter):
                     )
                 )
                 origins.append(
-                    self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid, text)
+                    self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid, text_mask)
                 )
             kept_origins.append(origins)
         packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)

@@ -8,15 +8,23 @@ anything; later reads of the same config (one per image's placeholder count) reu
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tokenprune import registry
 from tokenprune.budget import resolve_budget, validate_budget
-from tokenprune.pruners import PreLLMPruner
+from tokenprune.pruners import Downsample, PreLLMPruner
 
 CONFIG_KEY = "tokenprune"
+
+
+def square_grid(tokens: int) -> tuple[int, ...]:
+    """The grid of a LLaVA image's tokens: square when they make a square, else one row."""
+    side = math.isqrt(tokens)
+    return (side, side) if side * side == tokens else (tokens,)
+
 
 # Options vLLM sets and users cannot. VisionZip's contextual tokens are merged from the whole image,
 # which the model could do, but the dominant-only variant is used because it keeps every kept row a
@@ -32,7 +40,10 @@ class PruneConfig:
     pruner: PreLLMPruner
 
     def keep_count(self, natural: int) -> int:
-        """Embeddings per image: never more than the image has, so `budget >= natural` changes nothing."""
+        """Embeddings per image: never more than the image has, so `budget >= natural` changes nothing.
+        Downsample's count follows from the grid, square_grid(natural) (LLaVA's)."""
+        if isinstance(self.pruner, Downsample):
+            return self.pruner.count(square_grid(natural))
         return resolve_budget(self.budget, natural)
 
     @property

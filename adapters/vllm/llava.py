@@ -1,14 +1,13 @@
 """LLaVA-1.5 in vLLM with fewer image tokens: `TokenPruneLlavaForConditionalGeneration`.
 
-The processor gives each image min(budget, natural) placeholders, so scheduling, profiling and KV
-usage follow the pruned count; the model returns exactly that many projector outputs per image,
-in original order. LLaVA uses 1-D RoPE, so contiguous positions over the shorter prompt are all the
+The processor gives each image min(budget, natural) placeholders (Downsample: its pooled count), so
+scheduling, profiling and KV usage follow the pruned count; the model returns exactly that many
+projector outputs per image, in original order (Downsample: the pooled cells, row by row). LLaVA uses 1-D RoPE, so contiguous positions over the shorter prompt are all the
 language model needs.
 """
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 from transformers import CLIPVisionConfig, SiglipVisionConfig
@@ -21,13 +20,13 @@ from vllm.model_executor.models.llava import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
-from tokenprune.adapters.vllm.config import PruneConfig, parse_config
-from tokenprune.adapters.vllm.selection import select_rows
+from tokenprune.adapters.vllm.config import PruneConfig, parse_config, square_grid
+from tokenprune.adapters.vllm.selection import select_embeddings
 from tokenprune.attention import cls_attention
 from tokenprune.pruners import VisualTokens
 
 FAMILY = "LLaVA"
-METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
+METHODS = ("divprune", "visionzip", "fopru", "uniform", "random", "downsample")
 
 
 def llava_prune_config(hf_config) -> PruneConfig:
@@ -105,12 +104,10 @@ class TokenPruneLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             embeds = super()._process_image_input(image_input)
         kept = []
         for i, features in enumerate(embeds):
-            side = math.isqrt(features.shape[0])
-            grid = (side, side) if side * side == features.shape[0] else (features.shape[0],)
             tokens = VisualTokens(
                 features=features,
-                grid=grid,
+                grid=square_grid(features.shape[0]),
                 attention=captured["attention"][i] if captured else None,
             )
-            kept.append(features[select_rows(self.tokenprune, tokens, f"image {i} of the batch")])
+            kept.append(select_embeddings(self.tokenprune, tokens, f"image {i} of the batch"))
         return tuple(kept)

@@ -1,6 +1,6 @@
 """Pruning methods: tensors in, kept indices out."""
 
-from tokenprune.pruners.adaptive import Adaptive, Ranking
+from tokenprune.pruners.adaptive import Adaptive, AdaptiveLayer, Ranking
 from tokenprune.pruners.base import (
     LayerContext,
     LayerPruner,
@@ -24,6 +24,7 @@ from tokenprune.pruners.visionzip import VisionZip
 
 __all__ = [
     "Adaptive",
+    "AdaptiveLayer",
     "CDPruner",
     "DART",
     "Downsample",

@@ -9,7 +9,8 @@ from typing import Literal
 import torch
 
 from tokenprune.budget import resolve_budget, validate_budget
-from tokenprune.pruners.base import Positions, PreLLMPruner, Selection, VisualTokens
+from tokenprune.pruners.base import LayerContext, Positions, PreLLMPruner, Selection, VisualTokens
+from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup
 
 RULES = ("mass", "cover", "iqr")
 
@@ -24,7 +25,7 @@ class Ranking:
     yet picked that the first t + 1 picks leave unexplained."""
 
     order: torch.Tensor
-    gains: torch.Tensor
+    gains: torch.Tensor | None
     total: float
     uncovered: torch.Tensor | None = None
 
@@ -77,7 +78,8 @@ class Adaptive(PreLLMPruner):
     def __post_init__(self) -> None:
         if not isinstance(self.pruner, PreLLMPruner) or not callable(getattr(self.pruner, "rank", None)):
             raise TypeError(
-                f"Adaptive wraps a pre-LLM pruner that ranks tokens (CDPruner, FoPru), got {self.pruner!r}"
+                f"Adaptive wraps a pre-LLM pruner that ranks tokens (CDPruner, FoPru), got {self.pruner!r}; "
+                "in-LLM pruners take AdaptiveLayer"
             )
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
@@ -109,3 +111,57 @@ class Adaptive(PreLLMPruner):
             count = (mass_count if self.rule == "mass" else cover_count)(ranking, self.target)
         count = max(least, min(most, count))
         return Selection(ranking.order[:count].sort().values)
+
+
+@dataclass
+class AdaptiveLayer(ScoredLayerPruner):
+    """Adaptive budgets inside the language model: before each of its layers, `pruner` (FastV,
+    Feather) keeps in every image the fewest of its best-scored tokens that hold `target` of the
+    image's attention mass there, at least `min_tokens` and at most what `pruner` would keep. Each
+    layer decides for itself; records carry the count chosen per image and layer."""
+
+    budget: int | float = field(init=False)
+    positions: Positions = field(init=False)
+    pruner: ScoredLayerPruner | None = None
+    target: float = 0.9
+    min_tokens: int | float = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pruner, ScoredLayerPruner):
+            raise TypeError(
+                f"AdaptiveLayer wraps an in-LLM pruner that scores tokens (FastV, Feather), got {self.pruner!r}"
+            )
+        if isinstance(self.target, bool) or not 0.0 < self.target <= 1.0:
+            raise ValueError(f"target must lie in (0, 1], got {self.target}")
+        self.min_tokens = validate_budget(self.min_tokens, "min_tokens")
+        self.budget, self.positions = self.pruner.budget, self.pruner.positions
+        super().__post_init__()
+
+    @property
+    def name(self) -> str:
+        return f"AdaptiveLayer({self.pruner.name})"
+
+    def layers(self) -> tuple[int, ...]:
+        return self.pruner.layers()
+
+    def for_depth(self, num_layers: int) -> AdaptiveLayer:
+        return replace(self, pruner=self.pruner.for_depth(num_layers))
+
+    def layer_scores(self, ctx: LayerContext) -> torch.Tensor:
+        return self.pruner.layer_scores(ctx)
+
+    def group_scores(self, layer_scores: torch.Tensor, group: TokenGroup) -> torch.Tensor:
+        return self.pruner.group_scores(layer_scores, group)
+
+    def group_keep(self, ctx: LayerContext, group: TokenGroup) -> int:
+        return self.pruner.group_keep(ctx, group)
+
+    def keep_group(
+        self, ctx: LayerContext, group: TokenGroup, scores: torch.Tensor, count: int
+    ) -> torch.Tensor:
+        protected = int(torch.isposinf(scores).sum())
+        finite = scores[torch.isfinite(scores)].clamp(min=0).sort(descending=True).values
+        ranking = Ranking(torch.arange(len(finite)), finite, float(finite.sum()))
+        least = min(count, resolve_budget(self.min_tokens, len(scores)))
+        chosen = mass_count(ranking, self.target) if self.target < 1.0 else count
+        return self.pruner.keep_group(ctx, group, scores, max(protected, least, min(count, chosen)))

@@ -11,9 +11,9 @@ import torch
 from tokenprune.budget import resolve_budget, validate_budget
 
 Positions = Literal["keep", "reindex"]
+POSITIONS = ("keep", "reindex")
 # what a pre-LLM pruner may need from the vision tower (captured while images are encoded)
 VISION_NEEDS = frozenset({"attention", "keys", "pre_projection"})
-POSITIONS = ("keep", "reindex")
 
 
 @dataclass

@@ -31,44 +31,49 @@ def instruction_relevance(features: torch.Tensor, text: torch.Tensor, negate: bo
 
 
 @torch.no_grad()
-def conditional_dpp_greedy(unit: torch.Tensor, quality: torch.Tensor, k: int) -> Ranking:
+def conditional_dpp_greedy(unit: torch.Tensor, quality: torch.Tensor, k: int, track: bool = True) -> Ranking:
     """Greedy MAP inference of the DPP with kernel L_ij = q_i <u_i, u_j> q_j (Chen et al., NeurIPS
     2018): each step picks the token with the largest conditional variance d_j^2 =
     det(L_{S+j}) / det(L_S) and updates every d^2 through one incremental Cholesky row.
 
     unit: (N, D) rows (unit norm for cosine similarity); quality: (N,) > 0. Kernel rows are computed
     when a token is picked, so no N x N matrix is ever held: O(k N D + k^2 N) time, O(k N) memory.
-    gains[t] is how much pick t lowers the trace of the residual kernel L - L_{:,S} L_S^-1 L_{S,:}
-    (the kernel's part the picks do not explain); total is trace(L); uncovered[t] is the largest share
-    of its own diagonal any token not yet picked keeps unexplained after pick t. Once the picks span
-    every token (rank exhausted), the remaining picks follow the residual order without updates.
+    With `track` (else they are None): gains[t] is how much pick t lowers the trace of the residual
+    kernel L - L_{:,S} L_S^-1 L_{S,:} (the kernel's part the picks do not explain), total is trace(L),
+    and uncovered[t] is the largest share of its own diagonal any token not yet picked keeps
+    unexplained after pick t. Once the picks span every token (rank exhausted), the remaining picks
+    follow the residual order without updates.
     """
     n = unit.shape[0]
     unit, quality = unit.float(), quality.float()
     diagonal = quality.square() * unit.square().sum(dim=-1)
-    residual = diagonal.clone()  # d^2
+    residual = diagonal.clone()  # d^2; -inf once picked
     total = float(residual.sum())
     floor = EXHAUSTED * float(residual.max()) if n else 0.0
     rows = unit.new_zeros(k, n)  # incremental Cholesky rows c_t
     order = torch.empty(k, dtype=torch.long, device=unit.device)
-    gains = unit.new_zeros(k)
-    uncovered = unit.new_zeros(k)
+    gains = unit.new_zeros(k) if track else None
+    uncovered = unit.new_zeros(k) if track else None
     alive = torch.ones(n, dtype=torch.bool, device=unit.device)
+    inverse_diagonal = 1.0 / diagonal.clamp(min=1e-30)
     for t in range(k):
         j = int(residual.argmax())
         order[t] = j
         d2 = float(residual[j])
         if d2 > floor:
-            kernel_row = quality[j] * (unit @ unit[j]) * quality
+            kernel_row = quality[j] * torch.mv(unit, unit[j]) * quality
             e = (kernel_row - rows[:t, j] @ rows[:t]) / math.sqrt(d2)
-            e = e * alive  # picked tokens have no residual left to lower
+            if track:  # picked tokens have no residual left to lower; their columns are never read
+                e.mul_(alive)
             rows[t] = e
-            gains[t] = e.square().sum()
-            residual -= e.square()
-        alive[j] = False
+            e.square_()
+            if track:
+                gains[t] = e.sum()
+            residual -= e
         residual[j] = float("-inf")
-        if bool(alive.any()):
-            uncovered[t] = (residual[alive] / diagonal[alive].clamp(min=1e-30)).max().clamp(min=0)
+        if track:
+            alive[j] = False
+            uncovered[t] = (residual * inverse_diagonal).max().clamp(min=0) if t + 1 < n else 0.0
     return Ranking(order, gains, total, uncovered)
 
 
@@ -116,4 +121,6 @@ class CDPruner(PreLLMPruner):
         k = self.keep_count(n)
         if k >= n:
             return Selection(torch.arange(n, device=tokens.features.device))
-        return Selection(self.rank(tokens, k).order.sort().values)
+        unit = torch.nn.functional.normalize(tokens.features.float(), dim=-1)
+        picks = conditional_dpp_greedy(unit, self.quality(tokens), k, track=False).order
+        return Selection(picks.sort().values)

@@ -10,13 +10,18 @@ import torch
 from tokenprune.pruners.base import Positions, PreLLMPruner, Selection, VisualTokens
 
 
+def _frames_height_width(grid: tuple[int, ...]) -> tuple[int, int, int]:
+    """A 1-D, (h, w) or (t, h, w) grid as (frames, height, width)."""
+    return (1, 1, *grid)[-3:] if len(grid) < 3 else grid
+
+
 def pool_view(
     features: torch.Tensor, grid: tuple[int, ...], factor: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Average `factor` x `factor` cells of a row-major (h, w) grid, per frame of a (t, h, w) one (a
     1-D grid pools runs of `factor`); edge cells are smaller. Returns (representative indices, cell
     means): a cell's representative is its middle token (upper left of the middle for even sizes)."""
-    frames, height, width = (1, 1, *grid)[-3:] if len(grid) < 3 else grid
+    frames, height, width = _frames_height_width(grid)
     device = features.device
     rows, cols = math.ceil(height / factor), math.ceil(width / factor)
     row, col = torch.arange(height, device=device), torch.arange(width, device=device)
@@ -56,6 +61,11 @@ class Downsample(PreLLMPruner):
 
     def with_budget(self, budget: int | float) -> Downsample:
         return self
+
+    def count(self, grid: tuple[int, ...]) -> int:
+        """Tokens kept of one view (grid)."""
+        frames, height, width = _frames_height_width(grid)
+        return frames * math.ceil(height / self.factor) * math.ceil(width / self.factor)
 
     def select(self, tokens: VisualTokens) -> Selection:
         n = len(tokens)

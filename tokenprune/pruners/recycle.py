@@ -9,6 +9,7 @@ import torch
 
 from tokenprune.pruners.base import Positions, PreLLMPruner, Selection, VisualTokens
 from tokenprune.pruners.divprune import max_min_diverse
+from tokenprune.pruners.downsample import Downsample
 
 
 def summarize(features: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +47,10 @@ class Recycle(PreLLMPruner):
         if not isinstance(self.pruner, PreLLMPruner):
             raise TypeError(
                 f"Recycle wraps a pre-LLM pruner (e.g. DivPrune), got {type(self.pruner).__name__}"
+            )
+        if isinstance(self.pruner, Downsample):
+            raise TypeError(
+                "Downsample merges every token into its cell: Recycle has nothing left to recycle"
             )
         if isinstance(self.slots, bool) or not isinstance(self.slots, int | float):
             raise TypeError(f"slots must be an int or a fraction, got {type(self.slots).__name__}")
