@@ -425,3 +425,23 @@ def test_isolated_turns_are_answered_as_if_each_were_asked_first():
             with torch.no_grad():
                 expected = model(input_ids=alone, pixel_values=batch["pixel_values"][row : row + 1]).logits
             torch.testing.assert_close(logits[row, start : end + 1], expected[0, prefix:], atol=1e-4, rtol=0)
+
+
+def test_committed_vlm2_answers_held_out_questions():
+    from tokenprune.zoo import scenes2
+
+    model, processor = zoo.load_vlm("toy-vlm-2")
+    assert model.config.vision_config.image_size == scenes2.IMAGE_SIZE
+    picked = scenes2.samples(train.HELD_OUT_SEED, 20)
+    images = scenes2.render([s.scene for s in picked])
+    correct = {kind: 0 for kind in scenes2.QUESTION_TYPES}
+    for s, image in zip(picked, images):
+        inputs = processor(
+            text=train.vlm_prompt(s.question), images=scenes2.to_pil(image), return_tensors="pt"
+        )
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        answer = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        correct[s.kind] += answer == s.answer
+    # 13 of these 20 now (about 70 % held-out): every colour and shape question, 3 of 4 counts
+    assert correct["color_at"] == correct["shape_at"] == 4 and sum(correct.values()) >= 12
