@@ -289,6 +289,7 @@ def visual_prefill(
 
     supported = find_adapter(model).supported_stages
     configs: dict[str, object] = {"unpruned": None}
+    budget_of: dict[str, int | float] = {}  # as given: `summarize` makes every budget a float
     rows: list[dict] = []
     for name in visual_pruner_names():
         stage = registry.pruner_entry(name).stage
@@ -298,6 +299,7 @@ def visual_prefill(
             rows.append({"pruner": name, "stage": stage, "status": "skipped", "reason": reason})
             continue
         for budget in budgets:
+            budget_of[f"{name}@{budget}"] = budget
             try:
                 configs[f"{name}@{budget}"] = registry.build(name, budget, depth=depth)
             except Exception as error:
@@ -323,14 +325,14 @@ def visual_prefill(
     for key in configs:
         if key == "unpruned":
             continue
-        name, budget = key.rsplit("@", 1)
+        name, budget = key.rsplit("@", 1)[0], budget_of[key]
         stage = registry.pruner_entry(name).stage
         if key in failures:
             print(f"    {key}: error ({failures[key]})")
-            rows.append(failed(failures[key], pruner=name, stage=stage, budget=float(budget)))
+            rows.append(failed(failures[key], pruner=name, stage=stage, budget=budget))
         else:
-            row = measured_by_key[key]
-            rows.append({**row, "stage": stage, "peak_mb": max(recorded[key].peak_mb), "status": "ok"})
+            row = {**measured_by_key[key], "budget": budget, "stage": stage}
+            rows.append({**row, "peak_mb": max(recorded[key].peak_mb), "status": "ok"})
     rows.sort(key=lambda row: (row.get("budget") is not None, row.get("budget") or 0))
     unpruned = {**base, "tokens": candidates, "peak_mb": max(recorded["unpruned"].peak_mb)}
     return {"unpruned": unpruned, "rows": rows}
