@@ -240,7 +240,8 @@ class Models:
         self.device.release()
         started = time.perf_counter()
         with self.device.building():
-            self.model = build()
+            # .to: a buffer a model creates on the CPU explicitly joins the rest
+            self.model = build().to(self.device.name)
         if self.device.name == "cuda":
             torch.cuda.synchronize()
         self.key = key
