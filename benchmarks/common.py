@@ -214,6 +214,8 @@ def timed_selection(pruner, clock: Clock, spent: list[float]) -> list[tuple[obje
 
     wrapped = []
     for stage in as_composed(pruner).stages:
+        if stage.stage not in SELECT_METHOD:
+            raise KeyError(f"no select method known for stage {stage.stage!r}: add it to SELECT_METHOD")
         method = SELECT_METHOD[stage.stage]
         object.__setattr__(stage, method, timing(getattr(stage, method)))
         wrapped.append((stage, method))

@@ -77,8 +77,6 @@ def use_source_tree() -> None:
     spec.loader.exec_module(module)
 
 
-# ---- sizes -------------------------------------------------------------------------------------------
-
 LLAVA_7B = llava_bench.Geometry(
     vision_hidden=1024, vision_layers=24, vision_heads=16, vision_ffn=4096,
     text_hidden=4096, text_layers=32, text_heads=32, text_ffn=11008,
@@ -135,9 +133,6 @@ SMOKE = Sizes(
     selection_dim=64,
     rounds=1,
 )
-
-
-# ---- device --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -200,8 +195,6 @@ def cpu_device(dtype: torch.dtype) -> Device:
     )
 
 
-# ---- estimate ------------------------------------------------------------------------------------------
-
 # Assumptions behind the printed estimate: bf16 throughput an eager prefill sustains (a third of an
 # H100's dense peak, or less), and fixed costs that do not scale with FLOPs.
 TFLOPS = 200.0
@@ -213,9 +206,6 @@ LAUNCH_S = 30e-6  # one more kernel launch (Qwen's per-window vision attention, 
 
 def seconds_for(flops: float, forwards: int, overhead_s: float) -> float:
     return forwards * (flops / (TFLOPS * 1e12) + overhead_s)
-
-
-# ---- steps ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -527,9 +517,6 @@ def estimated_seconds(steps: list[Step]) -> float:
     return STARTUP_S + sum(step.estimate_s for step in steps)
 
 
-# ---- output --------------------------------------------------------------------------------------------
-
-
 def finite(value):
     """JSON without NaN: an unknown number is null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -639,9 +626,6 @@ def write(out: Path, stem: str, suite: dict, steps: list[dict]) -> None:
     suite = {**suite, "elapsed_s": time.monotonic() - STARTED}
     common.write_json(out / f"{stem}.json", finite({"suite": suite, "steps": steps}))
     (out / f"{stem}.md").write_text(markdown(suite, steps))
-
-
-# ---- main ----------------------------------------------------------------------------------------------
 
 
 def run_steps(steps: list[Step], suite: dict, out: Path, stem: str, limit_s: float) -> list[dict]:
