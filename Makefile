@@ -66,6 +66,12 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/visual_prefill_qwen.py
 	$(PY) benchmarks/prefill_skip.py
 
+# Real-size models on one CUDA GPU, run from the working tree without installing (docs/gpu.md):
+# make bench-gpu [OUT=folder for gpu_suite.json and gpu_suite.md]
+.PHONY: bench-gpu
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) benchmarks/gpu_suite.py $(if $(OUT),--out $(OUT))
+
 # The demo app in a real headless Chromium (Debian's package, driven by Playwright); screenshots in test-artifacts/
 test-browser: $(VENV)/.installed chromium
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/browser

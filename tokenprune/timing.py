@@ -5,7 +5,8 @@ Every configuration first runs untimed (lazy initialisation, allocator and cache
 per round. Taking turns within each round lets load from other processes and slow drift fall on all
 configurations alike, where timing one configuration's runs after another's would charge each the load
 of its own moment. Torch-free, so the demo, the evaluation harness and the benchmark scripts can all
-import it.
+import it. A clock is any function returning seconds: process CPU time or wall time (`clock_for`), or
+the GPU's own timeline read from CUDA events (`CudaEventClock` in benchmarks/common.py).
 """
 
 from __future__ import annotations
