@@ -44,9 +44,8 @@ def write_jsonl(path, pages: dict) -> None:
 def test_jsonl_corpus_gives_each_page_its_own_pruning(tmp_path, capsys):
     corpus = tmp_path / "corpus.jsonl"
     write_jsonl(corpus, PAGES)
-    assert (
-        main(["prune-html", str(corpus), "--budget", "40", "--query", "ignored when a record has one"]) == 0
-    )
+    argv = ["prune-html", str(corpus), "--budget", "40", "--query", "the default query", "--count-raw"]
+    assert main(argv) == 0
     out, err = capsys.readouterr()
     got = records(out)
     assert [r["id"] for r in got] == list(PAGES)
@@ -54,11 +53,11 @@ def test_jsonl_corpus_gives_each_page_its_own_pruning(tmp_path, capsys):
         text = html if isinstance(html, str) else html.decode("cp1252")
         # a record's null query is the default (--query), as for files
         assert {k: record[k] for k in ("text", "tokens_before", "tokens_after")} == expected(
-            text, query or "ignored when a record has one"
+            text, query or "the default query"
         )
         assert record["error"] is None and record["tokens_after"] <= 40
     summary = err.strip().splitlines()[-1]
-    assert summary.startswith("4 pages (0 failed) in ") and "pages/s with 1 worker;" in summary
+    assert summary.startswith("4 pages (0 failed) in ") and "pages/s with 1 worker; tokens " in summary
 
 
 def test_files_and_directories_make_a_batch_with_path_ids(tmp_path, capsys):
@@ -76,7 +75,9 @@ def test_files_and_directories_make_a_batch_with_path_ids(tmp_path, capsys):
     assert [r["id"] for r in got] == ["bridge.htm", "news/etna.html.gz", str(single)]
     htmls = [PAGES["bridge"][0], ARTICLE, PAGES["cp1252"][0]]
     for record, html in zip(got, htmls):
-        assert {k: record[k] for k in ("text", "tokens_before", "tokens_after")} == expected(html, "cost")
+        reference = expected(html, "cost")
+        assert set(record) == {"id", "text", "tokens_after", "error"}  # the raw page is not counted
+        assert (record["text"], record["tokens_after"]) == (reference["text"], reference["tokens_after"])
 
 
 def test_worker_processes_give_the_same_records_in_order(tmp_path):
@@ -101,11 +102,12 @@ def test_progress_bar_goes_to_stderr(tmp_path, capsys):
 
 def test_a_failing_page_is_a_record_with_its_error():
     batch = {"id": ["a", "b", "c"], "html": [ARTICLE, None, "<p>ok</p>"], "query": ["lava", None, ""]}
-    out = BatchPruner(budget=40)(batch)
+    out = BatchPruner(budget=40, count_raw=True)(batch)
     assert out["id"] == ["a", "b", "c"] and out["html"] == batch["html"]
+    assert out["tokens_before"][0] == expected(ARTICLE, "lava")["tokens_before"]
     assert out["error"][0] is None and out["error"][2] is None
     assert out["error"][1] == "TypeError: html must be str or bytes, got NoneType"
-    assert out["text"][1] is None and out["tokens_after"][1] is None
+    assert out["text"][1] is None and out["tokens_after"][1] is None and out["tokens_before"][1] is None
     assert out["text"][0] == expected(ARTICLE, "lava")["text"]
 
 

@@ -42,7 +42,7 @@ def test_map_batches_with_batch_pruner_prunes_every_page_as_alone(local_ray, tmp
         ray.data.read_json(str(corpus))
         .map_batches(
             BatchPruner,
-            fn_constructor_kwargs={"budget": 40, "output": "markdown"},
+            fn_constructor_kwargs={"budget": 40, "output": "markdown", "count_raw": True},
             compute=ray.data.ActorPoolStrategy(size=2),
             batch_size=2,
         )

@@ -18,8 +18,6 @@ from tokenprune.context.html_pruner import HtmlPruner
 
 PAGE_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
-# the columns `BatchPruner` adds to a batch
-OUTPUT_COLUMNS = ("text", "tokens_before", "tokens_after", "error")
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,9 @@ def count_pages(sources: Sequence[str]) -> int | None:
 class BatchPruner:
     """`HtmlPruner(**settings)` over a batch of pages given as columns: "html" (str or bytes) and,
     optionally, "query" (None or "" for no query) plus any other columns, which are passed through.
-    Returns the batch with `OUTPUT_COLUMNS` added, as lists. A page that fails gets its error message
-    in "error" (None otherwise) instead of stopping the batch.
+    Returns the batch with `columns` added ("text", "tokens_after", "error", and "tokens_before" with
+    `count_raw`: counting the raw HTML costs more than pruning it), as lists. A page that fails gets
+    its error message in "error" (None otherwise) instead of stopping the batch.
 
     Built from plain settings, so each worker process or Ray actor builds its own pruner (and loads the
     tokenizer) once:
@@ -107,23 +106,26 @@ class BatchPruner:
         ray.data.read_json("corpus.jsonl").map_batches(BatchPruner, fn_constructor_kwargs={"budget": 1000})
     """
 
-    def __init__(self, **settings) -> None:
+    def __init__(self, count_raw: bool = False, **settings) -> None:
         self.pruner = HtmlPruner(**settings)
+        self.columns = ("text", *(("tokens_before",) if count_raw else ()), "tokens_after", "error")
 
     def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
         htmls = list(batch["html"])
         queries = list(batch["query"]) if "query" in batch else [None] * len(htmls)
         out: dict[str, list] = {name: list(values) for name, values in batch.items()}
-        for column in OUTPUT_COLUMNS:
+        for column in self.columns:
             out[column] = []
         for html, query in zip(htmls, queries):
             try:
                 result = self.pruner.prune(html, query=query or None)
-                row = (result.text, result.tokens_before, result.tokens_after, None)
+                row = {"text": result.text, "tokens_after": result.tokens_after, "error": None}
+                if "tokens_before" in self.columns:
+                    row["tokens_before"] = result.tokens_before
             except Exception as error:  # one bad page must not stop a corpus: its record says why
-                row = (None, None, None, f"{type(error).__name__}: {error}")
-            for column, value in zip(OUTPUT_COLUMNS, row):
-                out[column].append(value)
+                row = {"error": f"{type(error).__name__}: {error}"}
+            for column in self.columns:
+                out[column].append(row.get(column))
         return out
 
 
@@ -135,8 +137,9 @@ def _columns(pages: Sequence[Page]) -> dict[str, list]:
     }
 
 
-def _records(pruned: dict[str, list]) -> list[dict]:
-    names = ("id", *OUTPUT_COLUMNS)
+def _records(pruner: BatchPruner, pages: Sequence[Page]) -> list[dict]:
+    pruned = pruner(_columns(pages))
+    names = ("id", *pruner.columns)
     return [dict(zip(names, row)) for row in zip(*(pruned[name] for name in names))]
 
 
@@ -148,8 +151,8 @@ def _start_worker(settings: dict) -> None:
     _worker_pruner = BatchPruner(**settings)
 
 
-def _prune_in_worker(columns: dict[str, list]) -> list[dict]:
-    return _records(_worker_pruner(columns))
+def _prune_in_worker(pages: list[Page]) -> list[dict]:
+    return _records(_worker_pruner, pages)
 
 
 def _batches(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
@@ -161,7 +164,8 @@ def _batches(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
 def prune_corpus(
     pages: Iterable[Page], settings: dict, workers: int = 1, batch_size: int = 8
 ) -> Iterator[dict]:
-    """One record `{"id", "text", "tokens_before", "tokens_after", "error"}` per page, in input order.
+    """One record `{"id", "text", "tokens_after", "error"}` per page (and "tokens_before" with
+    `count_raw` among the settings), in input order.
 
     `workers` > 1 prunes in that many processes (started fresh, so nothing of the caller's state is
     shared), each with its own `BatchPruner(**settings)`; at most two batches per worker are in flight,
@@ -171,7 +175,7 @@ def prune_corpus(
     if workers == 1:
         pruner = BatchPruner(**settings)
         for batch in _batches(pages, batch_size):
-            yield from _records(pruner(_columns(batch)))
+            yield from _records(pruner, batch)
         return
     BatchPruner(**settings)  # bad settings fail here, with their message, not in a worker
     context = multiprocessing.get_context("spawn")
@@ -180,7 +184,7 @@ def prune_corpus(
     ) as pool:
         pending: deque[Future] = deque()
         for batch in _batches(pages, batch_size):
-            pending.append(pool.submit(_prune_in_worker, _columns(batch)))
+            pending.append(pool.submit(_prune_in_worker, batch))
             if len(pending) >= 2 * workers:
                 yield from pending.popleft().result()
         while pending:

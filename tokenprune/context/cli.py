@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batch.add_argument("--workers", "-j", type=int, default=1, help="worker processes (default 1)")
     batch.add_argument("--out", help="JSONL file for the records (.gz: compressed; default: standard output)")
     batch.add_argument(
+        "--count-raw",
+        action="store_true",
+        help="also count the raw page's tokens (tokens_before; slower than pruning)",
+    )
+    batch.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "max_words": args.max_words,
     }
     if _is_batch(args):
-        return _run_batch(args, settings, fail)
+        return _run_batch(args, {**settings, "count_raw": args.count_raw}, fail)
     html = _read_page(args.page[0], fail)
     try:
         pruner = HtmlPruner(**settings)
@@ -125,15 +130,17 @@ def _run_batch(args: argparse.Namespace, settings: dict, fail) -> int:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 pages += 1
                 if record["error"] is None:
-                    before, after = before + record["tokens_before"], after + record["tokens_after"]
+                    before += record.get("tokens_before", 0)
+                    after += record["tokens_after"]
                 else:
                     failed += 1
     except (TypeError, ValueError, ImportError, OSError) as error:
         fail(str(error))
     seconds = time.perf_counter() - started
+    tokens = f"tokens {before} -> {after}" if args.count_raw else f"{after} tokens kept"
     print(
         f"{pages} pages ({failed} failed) in {seconds:.1f} s: {pages / seconds:.1f} pages/s with "
-        f"{args.workers} worker{'s' if args.workers > 1 else ''}; tokens {before} -> {after}",
+        f"{args.workers} worker{'s' if args.workers > 1 else ''}; {tokens}",
         file=sys.stderr,
     )
     return 1 if failed else 0
