@@ -169,7 +169,8 @@ def prune_corpus(
 
     `workers` > 1 prunes in that many processes (started fresh, so nothing of the caller's state is
     shared), each with its own `BatchPruner(**settings)`; at most two batches per worker are in flight,
-    so memory stays bounded however long the corpus is."""
+    so memory stays bounded however long the corpus is. The processes are spawned: a script that calls
+    this with workers > 1 needs the usual `if __name__ == "__main__":` guard."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if workers == 1:
