@@ -146,12 +146,13 @@ def visible_toasts(page) -> int:
 
 
 def clipped_cells(page, selector: str) -> list[str]:
-    """Texts of the cells of a table whose content is wider than the cell, or that end past the page's
-    right edge."""
+    """Texts of the cells of a table that are cut: content wider than the cell, or the cell reaching
+    past the table's visible box (scrolled out of it) or the page's right edge."""
     script = """(selector) => {
-        const width = document.documentElement.clientWidth;
+        const table = document.querySelector(selector).getBoundingClientRect();
+        const right = Math.min(table.right, document.documentElement.clientWidth) + 1;
         return [...document.querySelectorAll(selector + ' [role=gridcell]')]
-            .filter((cell) => cell.scrollWidth > cell.clientWidth + 1 || cell.getBoundingClientRect().right > width)
+            .filter((cell) => cell.scrollWidth > cell.clientWidth + 1 || cell.getBoundingClientRect().right > right)
             .map((cell) => cell.innerText);
     }"""
     return page.evaluate(script, selector)
