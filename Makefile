@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS := dev,models,embedding,context,langchain,eval,demo
+EXTRAS := dev,models,embedding,context,langchain,eval,demo,ray
 PINS := .ci/constraints
 # the model-adapter tests, also run at the oldest supported transformers
 ADAPTER_TESTS := tests/test_contract.py tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl.py \

@@ -75,3 +75,14 @@ def speedup(
     """How many times faster `runs` are than `base`: by their medians, or by another statistic (`sum`
     when the runs answer different questions)."""
     return statistic(base) / statistic(runs)
+
+
+def spread(base: Sequence[float], runs: Sequence[float]) -> tuple[float, float]:
+    """Smallest and largest speedup of a single round (`base[r] / runs[r]`, the two timed in the same
+    round): how much a speedup from these runs can be trusted, shown next to it."""
+    if len(base) != len(runs) or not runs:
+        raise ValueError(
+            f"spread needs the same number of rounds on both sides, got {len(base)} and {len(runs)}"
+        )
+    ratios = [b / r for b, r in zip(base, runs)]
+    return min(ratios), max(ratios)
