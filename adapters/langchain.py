@@ -87,7 +87,8 @@ def looks_like_html(text: str) -> bool:
     if _HTML_START.match(head):
         return True
     parser = _Structure()
-    parser.feed(head)
+    # html.parser asserts on malformed marked sections ("<![if ..."); they are not structure anyway.
+    parser.feed(head.replace("<![", "< !["))
     return parser.structured_share() >= 0.5
 
 

@@ -7,6 +7,8 @@ import pytest
 pytest.importorskip("langchain_core")
 
 from _context_fixtures import ARTICLE, bpe_count, hf_tokenizer  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeListChatModel  # noqa: E402
@@ -16,7 +18,7 @@ from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from tokenprune.adapters.langchain import HtmlCleaner, TokenPruneCompressor, is_html  # noqa: E402
+from tokenprune.adapters.langchain import HtmlCleaner, TokenPruneCompressor, is_html, looks_like_html  # noqa: E402
 
 TEXT_DOCS = [
     Document(
@@ -144,6 +146,26 @@ def test_text_mentioning_tags_stays_text(text):
     compressor = TokenPruneCompressor(budget=500, tokenizer=bpe_count, threshold=0.0)
     (result,) = compressor.compress_documents([Document(page_content=text)], "tags")
     assert result.page_content == text and result.metadata["tokenprune"]["format"] == "text"
+
+
+MARKUP_PIECES = ["<", ">", "/", "!", "[", "]", "-", "p", "td", " ", "\n", "x", "&#", "&#x110000;", "=", '"']
+MARKUP_PIECES += [
+    "<![CDATA[",
+    "<![if ",
+    "<![endif]",
+    "<!--",
+    "-->",
+    "<!doctype",
+    "<table>",
+    "</td>",
+    "<script>",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(MARKUP_PIECES), max_size=40).map("".join))
+def test_html_detection_never_fails(text):
+    assert looks_like_html(text) in (True, False)
 
 
 def test_html_table_fragment_is_pruned_as_html():
