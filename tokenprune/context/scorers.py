@@ -10,13 +10,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 SCORER_NAMES = ("bm25", "embedding", "hybrid")
-# Scripts written without spaces between words (Han, kana) and Hangul, whose words carry their
-# particles ("서울의" for "서울"): matched by characters and overlapping bigrams, not by whole runs.
-_UNSEGMENTED = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\uac00-\ud7af"
+# Scripts written without spaces between words (Han, kana), and Hangul, whose words carry their
+# particles ("서울의" for "서울"): BM25 matches them by characters and overlapping bigrams, not by runs.
+_UNSPACED = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+_UNSEGMENTED = _UNSPACED + "\uac00-\ud7af"
 _UNSEGMENTED_RUN = re.compile(f"[{_UNSEGMENTED}]+")
 # bm25s's word pattern, plus single characters of those scripts (a one-character word such as "猫").
 _TOKEN_PATTERN = rf"(?u)\b\w\w+\b|[{_UNSEGMENTED}]"
-_UNIT = re.compile(f"[{_UNSEGMENTED}]|[^\\s{_UNSEGMENTED}]+")
+# Words for embedding windows: a character of a script without spaces counts as one.
+_UNIT = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
 
 
 def _grams(run: re.Match) -> str:
@@ -138,7 +140,7 @@ class EmbeddingScorer:
 
 def _windows(text: str, size: int) -> list[str]:
     """The text itself if it has at most ``size`` words, else windows of ``size`` words every half
-    window (a character of an unsegmented script counts as a word)."""
+    window (a character of a script without spaces counts as a word)."""
     units = [match.span() for match in _UNIT.finditer(text)]
     if len(units) <= size:
         return [text]
