@@ -56,10 +56,9 @@ _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 
 def join_sentences(text: str, spans: list[tuple[int, int]], kept: list[int]) -> str:
     """The kept sentences (indices into ``spans``, ascending) with the line structure of ``text``:
-    neighbours keep the line breaks and indentation between them, sentences on one line a space (none
-    where there was none, as after "。"), and
-    over a gap of dropped sentences a line break (a blank line if the gap crossed one) with the
-    indentation of the next kept sentence's line."""
+    neighbours keep the line breaks and indentation between them; sentences on one line are joined by
+    a space (none where there was none, as after "。"); over a gap of dropped sentences that crossed
+    lines comes a line break (a blank line if the gap held one) and the next kept line's indentation."""
     parts: list[str] = []
     for position, index in enumerate(kept):
         if position:
