@@ -13,7 +13,8 @@ lowercased word sequence appears there contiguously (punctuation and whitespace 
 The pages are split by the first hex digit of their sha256 id: 0-7 is the tuning half (any rule or
 constant of `main_content=True` was chosen looking at it only), 8-f is held out. Both are reported:
 kept (share of "with" snippets in the output) and removed (share of "without" snippets not in it),
-for trafilatura alone (`trafilatura.extract` with its defaults) and `clean_html(main_content=True)`.
+for trafilatura alone (`trafilatura.extract` with its defaults) and `clean_html(main_content=True)`;
+`--ablation` adds tokenprune with each of its corrections switched off.
 """
 
 from __future__ import annotations
@@ -134,6 +135,39 @@ def tools() -> dict:
     }
 
 
+# Each of tokenprune's corrections switched off in turn (module constants set so that it never fires).
+ABLATIONS = {
+    "trafilatura mapped onto blocks, no correction": {
+        "LINK_DENSITY": float("inf"),
+        "PROSE_WORDS": 10**9,
+        "HEAD_LINE_WORDS": -1,
+    },
+    "without link density": {"LINK_DENSITY": float("inf")},
+    "without paragraph shape": {"PROSE_WORDS": 10**9},
+    "without head lines": {"HEAD_LINE_WORDS": -1},
+}
+
+
+def ablation_tools() -> dict:
+    from tokenprune.context import clean_html
+    from tokenprune.context import main_content as module
+
+    def variant(settings: dict):
+        def run(html: bytes) -> str:
+            saved = {name: getattr(module, name) for name in settings}
+            for name, value in settings.items():
+                setattr(module, name, value)
+            try:
+                return clean_html(html, output="text", main_content=True)
+            finally:
+                for name, value in saved.items():
+                    setattr(module, name, value)
+
+        return run
+
+    return {name: variant(settings) for name, settings in ABLATIONS.items()}
+
+
 def evaluate(pages: list[dict], annotations: dict, runs: dict) -> dict:
     results = {}
     for split in ("tune", "held-out"):
@@ -186,11 +220,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--pages", type=int, help="use only the first N pages")
     parser.add_argument("--per-page", type=int, default=10, help="most snippets of each kind per page")
+    parser.add_argument("--ablation", action="store_true", help="also each correction switched off")
     parser.add_argument("--out", type=Path, default=RESULTS / "main_content.json")
     args = parser.parse_args()
     pages = load_pages(args.data, args.pages)
     annotations = {page["id"]: annotate(page, args.per_page) for page in pages}
-    results = evaluate(pages, annotations, tools())
+    results = evaluate(pages, annotations, {**tools(), **(ablation_tools() if args.ablation else {})})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(report(results))
