@@ -62,10 +62,8 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _trigrams(words: list[str]) -> set[tuple[str, ...]]:
-    if len(words) < 3:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+def _ngrams(words: list[str], size: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
 
 
 def extract_text(text: str) -> str | None:
@@ -96,17 +94,17 @@ def _signals(tree: BlockTree, block: int) -> _Signals:
 def select_blocks(tree: BlockTree, extracted: str) -> set[int] | None:
     """The blocks holding the main content; ``None`` when the extraction is not on the page."""
     extracted_words = _words(extracted)
-    extracted_grams = _trigrams(extracted_words)
-    padded = f" {' '.join(extracted_words)} "
+    # Word 1-, 2- and 3-grams of the extraction: sets, so that mapping stays linear in the page size.
+    extracted_grams = [_ngrams(extracted_words, size) for size in (1, 2, 3)]
     found_words = 0
     covered = set()
     for block, value in enumerate(tree.blocks):
         words = _words(value.text)
         if len(words) >= 3:
-            grams = _trigrams(words)
-            found = len(grams & extracted_grams) >= COVERED * len(grams)
+            grams = _ngrams(words, 3)
+            found = len(grams & extracted_grams[2]) >= COVERED * len(grams)
         else:  # a heading or a label: found as such
-            found = bool(words) and f" {' '.join(words)} " in padded
+            found = bool(words) and tuple(words) in extracted_grams[len(words) - 1]
         if found:
             covered.add(block)
             found_words += len(words)
