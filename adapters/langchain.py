@@ -121,9 +121,9 @@ class TokenPruneCompressor(BaseDocumentCompressor):
     together (``budget_per_document=True``: each document on its own), counted with ``tokenizer``.
     Units less relevant than ``threshold`` are dropped, and so are documents with nothing left
     (including empty ones) and near-duplicates of an earlier document (HTML by its cleaned text). Input
-    order is kept; metadata is copied (deeply where it can be, see :func:`copy_metadata`) and gets ``relevance_score`` (the best kept unit's relevance, 0..1) and
-    ``tokenprune`` (``tokens_before``, ``tokens_after``, ``format``, and the kept block paths or
-    sentence indices).
+    order is kept; metadata is copied (deeply where it can be, see :func:`copy_metadata`) and gets
+    ``relevance_score`` (the best kept unit's relevance, 0..1) and ``tokenprune`` (``tokens_before``,
+    ``tokens_after``, ``format``, and the kept block paths or sentence indices).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -265,8 +265,9 @@ class HtmlCleaner(BaseDocumentTransformer):
     """Query-free cleaning of HTML documents (see ``tokenprune.context.clean_html``).
 
     Every document is cleaned; one that cleans to nothing keeps its metadata with empty content, so the
-    number and order of documents never change. Metadata is copied (``copy_metadata``); a declared content or mime
-    type is updated to the output's, so a later compressor treats Markdown/text output as text.
+    number and order of documents never change. Metadata is copied (``copy_metadata``); a declared
+    content or mime type is updated to the output's, so a later compressor treats Markdown/text output
+    as text.
     """
 
     output: Literal["html", "markdown", "text"] = "markdown"
