@@ -21,13 +21,12 @@ from vllm.model_executor.models.llava import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
-from tokenprune.adapters.vllm.config import PruneConfig, parse_config
+from tokenprune.adapters.vllm.config import METHODS, PruneConfig, parse_config
 from tokenprune.adapters.vllm.selection import select_rows
 from tokenprune.attention import cls_attention
 from tokenprune.pruners import VisualTokens
 
 FAMILY = "LLaVA"
-METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
 
 
 def llava_prune_config(hf_config) -> PruneConfig:
