@@ -1,5 +1,7 @@
 """`tokenprune serve MODEL --method M --budget B [vLLM serve flags]`: vLLM's OpenAI-compatible server
 with the pruned architecture for MODEL's `model_type` and the `tokenprune` entry built from the flags.
+MODEL `toy-vlm` (not a directory of that name) serves the bundled reference model, exported for vLLM
+into a temporary directory (`tokenprune zoo export`) and served under that name.
 
 Every other flag goes to vLLM unchanged (`--port`, `--max-model-len`, `--tensor-parallel-size`, ...);
 a `--hf-overrides` among them is merged with the plugin's entries. The entry is validated before
@@ -13,6 +15,9 @@ import argparse
 import json
 import runpy
 import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
 
 from tokenprune.adapters.vllm import BY_MODEL_TYPE
 from tokenprune.adapters.vllm.config import CONFIG_KEY, METHODS, parse_entry
@@ -90,16 +95,25 @@ def model_type(model: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tokenprune.zoo.export import EXPORTABLE, export_vllm
+
     entry = {"method": args.method, "budget": args.budget}
     if args.options is not None:
         entry["options"] = args.options
-    try:
-        parse_entry(entry, args.model)
-        argv = vllm_arguments(args.model, entry, args.extra_args, model_type(args.model))
-    except (OSError, TypeError, ValueError) as error:
-        print(error, file=sys.stderr)
-        return 2
-    sys.argv = [sys.argv[0], *argv]
-    # run as the main module, as `python -m` does: vLLM's spawned processes import it first (see there)
-    runpy.run_module("tokenprune.adapters.vllm.api_server", run_name="__main__", alter_sys=True)
+    with ExitStack() as stack:
+        model, extra = args.model, args.extra_args
+        try:
+            parse_entry(entry, model)
+            if model in EXPORTABLE and not Path(model).exists():
+                directory = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tokenprune-{model}-"))
+                if not any(flag.partition("=")[0] == "--served-model-name" for flag in extra):
+                    extra = [*extra, "--served-model-name", model]
+                model = str(export_vllm(model, directory))
+            argv = vllm_arguments(model, entry, extra, model_type(model))
+        except (OSError, TypeError, ValueError) as error:
+            print(error, file=sys.stderr)
+            return 2
+        sys.argv = [sys.argv[0], *argv]
+        # run as the main module, as `python -m` does: vLLM's spawned processes import it first (see there)
+        runpy.run_module("tokenprune.adapters.vllm.api_server", run_name="__main__", alter_sys=True)
     return 0
