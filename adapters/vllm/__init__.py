@@ -43,9 +43,12 @@ def register() -> None:
     for architecture, target in ARCHITECTURES.items():
         if torchvision_ops.ops_defined():
             # vLLM inspects a model registered by name in a fresh interpreter, which cannot import
-            # this torchvision; a registered class is inspected here
+            # this torchvision; a registered class is inspected here. The in-tree model the pruned
+            # one extends is registered as its own class too, so it keeps loading unpruned.
             module, name = target.split(":")
             target = getattr(importlib.import_module(module), name)
+            in_tree = target.__bases__[-1]
+            ModelRegistry.register_model(in_tree.__name__, in_tree)
         ModelRegistry.register_model(architecture, target)
     apply_patches()
     _registered = True
