@@ -153,9 +153,9 @@ def test_fifty_requests_at_concurrency_eight(server):
         (["--method", "random", "--budget", "16", "--options", '{"colour": 1}'], "tokenprune: bad 'options'"),
     ],
 )
-def test_bad_flags_fail_before_vllm_starts(model_dir, flags, message):
+def test_bad_flags_fail_before_vllm_starts(flags, message):
     done = subprocess.run(
-        TOKENPRUNE + ["serve", str(model_dir), *flags, "--port", "1"],
+        TOKENPRUNE + ["serve", "toy-vlm", *flags, "--port", "1"],
         capture_output=True,
         text=True,
         timeout=120,
