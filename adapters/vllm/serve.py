@@ -26,8 +26,10 @@ HF_OVERRIDES = ("--hf-overrides", "--hf_overrides")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.allow_abbrev = False  # a vLLM flag that is a prefix of one of these stays vLLM's
     parser.add_argument(
-        "model", help="Hub id or local directory of a LLaVA-1.5, Qwen2-VL or Qwen2.5-VL model"
+        "model",
+        help="Hub id or local directory of a LLaVA-1.5, Qwen2-VL or Qwen2.5-VL model, or toy-vlm (bundled)",
     )
     parser.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     parser.add_argument(

@@ -186,3 +186,22 @@ def test_qwen_attention_methods_refuse_encoder_modes_that_skip_the_hook(settings
         with pytest.raises(ValueError, match=match):
             qwen_startup(method, **settings)
     assert qwen_startup("divprune", **settings).tokenprune.method == "divprune"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"method": "divprune", "budget": 0},
+            "tokenprune: 'budget' must be a positive number of tokens, got 0",
+        ),
+        ({"method": "divprune", "budget": 8, "keep": 4}, "tokenprune: unknown keys ['keep'] in 'tokenprune'"),
+    ],
+)
+def test_a_bad_override_stops_the_engine_naming_the_key(llava_dir, entry, message):
+    """What `--hf-overrides` users see: the engine does not start, and the error is tokenprune's."""
+    from engines import LLAVA, make_llm
+
+    with pytest.raises(Exception) as raised:
+        make_llm(llava_dir, {"architectures": [LLAVA], "tokenprune": entry})
+    assert message in str(raised.value)
