@@ -302,3 +302,17 @@ def test_only_the_vlm_is_exported_for_vllm(tmp_path):
 
     with pytest.raises(ValueError, match="exportable: toy-vlm"):
         export_vllm("toy-lm", tmp_path)
+
+
+def test_zoo_command_exports_and_rejects_unknown_flags(tmp_path, capsys):
+    from tokenprune.cli import main
+
+    assert main(["zoo", "export", "toy-vlm", str(tmp_path / "out")]) == 0
+    assert {"config.json", "model.safetensors", "chat_template.jinja"} <= {
+        p.name for p in (tmp_path / "out").iterdir()
+    }
+    assert "tokenprune serve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as raised:  # only subcommands that pass flags on accept unknown ones
+        main(["zoo", "export", "toy-vlm", str(tmp_path / "other"), "--port", "8000"])
+    assert raised.value.code == 2
+    assert "unrecognized arguments: --port 8000" in capsys.readouterr().err
