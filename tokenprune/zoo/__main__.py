@@ -9,7 +9,11 @@ from tokenprune.zoo import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tokenprune.zoo", description=cli.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tokenprune.zoo",
+        description=cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     cli.add_arguments(parser)
     args = parser.parse_args(argv)
     return cli.run(args)
