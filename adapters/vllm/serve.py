@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--options", type=json.loads, default=None, help="method options as JSON, e.g. '{\"seed\": 1}'"
     )
-    parser.epilog = "Other flags go to vLLM's server unchanged; see `vllm serve --help`."
+    parser.epilog = (
+        "Other flags go to vLLM's server unchanged; they are listed by "
+        "`python -m tokenprune.adapters.vllm.api_server --help=all` (or `vllm serve --help=all`)."
+    )
     parser.set_defaults(extra_args=[])
 
 
