@@ -43,7 +43,7 @@ class PruneConfig:
         """Embeddings per image: never more than the image has, so `budget >= natural` changes nothing.
         Downsample's count follows from the grid, square_grid(natural) (LLaVA's)."""
         if isinstance(self.pruner, Downsample):
-            return self.pruner.count(square_grid(natural))
+            return self.pruner.count((square_grid(natural),))
         return resolve_budget(self.budget, natural)
 
     @property

@@ -74,12 +74,10 @@ def test_methods_the_plugin_cannot_size_or_feed_are_refused(method):
 
 def test_downsample_counts_its_pooled_cells():
     config = parse_config(hf({"method": "downsample", "budget": 0.25}), "LLaVA", (*ALL, "downsample"))
-    assert config.pruner.factor == 2
-    assert [config.keep_count(n) for n in (576, 16, 10)] == [144, 4, 5]  # 24 x 24, 4 x 4, one row
-    config = parse_config(
-        hf({"method": "downsample", "budget": 0.25, "options": {"factor": 3}}), "LLaVA", (*ALL, "downsample")
-    )
-    assert config.keep_count(576) == 64
+    # the finest pooling that fits: 24 x 24 and 4 x 4 in 2 x 2 cells, one row of 10 in runs of 5
+    assert [config.keep_count(n) for n in (576, 16, 10)] == [144, 4, 2]
+    config = parse_config(hf({"method": "downsample", "budget": 64}), "LLaVA", (*ALL, "downsample"))
+    assert config.keep_count(576) == 64  # 3 x 3 cells
 
 
 class Config:
