@@ -83,6 +83,8 @@ def visual_pruners(budget, depth: int) -> dict[str, object]:
         "Uniform": tp.UniformPrune(budget),
         "FastV (K=2)": tp.FastV(budget, layer=2),
         f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
+        "CDPruner": tp.CDPruner(budget),
+        "DART (K=2)": tp.DART(budget, layer=2),
     }
 
 

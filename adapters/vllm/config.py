@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tokenprune import registry
 from tokenprune.budget import resolve_budget, validate_budget
-from tokenprune.pruners import PreLLMPruner
+from tokenprune.pruners import Downsample, PreLLMPruner
 
 CONFIG_KEY = "tokenprune"
 # The methods every pruned architecture supports: they select before the language model.
 METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
+# LLaVA's fixed square grid also lets Downsample's pooled count be known before encoding.
+LLAVA_METHODS = (*METHODS, "downsample")
+
+
+def square_grid(tokens: int) -> tuple[int, ...]:
+    """The grid of a LLaVA image's tokens: square when they make a square, else one row."""
+    side = math.isqrt(tokens)
+    return (side, side) if side * side == tokens else (tokens,)
+
 
 # Options vLLM sets and users cannot. VisionZip's contextual tokens are merged from the whole image,
 # which the model could do, but the dominant-only variant is used because it keeps every kept row a
@@ -40,7 +50,10 @@ class PruneConfig:
 
     def keep_count(self, natural: int) -> int:
         """Embeddings per image: never more than the image has, so `budget >= natural` changes nothing
-        (logged once per process and budget, since it usually means a budget meant for larger images)."""
+        (logged once per process and budget, since it usually means a budget meant for larger images).
+        Downsample's count follows from the grid, square_grid(natural) (LLaVA's)."""
+        if isinstance(self.pruner, Downsample):
+            return self.pruner.count((square_grid(natural),))
         keep = resolve_budget(self.budget, natural)
         full = self.budget >= natural if isinstance(self.budget, int) else self.budget == 1.0
         if full and natural > 0 and (self.method, self.budget) not in _warned_full_budgets:

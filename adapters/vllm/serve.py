@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from tokenprune.adapters.vllm import BY_MODEL_TYPE
-from tokenprune.adapters.vllm.config import CONFIG_KEY, METHODS, parse_entry
+from tokenprune.adapters.vllm.config import CONFIG_KEY, LLAVA_METHODS, METHODS, parse_entry
 
 HF_OVERRIDES = ("--hf-overrides", "--hf_overrides")
 
@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model",
         help="Hub id or local directory of a LLaVA-1.5, Qwen2-VL or Qwen2.5-VL model, or toy-vlm (bundled)",
     )
-    parser.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    parser.add_argument(
+        "--method", required=True, help=f"one of {', '.join(METHODS)}; downsample too for LLaVA"
+    )
     parser.add_argument(
         "--budget",
         required=True,
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         model, extra = args.model, args.extra_args
         try:
-            parse_entry(entry, model)
+            parse_entry(entry, model, LLAVA_METHODS)  # the engine checks the family's list
             if model in EXPORTABLE and not Path(model).exists():
                 directory = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tokenprune-{model}-"))
                 if not any(flag.partition("=")[0] == "--served-model-name" for flag in extra):

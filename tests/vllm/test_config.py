@@ -30,7 +30,7 @@ def test_visionzip_keeps_dominant_tokens_only():
     assert isinstance(pruner, VisionZip) and pruner.contextual == 0
 
 
-@pytest.mark.parametrize("method", ["fastv", "feather", "lazyskip", "FastV"])
+@pytest.mark.parametrize("method", ["fastv", "feather", "lazyskip", "FastV", "dart", "fastv-adaptive"])
 def test_in_llm_methods_explain_the_paged_kv_cache(method):
     with pytest.raises(ValueError, match="paged KV cache") as error:
         parse_config(hf({"method": method, "budget": 64}), "LLaVA", ALL)
@@ -116,6 +116,21 @@ def test_family_without_a_method_names_what_it_supports():
         parse_config(
             hf({"method": "visionzip", "budget": 8}), "Qwen2.5-VL", ("divprune", "uniform", "random")
         )
+
+
+@pytest.mark.parametrize("method", ["cdpruner", "cdpruner-recycle", "cdpruner-adaptive"])
+def test_methods_the_plugin_cannot_size_or_feed_are_refused(method):
+    """Merged tokens, per-image counts and the instruction are beyond what the plugin gives a pruner."""
+    with pytest.raises(ValueError, match=f"'{method}' exists but is not supported for LLaVA"):
+        parse_config(hf({"method": method, "budget": 0.25}), "LLaVA", ALL)
+
+
+def test_downsample_counts_its_pooled_cells():
+    config = parse_config(hf({"method": "downsample", "budget": 0.25}), "LLaVA", (*ALL, "downsample"))
+    # the finest pooling that fits: 24 x 24 and 4 x 4 in 2 x 2 cells, one row of 10 in runs of 5
+    assert [config.keep_count(n) for n in (576, 16, 10)] == [144, 4, 2]
+    config = parse_config(hf({"method": "downsample", "budget": 64}), "LLaVA", (*ALL, "downsample"))
+    assert config.keep_count(576) == 64  # 3 x 3 cells
 
 
 class Config:
