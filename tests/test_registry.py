@@ -79,6 +79,11 @@ def test_needs_are_read_from_the_class():
     assert registry.pruner_entry("cdpruner").needs == {"text"}
 
 
+def test_methods_that_keep_at_most_their_budget_say_so():
+    at_most = {name for name in registry.pruner_names() if not registry.pruner_entry(name).exact}
+    assert at_most == {"downsample", "cdpruner-adaptive", "fastv-adaptive"}
+
+
 @pytest.mark.parametrize("depth", [4, 16, 32])
 def test_depth_relative_defaults(depth):
     assert registry.build("fastv", 0.25, depth).layer == min(2, depth - 1)

@@ -204,7 +204,7 @@ def test_downsample_matches_loop_pooling(grid, factor):
     torch.testing.assert_close(selection.features, means)
     frames = grid[0] if len(grid) == 3 else 1
     assert len(spots) == frames * math.ceil(grid[-2] / factor) * math.ceil(grid[-1] / factor)
-    assert tp.Downsample(factor).count(grid) == len(spots)  # what the vLLM processor reserves
+    assert tp.Downsample(factor).count((grid,)) == len(spots)  # what the vLLM processor reserves
 
 
 def test_downsample_pools_each_view_and_factor_one_is_the_identity():
@@ -220,3 +220,19 @@ def test_downsample_pools_each_view_and_factor_one_is_the_identity():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="factor"):
             tp.Downsample(bad)
+    with pytest.raises(ValueError, match="not both"):
+        tp.Downsample(2, budget=0.25)
+
+
+@pytest.mark.parametrize(
+    ("budget", "factor", "kept"), [(64, 3, 64), (0.25, 2, 144), (100, 3, 64), (1.0, 1, 576)]
+)
+def test_downsample_by_budget_takes_the_finest_pooling_that_fits(budget, factor, kept):
+    tokens = VisualTokens(features=torch.randn(576, 4), grid=(24, 24))
+    pruner = tp.Downsample(budget=budget)
+    assert pruner.factor_for((tokens.grid,)) == factor and pruner.count((tokens.grid,)) == kept
+    assert len(pruner.select(tokens).indices) == kept
+    assert torch.equal(pruner.select(tokens).indices, tp.Downsample(factor).select(tokens).indices)
+    # anyres views share one factor, chosen for their total
+    views = ViewTokens(features=torch.randn(16 + 32, 4), grid=(48,), views=((4, 4), (4, 8)))
+    assert len(tp.Downsample(budget=12).select(views).indices) == 4 + 8

@@ -49,12 +49,15 @@ def _no_defaults(budget: int | float, depth: int | None) -> dict[str, object]:
 @dataclass(frozen=True)
 class PrunerEntry:
     """A registered method. drops: which tokens it is meant for, "visual" (images, videos) or
-    "prompt" (text): both kinds of LayerPruner exist, and the stage alone does not tell them apart."""
+    "prompt" (text): both kinds of LayerPruner exist, and the stage alone does not tell them apart.
+    exact: whether it keeps exactly its budget; False for methods that keep at most the budget, as
+    many as each image's grid or scores call for."""
 
     name: str
     pruner: type[Pruner]
     drops: Drops = "visual"
     defaults: Defaults = _no_defaults
+    exact: bool = True
 
     @property
     def stage(self) -> str:
@@ -70,7 +73,12 @@ _ENTRIES: dict[str, PrunerEntry] = {}
 
 
 def register_pruner(
-    name: str, pruner: type[Pruner], *, drops: Drops = "visual", defaults: Defaults = _no_defaults
+    name: str,
+    pruner: type[Pruner],
+    *,
+    drops: Drops = "visual",
+    defaults: Defaults = _no_defaults,
+    exact: bool = True,
 ) -> PrunerEntry:
     """Make `pruner` (a Pruner subclass) buildable as `name`, lowercase, once. `defaults(budget, depth)`
     gives the options `build` passes unless told otherwise, e.g. layers relative to the depth."""
@@ -86,7 +94,7 @@ def register_pruner(
         raise TypeError(f"{name!r}: expected a Pruner subclass of a stage in {STAGE_ORDER}, got {pruner!r}")
     if drops not in DROPS:
         raise ValueError(f"{name!r}: drops must be one of {DROPS}, got {drops!r}")
-    entry = PrunerEntry(name, pruner, drops, defaults)
+    entry = PrunerEntry(name, pruner, drops, defaults, exact)
     _ENTRIES[name] = entry
     return entry
 
@@ -170,13 +178,8 @@ register_pruner("lazyskip", LazySkip, drops="prompt", defaults=_lazyskip_default
 register_pruner("gemfilter", GemFilter, drops="prompt", defaults=_at_depth("filter_layer", gemfilter_layer))
 
 
-def _downsample_factor(budget: int | float, depth: int | None) -> dict[str, object]:
-    """The pooling factor whose cells keep about `budget` of the grid: round(1 / sqrt(budget))."""
-    if isinstance(budget, int):
-        raise ValueError(
-            f"downsample takes its budget as a fraction of the tokens (its factor follows), got {budget}"
-        )
-    return {"factor": max(1, round(budget**-0.5))}
+def _downsample_budget(budget: int | float, depth: int | None) -> dict[str, object]:
+    return {"budget": budget}
 
 
 def _wrapping(name: str) -> Defaults:
@@ -190,8 +193,8 @@ def _wrapping(name: str) -> Defaults:
 
 register_pruner("cdpruner", CDPruner)
 register_pruner("dart", DART, defaults=_at_depth("layer", _fastv_layer))
-register_pruner("downsample", Downsample, defaults=_downsample_factor)
+register_pruner("downsample", Downsample, defaults=_downsample_budget, exact=False)
 register_pruner("cdpruner-recycle", Recycle, defaults=_wrapping("cdpruner"))
 register_pruner("divprune-recycle", Recycle, defaults=_wrapping("divprune"))
-register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping("cdpruner"))
-register_pruner("fastv-adaptive", AdaptiveLayer, defaults=_wrapping("fastv"))
+register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping("cdpruner"), exact=False)
+register_pruner("fastv-adaptive", AdaptiveLayer, defaults=_wrapping("fastv"), exact=False)

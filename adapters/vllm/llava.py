@@ -20,13 +20,12 @@ from vllm.model_executor.models.llava import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
-from tokenprune.adapters.vllm.config import PruneConfig, parse_config, square_grid
+from tokenprune.adapters.vllm.config import LLAVA_METHODS, PruneConfig, parse_config, square_grid
 from tokenprune.adapters.vllm.selection import select_embeddings
 from tokenprune.attention import cls_attention
 from tokenprune.pruners import VisualTokens
 
 FAMILY = "LLaVA"
-METHODS = ("divprune", "visionzip", "fopru", "uniform", "random", "downsample")
 
 
 def llava_prune_config(hf_config) -> PruneConfig:
@@ -36,7 +35,7 @@ def llava_prune_config(hf_config) -> PruneConfig:
         raise ValueError(
             f"tokenprune supports LLaVA with CLIP or SigLIP vision towers in vLLM, got {type(vision).__name__}"
         )
-    config = parse_config(hf_config, FAMILY, METHODS)
+    config = parse_config(hf_config, FAMILY, LLAVA_METHODS)
     if config.needs_vision_attention:
         if not isinstance(vision, CLIPVisionConfig) or hf_config.vision_feature_select_strategy != "default":
             raise ValueError(
@@ -74,7 +73,9 @@ def capture_cls_attention(encoder_layer, into: dict):
         key = key.reshape(batch, length, heads, head_dim).transpose(1, 2)
         scores = cls_attention(query, key, attention.scale)
         if attention.tp_size > 1:
-            scores = tensor_model_parallel_all_reduce(scores)
+            # contiguous: the scores are a strided view, and vLLM's all-reduce kernels reduce the
+            # flat buffer from its first element (the CPU build's shared-memory one did, on batches)
+            scores = tensor_model_parallel_all_reduce(scores.contiguous())
         into["attention"] = scores
 
     handle = attention.qkv_proj.register_forward_hook(hook)

@@ -43,6 +43,7 @@ class Result:
     accuracy: float
     relative: float | None = None
     speedup: float | None = None
+    speedup_range: tuple[float, float] | None = None  # smallest and largest speedup on one question
     seconds: float = 0.0
     per_type: dict[str, float] = field(default_factory=dict)
     per_region: dict[str, float] = field(default_factory=dict)
@@ -216,6 +217,7 @@ def evaluate(
         for key, result in zip(keys, results):
             result.relative = result.accuracy / accuracy if accuracy else None
             result.speedup = timing.speedup(base, seconds[key], statistic=sum)
+            result.speedup_range = timing.spread(base, seconds[key])
     return results
 
 
@@ -227,8 +229,8 @@ def markdown(results: list[Result], by: str = "type") -> str:
     """The results as a markdown table, accuracy broken down `by` question type or answer region."""
     kinds = sorted({kind for r in results for kind in r.breakdown(by)})
     counted = any(r.tokens is not None for r in results)
-    head = ["pruner", "budget", *(["tokens"] if counted else []), "accuracy", "% of unpruned", "speedup"]
-    head += [*kinds, "setting"]
+    head = ["pruner", "budget", *(["tokens"] if counted else []), "accuracy", "% of unpruned"]
+    head += ["speedup (min-max)", *kinds, "setting"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [
@@ -237,7 +239,7 @@ def markdown(results: list[Result], by: str = "type") -> str:
             *([("-" if r.tokens is None else f"{r.tokens:.1f}")] if counted else []),
             f"{r.accuracy:.3f}",
             "-" if r.relative is None else f"{100 * r.relative:.1f}%",
-            "-" if r.speedup is None else f"{r.speedup:.2f}x",
+            _speedup_cell(r),
             *(f"{r.breakdown(by).get(kind, float('nan')):.3f}" for kind in kinds),
             r.setting,
         ]
@@ -285,6 +287,13 @@ def front_markdown(results: list[Result]) -> str:
         budget = "-" if r.budget is None else f"{r.budget:g}"
         lines.append(f"| {r.tokens:.1f} | {r.accuracy:.3f} | {r.pruner} | {budget} |")
     return "\n".join(lines)
+
+
+def _speedup_cell(r: Result) -> str:
+    if r.speedup is None:
+        return "-"
+    low, high = r.speedup_range
+    return f"{r.speedup:.2f}x ({low:.2f}-{high:.2f})"
 
 
 def write_json(results: list[Result], path: Path, meta: dict) -> None:

@@ -40,42 +40,69 @@ def pool_view(
     return spot, (sums / sizes[:, None]).to(features.dtype)
 
 
+def pooled_count(grid: tuple[int, ...], factor: int) -> int:
+    """Tokens `factor` x `factor` pooling leaves of one view (grid)."""
+    frames, height, width = _frames_height_width(grid)
+    return frames * math.ceil(height / factor) * math.ceil(width / factor)
+
+
 @dataclass(init=False)
 class Downsample(PreLLMPruner):
     """Average-pool the projected visual tokens in `factor` x `factor` cells of the patch grid (per
     frame for video, per view for anyres images): ceil(h / factor) * ceil(w / factor) tokens per
     view, each at the position of its cell's middle token. The plain-resizing baseline pruners are
-    measured against; factor 1 keeps every token unchanged. Its token count follows from the grid, so
-    it has no budget of its own (`budget` reads 1.0)."""
+    measured against; factor 1 keeps every token unchanged.
+
+    Give either `factor`, or a `budget` (tokens or a fraction, keyword): each image then takes the
+    smallest factor whose pooled count fits the budget, so it keeps at most (rarely exactly) the
+    budget. With a factor, `budget` reads 1.0.
+    """
 
     budget: int | float = field(init=False, default=1.0)
-    factor: int = 2
+    factor: int | None = 2
 
-    def __init__(self, factor: int = 2, positions: Positions = "keep") -> None:
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+    def __init__(
+        self, factor: int | None = None, positions: Positions = "keep", *, budget: int | float | None = None
+    ) -> None:
+        if factor is not None and budget is not None:
+            raise ValueError("Downsample takes a factor or a budget, not both")
+        if factor is None and budget is None:
+            factor = 2
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, int) or factor < 1):
             raise ValueError(f"factor must be an int >= 1, got {factor!r}")
         self.factor = factor
-        self.budget = 1.0
+        self.budget = 1.0 if budget is None else budget
         self.positions = positions
         self.__post_init__()
 
     def with_budget(self, budget: int | float) -> Downsample:
-        return self
+        return self if self.factor is not None else Downsample(positions=self.positions, budget=budget)
 
-    def count(self, grid: tuple[int, ...]) -> int:
-        """Tokens kept of one view (grid)."""
-        frames, height, width = _frames_height_width(grid)
-        return frames * math.ceil(height / self.factor) * math.ceil(width / self.factor)
+    def factor_for(self, views: tuple[tuple[int, ...], ...]) -> int:
+        """The pooling factor of an image of these views (grids)."""
+        if self.factor is not None:
+            return self.factor
+        keep = self.keep_count(sum(math.prod(v) for v in views))
+        factor = 1
+        while sum(pooled_count(v, factor) for v in views) > keep:
+            factor += 1
+        return factor
+
+    def count(self, views: tuple[tuple[int, ...], ...]) -> int:
+        """Tokens kept of an image of these views (grids)."""
+        factor = self.factor_for(views)
+        return sum(pooled_count(v, factor) for v in views)
 
     def select(self, tokens: VisualTokens) -> Selection:
         n = len(tokens)
-        if self.factor == 1:
-            return Selection(torch.arange(n, device=tokens.features.device))
         views = getattr(tokens, "views", ()) or (tokens.grid,)
+        factor = self.factor_for(views)
+        if factor == 1:
+            return Selection(torch.arange(n, device=tokens.features.device))
         indices, features, start = [], [], 0
         for view in views:
             size = math.prod(view)
-            spot, pooled = pool_view(tokens.features[start : start + size], view, self.factor)
+            spot, pooled = pool_view(tokens.features[start : start + size], view, factor)
             indices.append(spot + start)
             features.append(pooled)
             start += size
