@@ -292,6 +292,8 @@ def front_markdown(results: list[Result]) -> str:
 def _speedup_cell(r: Result) -> str:
     if r.speedup is None:
         return "-"
+    if r.speedup_range is None:  # results written before ranges were recorded
+        return f"{r.speedup:.2f}x"
     low, high = r.speedup_range
     return f"{r.speedup:.2f}x ({low:.2f}-{high:.2f})"
 
@@ -359,9 +361,14 @@ def plot_tokens(results: list[Result], path: Path, title: str) -> None:
     adaptive = varying_budgets(counted)
     figure, axes = plt.subplots(1, 1 + bool(adaptive), figsize=(6.5 + 5 * bool(adaptive), 4.6), squeeze=False)
     ax = axes[0, 0]
-    for name in dict.fromkeys(r.pruner for r in counted):
+    colours = plt.get_cmap("tab20").colors
+    for index, name in enumerate(dict.fromkeys(r.pruner for r in counted)):
         points = sorted((r.tokens, r.accuracy) for r in counted if r.pruner == name)
-        style = {"marker": "*", "markersize": 12, "color": "black"} if name == "unpruned" else {"marker": "o"}
+        style = (
+            {"marker": "*", "markersize": 12, "color": "black"}
+            if name == "unpruned"
+            else {"marker": "osD^v"[index % 5], "color": colours[index % len(colours)]}
+        )
         ax.plot([p[0] for p in points], [p[1] for p in points], label=name, **style)
     front = pareto_front(counted)
     ax.step(
@@ -382,8 +389,10 @@ def plot_tokens(results: list[Result], path: Path, title: str) -> None:
     ax.legend(fontsize=7, ncol=2)
     if adaptive:
         ax = axes[0, 1]
+        bins = np.arange(0, max(max(r.kept) for r in adaptive) + 2) - 0.5  # one bin per count
         for r in adaptive:
-            ax.hist(r.kept, bins=20, alpha=0.5, label=f"{r.pruner} {r.budget:g}" if r.budget else r.pruner)
+            label = r.pruner if r.budget is None else f"{r.pruner} {r.budget:g}"
+            ax.hist(r.kept, bins=bins, alpha=0.5, label=label)
         ax.set_xlabel("tokens kept per question")
         ax.set_ylabel("questions")
         ax.set_title("chosen budgets")
