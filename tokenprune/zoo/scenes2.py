@@ -6,7 +6,7 @@ or large) lie in distinct regions, at random patch offsets: a small object fills
 `scenes`), a large one 2x2. Every scene has look-alikes of one anchor object: one of the
 same colour, one of the same shape. The background is two or three zones of different dark textures
 (stripes at any angle, checkers, dots, noise) crossed by thin bright scribbles in object colours:
-its patches are as diverse as the objects', so "most different" is not "most informative".
+many of its patches are as distinct as the objects', so "most different" is not "most informative".
 
 Questions need one object (`color_at`, `shape_at`: addressed by region; `where`: addressed by colour
 and shape, among look-alikes) or the whole scene (`count` of a colour or shape, `total`).
