@@ -397,12 +397,13 @@ def isolate_turns(batch: dict[str, torch.Tensor], prefix: int, eos_token_id: int
 
 
 # toy-vlm-2 is fine-tuned from toy-vlm: trained from scratch at 256 image tokens, a step of 16 scenes
-# took 3.6 s on a shared 2-core CPU and the loss had barely moved after 25 steps. Two stages: ten
-# questions per image for VLM2_FIRST_STAGE steps (held-out 38 % of first answers after 200 steps and
-# still after 700), then every distinct question about each image (about 30; 1.4x the tokens per row),
-# each turn seeing only the image (`isolate_turns`; without it, 46 % after 200 more steps).
-VLM2_STEPS = 1400
-VLM2_FIRST_STAGE = 700
+# took 3.6 s on a shared 2-core CPU and the loss had barely moved after 25 steps. Stages of (steps, lr,
+# warmup, questions per image), each on new scenes with a new cosine schedule: ten questions per image
+# (held-out 38 % of first answers after 200 steps and still after 700), then every distinct question
+# about each image (about 30; 1.4x the tokens per row), each turn seeing only the image
+# (`isolate_turns`; without it, 46 % after 200 more steps).
+VLM2_STAGES = ((700, 1e-3, 50, 10), (700, 1e-3, 20, None), (600, 5e-4, 20, None))
+VLM2_STEPS = sum(stage[0] for stage in VLM2_STAGES)
 
 
 def vlm2_start(tokenizer, device) -> torch.nn.Module:
@@ -426,17 +427,16 @@ def train_vlm2(
     out: Path,
     steps: int = VLM2_STEPS,
     batch_size: int = 8,
-    questions: int = 10,
     device: str = "cpu",
     log=print,
 ) -> float:
-    """Fine-tune toy-vlm into toy-vlm-2 on `scenes2` into `out`; returns its held-out accuracy. The first
-    stage's result is kept in `out`/stage1, and a rerun with it present starts from it."""
+    """Fine-tune toy-vlm into toy-vlm-2 on `scenes2` into `out` (VLM2_STAGES, cut to `steps` in all);
+    returns its held-out accuracy. Each earlier stage's result is kept in `out`/stage<n>, and a rerun
+    with it present starts from it."""
     torch.manual_seed(TRAIN_SEED)
     processor = models.vlm2_processor()
     tokenizer = processor.tokenizer
     image_token_id = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
-    first_steps = min(steps, VLM2_FIRST_STAGE)
 
     def batches(first: int, questions: int | None) -> Callable[[int], dict[str, torch.Tensor]]:
         def batch(step: int) -> dict[str, torch.Tensor]:
@@ -457,24 +457,26 @@ def train_vlm2(
 
         return save
 
-    stage1 = out / "stage1"
-    if (stage1 / "model.safetensors").exists():
-        log(f"stage 1: starting from {stage1}")
-        from transformers import LlavaForConditionalGeneration
+    model, done = None, 0
+    for number, (stage_steps, lr, warmup, questions) in enumerate(VLM2_STAGES, 1):
+        stage_steps = min(stage_steps, steps - done)
+        if stage_steps <= 0:
+            break
+        last = done + stage_steps >= steps or number == len(VLM2_STAGES)
+        where = out if last else out / f"stage{number}"
+        if not last and (where / "model.safetensors").exists():
+            from transformers import LlavaForConditionalGeneration
 
-        model = LlavaForConditionalGeneration.from_pretrained(stage1).to(device)
-    else:
-        model = vlm2_start(tokenizer, device)
-        log(f"stage 1: {first_steps} steps at lr 1e-3")
-        stage = Schedule(steps=first_steps, lr=1e-3, warmup=50, checkpoint_every=100)
-        fit(model, batches(0, questions), stage, saver(model, stage1), log)
-    if steps > first_steps:
-        log(f"stage 2: {steps - first_steps} steps at lr 1e-3 on new scenes, every question about each alone")
-        model.train()
-        stage = Schedule(steps=steps - first_steps, lr=1e-3, warmup=20, checkpoint_every=100)
-        fit(model, batches(first_steps * batch_size, None), stage, saver(model, out), log)
-    else:
-        saver(model, out)()
+            log(f"stage {number}: starting from {where}")
+            model = LlavaForConditionalGeneration.from_pretrained(where).to(device)
+        else:
+            model = vlm2_start(tokenizer, device) if model is None else model
+            asked = "ten questions per image" if questions else "every question about each image, alone"
+            log(f"stage {number}: {stage_steps} steps at lr {lr:g}, {asked}")
+            model.train()
+            schedule = Schedule(steps=stage_steps, lr=lr, warmup=warmup, checkpoint_every=100)
+            fit(model, batches(done * batch_size, questions), schedule, saver(model, where), log)
+        done += stage_steps
     accuracy = held_out_accuracy(model, lambda i: vlm2_batch(tokenizer, HELD_OUT_SEED, i * 100, 100, device))
     log(f"held-out accuracy (seed {HELD_OUT_SEED}, 400 questions): {accuracy:.4f}")
     return accuracy
