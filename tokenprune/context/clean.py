@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 
 from lxml import etree
@@ -37,7 +38,19 @@ _WRAPPER_TAG_MARKUP = re.compile(
     rb"</?(?:div|span|font|center|section|article|main|b|i|em|strong)\b[^>]*>", re.I
 )
 _ANY_TAG_MARKUP = re.compile(rb"<[^>]*>")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# libxml2 compares each attribute of a start tag with all earlier ones (quadratic in their number), so
+# the attributes of a start tag with more than _MAX_ATTRIBUTES are cut to those cleaning reads first.
+_MAX_ATTRIBUTES = 1000
+_LONG_START_TAG = re.compile(rb"<([A-Za-z][^\s/<>]*)([^<>]{8192,})")
+_ATTRIBUTE = re.compile(rb"""([^\s=<>"'/]+)(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s<>"']*))?""")
+_READ_ATTRIBUTES = KEPT_ATTRIBUTES | {"hidden", "aria-hidden", "style", "type"}
+# What lxml refuses in text (C0 controls, lone surrogates) and the Unicode noncharacters: never content.
+_NOT_XML_TEXT = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+    + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(1, 17))
+    + "]"
+)
+_NOT_NAME_CHARACTER = re.compile(r"[^\w.-]")
 
 
 def decode_html(data: bytes) -> str:
@@ -63,8 +76,18 @@ def _as_utf8(html: str | bytes) -> bytes:
         html = decode_html(html)
     elif not isinstance(html, str):
         raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
-    # lxml refuses control characters in text and libxml2 lone surrogates: neither is content.
-    return _CONTROL_CHARACTERS.sub("", html).encode("utf-8", errors="replace")
+    return _NOT_XML_TEXT.sub("", html).encode("utf-8")
+
+
+def _read_attributes_only(tag: re.Match) -> bytes:
+    if tag.group(2).count(b"=") <= _MAX_ATTRIBUTES:
+        return tag.group()
+    kept: dict[bytes, bytes] = {}
+    for attribute in _ATTRIBUTE.finditer(tag.group(2)):
+        name = attribute.group(1).lower()
+        if name.decode("ascii", "replace") in _READ_ATTRIBUTES:
+            kept.setdefault(name, attribute.group())  # the first of duplicates wins, as in libxml2
+    return b"<" + tag.group(1) + b" " + b" ".join(kept.values())
 
 
 def _parse_bytes(data: bytes) -> tuple[etree._Element | None, bool]:
@@ -75,13 +98,64 @@ def _parse_bytes(data: bytes) -> tuple[etree._Element | None, bool]:
     return root, too_deep
 
 
+@functools.lru_cache(maxsize=4096)
+def _element_name(name: str) -> str:
+    """``name`` if lxml can create elements of it, else a name it can: libxml2's HTML parser accepts
+    names lxml refuses, such as namespaced ones (``<o:p>`` becomes ``<o-p>``) or ``<a<div>``."""
+    safe = _NOT_NAME_CHARACTER.sub("-", name)
+    for candidate in (name, safe, "x-" + safe):
+        try:
+            etree.Element(candidate)
+            return candidate
+        except ValueError:
+            continue
+    return "span"
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_attribute_name(name: str) -> bool:
+    try:
+        etree.Element("p").set(name, "")
+        return True
+    except ValueError:
+        return False
+
+
+def _make_xml_safe(root: etree._Element) -> None:
+    """Make every name and string of a parsed tree one that lxml accepts when elements are re-created
+    or edited: character references such as ``&#1;`` or ``&#xFFFE;`` put characters into the tree
+    that lxml refuses, and the parser keeps names that lxml refuses."""
+    for element in root.iter(etree.Element):
+        tag = element.tag
+        if tag.isalnum() and tag.isascii():  # the common case, valid as it is
+            pass
+        elif (name := _element_name(tag)) != tag:
+            element.tag = name
+        if element.text and _NOT_XML_TEXT.search(element.text):
+            element.text = _NOT_XML_TEXT.sub("", element.text)
+        if element.tail and _NOT_XML_TEXT.search(element.tail):
+            element.tail = _NOT_XML_TEXT.sub("", element.tail)
+        attrib = element.attrib
+        if attrib and any(
+            not _is_attribute_name(name) or _NOT_XML_TEXT.search(value) for name, value in attrib.items()
+        ):
+            safe = {
+                name: _NOT_XML_TEXT.sub("", value)
+                for name, value in attrib.items()
+                if _is_attribute_name(name)
+            }
+            attrib.clear()
+            attrib.update(safe)
+
+
 def parse_html(html: str | bytes) -> etree._Element:
-    """Parse any input into an ``<html>`` tree; never raises on malformed markup.
+    """Parse any input into an ``<html>`` tree whose names and strings lxml accepts; never raises on
+    malformed markup.
 
     libxml2 stops at a nesting depth of 2048 and drops everything after it, so over-deep pages are
     re-parsed with layout wrappers flattened, and as plain text if still too deep.
     """
-    data = _as_utf8(html)
+    data = _LONG_START_TAG.sub(_read_attributes_only, _as_utf8(html))
     root, too_deep = _parse_bytes(data)
     if too_deep:
         root, too_deep = _parse_bytes(_WRAPPER_TAG_MARKUP.sub(b" ", data))
@@ -89,6 +163,7 @@ def parse_html(html: str | bytes) -> etree._Element:
         root, _ = _parse_bytes(b"<p>" + _ANY_TAG_MARKUP.sub(b" ", data) + b"</p>")
     if root is None:
         root = etree.fromstring("<html><body></body></html>", etree.HTMLParser())
+    _make_xml_safe(root)
     return root
 
 

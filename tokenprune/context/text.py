@@ -15,6 +15,20 @@ _ABBREVIATION = re.compile(
     r"|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|U\.S|U\.K)|\b[A-Z])\.$"
 )
 _WORD = re.compile(r"\w+")
+# Longer runs of non-space characters (base64 blobs, minified code) count as one word per this many
+# characters, so that blocks can still be cut inside them.
+MAX_WORD_CHARACTERS = 32
+_ABBREVIATION_WINDOW = 12  # covers the longest abbreviation with the character before it
+
+
+def count_words(text: str | None) -> int:
+    """Whitespace-separated words, a word over ``MAX_WORD_CHARACTERS`` counting once per that many."""
+    if not text:
+        return 0
+    words = text.split()
+    if not words or max(map(len, words)) <= MAX_WORD_CHARACTERS:
+        return len(words)
+    return sum(-(-len(word) // MAX_WORD_CHARACTERS) for word in words)
 
 
 def _sentence_ends(text: str) -> list[int]:
@@ -24,9 +38,10 @@ def _sentence_ends(text: str) -> list[int]:
     start = 0
     for boundary in _BOUNDARY.finditer(text):
         after_punctuation = boundary.group(1) is not None and "\n" not in boundary.group()
-        if after_punctuation and (
-            boundary.group(1).islower() or _ABBREVIATION.search(text[start : boundary.start()])
-        ):
+        # Only the end of the sentence so far can be an abbreviation (searching all of it would be
+        # quadratic in a run of abbreviations).
+        tail = text[max(start, boundary.start() - _ABBREVIATION_WINDOW) : boundary.start()]
+        if after_punctuation and (boundary.group(1).islower() or _ABBREVIATION.search(tail)):
             continue
         ends.append(boundary.end())
         start = boundary.end()
@@ -40,12 +55,13 @@ def split_sentences(text: str) -> list[str]:
     return [text[start:end].strip() for start, end in zip(starts, ends) if text[start:end].strip()]
 
 
-_WORD_AND_SPACE = re.compile(r"\S+\s*")
+_WORD_AND_SPACE = re.compile(rf"\S{{1,{MAX_WORD_CHARACTERS}}}\s*")
 _SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*\s*$""")
 
 
 def sentence_pieces(text: str, max_words: int) -> list[tuple[str, bool]]:
-    """Cut text into sentences (those over ``max_words`` words into runs of at most that many words), each
+    """Cut text into sentences (those over ``max_words`` words into runs of at most that many words, as
+    :func:`count_words` counts them), each
     with whether it ends a sentence. The pieces concatenate back to ``text`` exactly, so block boundaries
     can fall between sentences without changing the text."""
     pieces: list[tuple[str, bool]] = []
@@ -55,7 +71,7 @@ def sentence_pieces(text: str, max_words: int) -> list[tuple[str, bool]]:
         if not sentence:
             continue
         ends = end < len(text) or bool(_SENTENCE_END.search(sentence))
-        if len(sentence.split()) <= max_words:
+        if count_words(sentence) <= max_words:
             pieces.append((sentence, ends))
             continue
         words = _WORD_AND_SPACE.findall(sentence)
