@@ -5,7 +5,7 @@ import re
 import pytest
 from _context_fixtures import bpe_count
 
-from tokenprune.context import HtmlPruner, clean_html, parse_html
+from tokenprune.context import HtmlPruner, PassagePruner, clean_html, parse_html
 from tokenprune.context.blocks import BlockTree
 from tokenprune.context.clean import clean_tree
 
@@ -117,3 +117,94 @@ def test_a_run_of_abbreviations_is_one_sentence_piece():
 
     assert split_sentences("A. B. C. D. " * 3 + "Then text.") == ["A. B. C. D. " * 3 + "Then text."]
     assert re.fullmatch(r"(A\. ){20000}", clean_html("<p>" + "A. " * 20000 + "</p>", output="text") + " ")
+
+
+# --- arguments ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), 5, -0.1, 1.5, float("inf")])
+def test_threshold_outside_0_1_is_a_value_error(threshold):
+    with pytest.raises(ValueError, match="threshold must be in"):
+        HtmlPruner(budget=10, threshold=threshold)
+    with pytest.raises(ValueError, match="threshold must be in"):
+        PassagePruner(budget=10, threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", ["x", None, True, [0.5]])
+def test_threshold_of_another_type_is_a_type_error(threshold):
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        HtmlPruner(budget=10, threshold=threshold)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        PassagePruner(budget=10, threshold=threshold)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"max_words": 0}, ValueError, "max_words"),
+        ({"max_words": 2.5}, TypeError, "max_words"),
+        ({"max_words": "9"}, TypeError, "max_words"),
+        ({"main_content": "yes"}, TypeError, "main_content"),
+        ({"keep_hidden": 1}, TypeError, "keep_hidden"),
+    ],
+)
+def test_other_bad_arguments_fail_at_construction(arguments, error, message):
+    with pytest.raises(error, match=message):
+        HtmlPruner(budget=10, **arguments)
+
+
+def test_clean_html_checks_its_flags():
+    with pytest.raises(TypeError, match="keep_hidden"):
+        clean_html("<p>x</p>", keep_hidden="no")
+
+
+def test_threshold_keeps_working_at_its_bounds():
+    page = "<p>Lava flows at night.</p><p>Ash closes the airport.</p>" * 30
+    assert "Ash" in HtmlPruner(budget=30, threshold=1, output="text").prune(page, query="ash").text
+    assert HtmlPruner(budget=30, threshold=0.0, output="text").prune(page, query="ash").tokens_after > 20
+
+
+# --- lossless: noscript, hidden and template content -----------------------------------------------
+
+ARTICLE_TEXT = " ".join(f"Sentence {i} of the article tells how the lava reached the sea." for i in range(20))
+
+
+def test_an_article_inside_noscript_is_the_content():
+    page = f"<html><head><title>Title</title></head><body><noscript><p>{ARTICLE_TEXT}</p></noscript></body></html>"
+    assert clean_html(page, output="text") == f"Title\n\n{ARTICLE_TEXT}"
+
+
+def test_a_noscript_notice_on_a_page_with_content_is_dropped():
+    page = f"<body><noscript><p>Please enable JavaScript.</p></noscript><p>{ARTICLE_TEXT}</p></body>"
+    assert clean_html(page, output="text") == ARTICLE_TEXT
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "<template><h2>Post</h2><p>{}</p></template>",
+        '<script type="text/template"><h2>Post</h2><p>{}</p></script>',
+        '<script type="text/x-handlebars-template"><h2>Post</h2><p>{}</p></script>',
+        '<script type="text/html"><h2>Post</h2><p>{}</p></script>',
+    ],
+)
+def test_a_post_inside_a_template_is_the_content(template):
+    page = "<body><nav><a href='/'>Home</a></nav>" + template.format(ARTICLE_TEXT) + "<p>Footer</p></body>"
+    assert clean_html(page, output="markdown") == f"[Home](/)\n\n## Post\n\n{ARTICLE_TEXT}\n\nFooter"
+
+
+def test_scripts_and_small_templates_stay_dropped():
+    page = (
+        f"<p>{ARTICLE_TEXT}</p><script>var words = 'many words in a script ' * 100;</script>"
+        "<script type='text/template'><p>{{title}} by {{author}}</p></script><template><p>Row</p></template>"
+    )
+    assert clean_html(page, output="text") == ARTICLE_TEXT
+    assert clean_html(f"<p>x</p><script>{ARTICLE_TEXT}</script>", output="text") == "x"
+
+
+def test_hidden_content_is_an_option():
+    page = "<p>Gallery</p><div style='display:none'><p>Slide two: the crater at dawn.</p></div>"
+    assert clean_html(page, output="text") == "Gallery"
+    assert clean_html(page, output="text", keep_hidden=True) == "Gallery\n\nSlide two: the crater at dawn."
+    result = HtmlPruner(budget=30, output="text", keep_hidden=True).prune(page * 5, query="crater dawn")
+    assert "crater at dawn" in result.text and result.tokens_after <= 30

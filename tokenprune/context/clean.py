@@ -8,8 +8,15 @@ import re
 
 from lxml import etree
 
-# Elements whose content is never text for a reader.
+from tokenprune.context.packing import check_flag
+from tokenprune.context.text import count_words
+
+# Elements whose content is never text for a reader (but see FALLBACK_TAGS).
 DROPPED_TAGS = ("script", "style", "noscript", "template", "svg", "iframe", "select", "datalist", "object")
+# Content shown only without scripts (noscript) or by scripts (templates): kept when it says more than
+# the rest of the page, i.e. when it is the page's content rather than a fallback for it.
+FALLBACK_TAGS = ("noscript", "template", "script")
+_TEMPLATE_SCRIPT_TYPE = re.compile(r"^\s*text/(?:html\b|\S*(?:templ|tmpl|handlebars|mustache))", re.I)
 KEPT_ATTRIBUTES = frozenset({"href", "alt", "title", "colspan", "rowspan"})
 # Elements that mean something even when empty (line breaks, rules, table geometry).
 KEPT_WHEN_EMPTY = frozenset({"br", "hr", "td", "th"})
@@ -177,6 +184,61 @@ def _is_hidden(element: etree._Element) -> bool:
     )
 
 
+def _visible_words(root: etree._Element, keep_hidden: bool, enough: float = float("inf")) -> int:
+    """Words a reader sees (not in dropped or hidden elements), counted until ``enough`` is reached."""
+    words = 0
+    walker = etree.iterwalk(root, events=("start",))
+    for _, element in walker:
+        if element is not root:
+            words += count_words(element.tail)
+        if element.tag in DROPPED_TAGS or (not keep_hidden and _is_hidden(element)):
+            walker.skip_subtree()
+        else:
+            words += count_words(element.text)
+        if words >= enough:
+            break
+    return words
+
+
+def _template_content(script: etree._Element) -> etree._Element | None:
+    """A template script's markup, parsed into a ``<div>``."""
+    if not _TEMPLATE_SCRIPT_TYPE.match(script.get("type", "")) or _is_blank(script.text):
+        return None
+    body = parse_html(script.text).find("body")
+    if body is None:
+        return None
+    body.tag = "div"
+    body.attrib.clear()
+    return body
+
+
+def _reveal_fallback_content(root: etree._Element, keep_hidden: bool) -> None:
+    """Turn noscript and template content into ordinary content where it holds more words than
+    everything else the page shows (an article inside <noscript>, a post in a template script)."""
+    candidates = []
+    for element in root.iter(*FALLBACK_TAGS):
+        content = _template_content(element) if element.tag == "script" else element
+        if content is not None:
+            words = (
+                _visible_words(content, keep_hidden)
+                if content is not element
+                else count_words(" ".join(element.itertext()))
+            )
+            if words:
+                candidates.append((element, content, words))
+    if not candidates:
+        return
+    shown = _visible_words(root, keep_hidden, enough=max(words for _, _, words in candidates) + 1)
+    for element, content, words in candidates:
+        if words <= shown or element.getparent() is None:
+            continue
+        if content is element:
+            element.tag = "div"
+        else:
+            content.tail = element.tail
+            element.getparent().replace(element, content)
+
+
 def _keep_attributes(element: etree._Element) -> None:
     attrib = element.attrib
     kept = {
@@ -261,12 +323,13 @@ def _unwrap(wrapper: etree._Element) -> None:
     wrapper.getparent().replace(wrapper, child)
 
 
-def clean_tree(root: etree._Element) -> etree._Element:
+def clean_tree(root: etree._Element, keep_hidden: bool = False) -> etree._Element:
     """Clean a parsed page in place and return it (see :func:`clean_html` for the rules)."""
+    _reveal_fallback_content(root, keep_hidden)
     etree.strip_elements(root, *DROPPED_TAGS, with_tail=False)
     hidden = []
     for element in root.iter(etree.Element):
-        if _is_hidden(element):
+        if not keep_hidden and _is_hidden(element):
             hidden.append(element)
         else:
             _keep_attributes(element)
@@ -306,19 +369,23 @@ def main_content_html(html: str | bytes) -> str | None:
     )
 
 
-def clean(html: str | bytes, main_content: bool = False) -> etree._Element:
+def clean(html: str | bytes, main_content: bool = False, keep_hidden: bool = False) -> etree._Element:
     """Parse and clean; with ``main_content`` keep only what trafilatura finds to be the main content."""
     if main_content:
         extracted = main_content_html(html)
         if extracted is not None:
-            return clean_tree(parse_html(extracted))
-    return clean_tree(parse_html(html))
+            return clean_tree(parse_html(extracted), keep_hidden)
+    return clean_tree(parse_html(html), keep_hidden)
 
 
-def clean_html(html: str | bytes, output: str = "html", main_content: bool = False) -> str:
+def clean_html(
+    html: str | bytes, output: str = "html", main_content: bool = False, keep_hidden: bool = False
+) -> str:
     """Clean a page for an LLM without losing its content.
 
-    Drops scripts, styles, hidden elements, comments and empty elements; keeps only the attributes
+    Drops scripts, styles, hidden elements (unless ``keep_hidden``), comments and empty elements,
+    and noscript and template content unless it holds more words than the rest of the page (then it
+    is the page's content and is kept); keeps only the attributes
     href, alt, title, colspan and rowspan; keeps table structure (empty cells too); unwraps
     single-child layout wrappers; collapses whitespace. ``main_content=True`` also removes
     navigation, footers, sidebars and ads (needs the ``main-content`` extra; falls back to the
@@ -326,4 +393,6 @@ def clean_html(html: str | bytes, output: str = "html", main_content: bool = Fal
     """
     from tokenprune.context.render import render
 
-    return render(clean(html, main_content=main_content), output)
+    main_content = check_flag("main_content", main_content)
+    keep_hidden = check_flag("keep_hidden", keep_hidden)
+    return render(clean(html, main_content=main_content, keep_hidden=keep_hidden), output)
