@@ -208,3 +208,44 @@ def test_hidden_content_is_an_option():
     assert clean_html(page, output="text", keep_hidden=True) == "Gallery\n\nSlide two: the crater at dawn."
     result = HtmlPruner(budget=30, output="text", keep_hidden=True).prune(page * 5, query="crater dawn")
     assert "crater at dawn" in result.text and result.tokens_after <= 30
+
+
+# --- encodings: declared charsets that lie -----------------------------------------------------------
+
+FRENCH = "Le café crème brûlée est très apprécié à Noël, où l’on déguste aussi des crêpes."
+RUSSIAN = (
+    "Москва - столица России, крупнейший город страны. "
+    "Город расположен на реке Москве в центре Восточно-Европейской равнины. "
+) * 3
+CHINESE = "中华人民共和国的首都是北京。北京是中国的政治、文化和国际交往中心，有着三千多年的建城史。" * 3
+
+
+@pytest.mark.parametrize(
+    ("declared", "text", "encoding"),
+    [
+        ("utf-16", FRENCH, "cp1252"),  # decodes, into CJK garbage: a declaration in ASCII cannot be UTF-16
+        ("utf-8", FRENCH, "cp1252"),  # cannot decode the bytes
+        ("shift_jis", FRENCH, "cp1252"),  # cannot decode the bytes
+        ("klingon", FRENCH, "cp1252"),  # no such charset
+        ("windows-1252", RUSSIAN, "koi8-r"),  # decodes, into mojibake
+        ("iso-8859-1", CHINESE, "gbk"),  # decodes, into mojibake
+        ("utf-16", CHINESE, "gbk"),
+        ("utf-32le", RUSSIAN, "cp1251"),
+    ],
+)
+def test_a_lying_charset_falls_back_to_detection(declared, text, encoding):
+    page = f'<html><head><meta charset="{declared}"></head><body><p>{text}</p></body></html>'
+    assert clean_html(page.encode(encoding), output="text") == text.strip()
+
+
+@pytest.mark.parametrize(("text", "encoding"), [(RUSSIAN, "koi8-r"), (CHINESE, "gbk"), (FRENCH, "cp1252")])
+def test_undeclared_charsets_are_detected(text, encoding):
+    assert clean_html(f"<p>{text}</p>".encode(encoding), output="text") == text.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"), [(RUSSIAN, "koi8-r"), (CHINESE, "gb2312"), (FRENCH.replace("’", "'"), "latin-1")]
+)
+def test_a_truthful_charset_is_used(text, encoding):
+    page = f'<meta http-equiv="Content-Type" content="text/html; charset={encoding}"><p>{text}</p>'
+    assert clean_html(page.encode(encoding), output="text") == text.strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import itertools
 import re
 
 from lxml import etree
@@ -40,6 +41,10 @@ _PRESERVE_WHITESPACE = ("pre", "textarea")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_NON_ASCII_BYTE = re.compile(rb"[\x80-\xff]")
+_MESS_THRESHOLD = 0.2  # charset-normalizer's default
+_DETECTION_SAMPLE = 1 << 16
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 _WRAPPER_TAG_MARKUP = re.compile(
     rb"</?(?:div|span|font|center|section|article|main|b|i|em|strong)\b[^>]*>", re.I
@@ -60,8 +65,50 @@ _NOT_XML_TEXT = re.compile(
 _NOT_NAME_CHARACTER = re.compile(r"[^\w.-]")
 
 
+def _declared_encoding(data: bytes) -> str | None:
+    """The codec of a ``<meta charset>`` near the top, read as browsers do: a declaration found in
+    ASCII markup cannot be UTF-16/32 (a lie), and latin-1 and ascii mean windows-1252."""
+    declared = _META_CHARSET.search(data[:8192])
+    if not declared:
+        return None
+    try:
+        name = codecs.lookup(declared.group(1).decode("ascii")).name
+    except LookupError:
+        return None
+    if name.startswith(("utf-16", "utf-32")):
+        return None
+    return "cp1252" if name in ("latin-1", "ascii") else name
+
+
+def _plausible(text: str, data: bytes) -> bool:
+    """Decoded text that keeps the bytes' ASCII markup and whose non-ASCII characters do not read as
+    mojibake (charset-normalizer's mess measure, on the context of up to 200 of them)."""
+    if text.count("<") != data.count(b"<"):
+        return False
+    samples = [
+        text[max(0, m.start() - 20) : m.end() + 20] for m in itertools.islice(_NON_ASCII.finditer(text), 200)
+    ]
+    if not samples:
+        return True
+    from charset_normalizer.md import mess_ratio
+
+    return mess_ratio(" ".join(samples), _MESS_THRESHOLD) < _MESS_THRESHOLD
+
+
+def _detected_encoding(data: bytes) -> str | None:
+    """charset-normalizer's guess from a sample that starts just before the first non-ASCII byte."""
+    from charset_normalizer import from_bytes
+
+    first = _NON_ASCII_BYTE.search(data)
+    start = max(0, first.start() - 1024) if first else 0
+    best = from_bytes(data[start : start + _DETECTION_SAMPLE]).best()
+    return None if best is None or best.encoding == "ascii" else best.encoding
+
+
 def decode_html(data: bytes) -> str:
-    """Decode page bytes: BOM, then strict UTF-8, then the declared charset, then cp1252 (never fails)."""
+    """Decode page bytes (never fails): a BOM; else strict UTF-8; else the declared charset, then
+    windows-1252, each only if it decodes the bytes into plausible text; else the encoding
+    charset-normalizer detects (a declared charset can lie)."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace")
@@ -69,13 +116,17 @@ def decode_html(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    declared = _META_CHARSET.search(data[:8192])
-    if declared:
+    declared = _declared_encoding(data)
+    for encoding in dict.fromkeys((declared, "cp1252")):
+        if encoding is None:
+            continue
         try:
-            return data.decode(codecs.lookup(declared.group(1).decode("ascii")).name, errors="replace")
-        except LookupError:
-            pass
-    return data.decode("cp1252", errors="replace")
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if _plausible(text, data):
+            return text
+    return data.decode(_detected_encoding(data) or declared or "cp1252", errors="replace")
 
 
 def _as_utf8(html: str | bytes) -> bytes:
