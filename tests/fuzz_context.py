@@ -3,7 +3,7 @@
     .venv/bin/python tests/fuzz_context.py [--cases 100000] [--workers 2] [--batch 500] [--seed 0]
 
 Each worker runs batches of hypothesis-generated cases with its own seeds, recording every failure
-(exception, hang past 10 s, tokens over the budget) instead of stopping at the first. Prints the
+(exception, hang past 10 CPU seconds, tokens over the budget) instead of stopping at the first. Prints the
 number of cases and of failures, with each failure's error and a reproducer; exits 1 on any failure.
 """
 
