@@ -153,6 +153,16 @@ def _parse_bytes(data: bytes) -> tuple[etree._Element | None, bool]:
     return root, too_deep
 
 
+# Names known to be valid for elements and attributes (others are checked once each, with a cache).
+_VALID_NAMES = frozenset(BLOCK_TAGS | KEPT_ATTRIBUTES | set(DROPPED_TAGS)) | {
+    "a", "b", "i", "em", "strong", "span", "img", "code", "small", "sup", "sub", "u", "s", "font", "input",
+    "label", "button", "time", "meta", "link", "abbr", "cite", "q", "mark", "picture", "source",
+    "class", "id", "style", "src", "width", "height", "type", "name", "content", "rel", "lang", "hidden",
+    "aria-hidden", "role", "value", "target", "srcset", "loading", "dir", "property", "charset",
+}  # fmt: skip
+_NUMERIC_REFERENCE = re.compile(rb"&#([xX][0-9a-fA-F]{1,8}|[0-9]{1,10})")
+
+
 @functools.lru_cache(maxsize=4096)
 def _element_name(name: str) -> str:
     """``name`` if lxml can create elements of it, else a name it can: libxml2's HTML parser accepts
@@ -176,31 +186,42 @@ def _is_attribute_name(name: str) -> bool:
         return False
 
 
-def _make_xml_safe(root: etree._Element) -> None:
-    """Make every name and string of a parsed tree one that lxml accepts when elements are re-created
-    or edited: character references such as ``&#1;`` or ``&#xFFFE;`` put characters into the tree
-    that lxml refuses, and the parser keeps names that lxml refuses."""
+def _makes_invalid_characters(data: bytes) -> bool:
+    """Whether a numeric character reference in the page stands for a character lxml refuses (the
+    input itself has none left): only then can the parsed text hold one."""
+    for reference in _NUMERIC_REFERENCE.findall(data):
+        try:
+            code = int(reference[1:], 16) if reference[:1] in b"xX" else int(reference)
+        except ValueError:
+            continue
+        if code < 0x110000 and _NOT_XML_TEXT.match(chr(code)):
+            return True
+    return False
+
+
+def _make_xml_safe(root: etree._Element, strings: bool) -> None:
+    """Make every name (and with ``strings`` every text, tail and attribute value) of a parsed tree
+    one that lxml accepts when elements are re-created or edited: the parser keeps names that lxml
+    refuses, and character references such as ``&#1;`` put characters into the tree that it refuses."""
+    valid = _VALID_NAMES
     for element in root.iter(etree.Element):
         tag = element.tag
-        if tag.isalnum() and tag.isascii():  # the common case, valid as it is
-            pass
-        elif (name := _element_name(tag)) != tag:
+        if tag not in valid and (name := _element_name(tag)) != tag:
             element.tag = name
-        if element.text and _NOT_XML_TEXT.search(element.text):
-            element.text = _NOT_XML_TEXT.sub("", element.text)
-        if element.tail and _NOT_XML_TEXT.search(element.tail):
-            element.tail = _NOT_XML_TEXT.sub("", element.tail)
-        attrib = element.attrib
-        if attrib and any(
-            not _is_attribute_name(name) or _NOT_XML_TEXT.search(value) for name, value in attrib.items()
+        if strings:
+            if element.text and _NOT_XML_TEXT.search(element.text):
+                element.text = _NOT_XML_TEXT.sub("", element.text)
+            if element.tail and _NOT_XML_TEXT.search(element.tail):
+                element.tail = _NOT_XML_TEXT.sub("", element.tail)
+        items = element.items()
+        if items and any(
+            name not in valid and not _is_attribute_name(name) or strings and _NOT_XML_TEXT.search(value)
+            for name, value in items
         ):
-            safe = {
-                name: _NOT_XML_TEXT.sub("", value)
-                for name, value in attrib.items()
-                if _is_attribute_name(name)
-            }
-            attrib.clear()
-            attrib.update(safe)
+            element.attrib.clear()
+            element.attrib.update(
+                {name: _NOT_XML_TEXT.sub("", value) for name, value in items if _is_attribute_name(name)}
+            )
 
 
 def parse_html(html: str | bytes) -> etree._Element:
@@ -218,7 +239,7 @@ def parse_html(html: str | bytes) -> etree._Element:
         root, _ = _parse_bytes(b"<p>" + _ANY_TAG_MARKUP.sub(b" ", data) + b"</p>")
     if root is None:
         root = etree.fromstring("<html><body></body></html>", etree.HTMLParser())
-    _make_xml_safe(root)
+    _make_xml_safe(root, strings=_makes_invalid_characters(data))
     return root
 
 
