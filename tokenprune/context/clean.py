@@ -39,7 +39,8 @@ BLOCK_TAGS = frozenset(
 _TABLE_PARTS = frozenset({"tr", "td", "th", "thead", "tbody", "tfoot", "caption", "col", "colgroup"})
 _PRESERVE_WHITESPACE = ("pre", "textarea")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
-_SPACES = re.compile(r"\s+")
+# Only whitespace that changes: replacing every single space would build a piece per word of a giant text.
+_SPACES = re.compile(r"\s{2,}|[^\S ]")
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _NON_ASCII_BYTE = re.compile(rb"[\x80-\xff]")
