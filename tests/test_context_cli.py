@@ -124,3 +124,15 @@ def test_help_describes_every_flag_with_its_default(capsys):
     ):
         assert re.search(rf"{flag}[^-]*?\S+.*?\((default|required)", help_text), flag
     assert "(default: html)" in help_text and "(default: bm25)" in help_text and "(default: 256)" in help_text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune-html", "page.html"],
+        ["prune-html", "page.html", "-b", "x"],
+        ["prune-html", "-b", "5", "-o", "pdf", "-"],
+    ],
+)
+def test_usage_errors_are_one_line(argv, capsys):
+    assert "see --help" in _error_of(argv, capsys)

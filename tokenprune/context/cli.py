@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import sys
 import zlib
 from pathlib import Path
+from typing import NoReturn
 
 from tokenprune.context.render import OUTPUTS
 from tokenprune.context.scorers import SCORER_NAMES
 
 
+def _usage_error(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message} (see --help)", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Usage errors are one line too: the usage itself is a --help away.
+    parser.error = functools.partial(_usage_error, parser.prog)
     parser.add_argument(
         "page", help="HTML file (.html, or gzip-compressed .html.gz), or - for standard input"
     )
