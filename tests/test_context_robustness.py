@@ -98,8 +98,16 @@ def test_a_long_attribute_value_with_many_equals_signs_is_not_an_attribute_list(
     )
 
 
+def test_one_element_with_100000_attributes():
+    page = "<div " + " ".join(f"a{i}='v'" for i in range(100_000)) + " title='t'>lava text</div><p>after</p>"
+    assert clean_html(page) == '<html><body><div title="t">lava text</div><p>after</p></body></html>'
+    result = HtmlPruner(budget=5, output="text").prune(page, query="lava")
+    assert result.text == "lava text\n\nafter"
+
+
+@pytest.mark.slow
 def test_text_after_a_giant_unsplittable_word_is_kept():
-    page = "<p>" + "x" * 2_000_000 + " lava flows.</p><p>The lava reached the sea at night.</p>"
+    page = "<p>" + "x" * 20_000_000 + " lava flows.</p><p>The lava reached the sea at night.</p>"
     result = HtmlPruner(budget=50, output="text").prune(page, query="lava sea")
     assert "The lava reached the sea at night." in result.text
     assert 0 < result.tokens_after <= 50
