@@ -598,7 +598,7 @@ def _shapes_table(shapes: dict) -> list[str]:
                 "shape",
                 "MB",
                 "clean s/MB",
-                "clean + prune s/MB",
+                "prune s/MB (cleaning included)",
                 "peak memory / page size",
                 "relevant tail kept",
             ],
