@@ -51,6 +51,9 @@ _WRAPPER_TAG_MARKUP = re.compile(
     rb"</?(?:div|span|font|center|section|article|main|b|i|em|strong)\b[^>]*>", re.I
 )
 _ANY_TAG_MARKUP = re.compile(rb"<[^>]*>")
+_TAG_CHUNK = 1 << 20
+_TEXT_CHUNK = 1 << 20
+_NON_SPACE = re.compile(r"\S")
 # libxml2 compares each attribute of a start tag with all earlier ones (quadratic in their number), so
 # the attributes of a start tag with more than _MAX_ATTRIBUTES are cut to those cleaning reads first.
 _MAX_ATTRIBUTES = 1000
@@ -59,7 +62,7 @@ _ATTRIBUTE = re.compile(rb"""([^\s=<>"'/]+)(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s<>"'
 _READ_ATTRIBUTES = KEPT_ATTRIBUTES | {"hidden", "aria-hidden", "style", "type"}
 # What lxml refuses in text (C0 controls, lone surrogates, U+FFFE, U+FFFF) and the other noncharacters
 # of the BMP: never content. (A class with astral characters makes the scan several times slower.)
-_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]+")
 _NOT_NAME_CHARACTER = re.compile(r"[^\w.-]")
 
 
@@ -225,6 +228,18 @@ def _make_xml_safe(root: etree._Element, strings: bool) -> None:
             )
 
 
+def _without_tags(tags: re.Pattern, data: bytes) -> bytes:
+    """``data`` with each tag ``tags`` matches replaced by a space, a megabyte at a time: one call
+    over a page nested millions deep would hold a piece per tag (many times the page's size)."""
+    pieces, start = [], 0
+    while start < len(data):
+        end = data.find(b">", start + _TAG_CHUNK)
+        end = len(data) if end < 0 else end + 1  # tags end at the first ">", so none is cut
+        pieces.append(tags.sub(b" ", data[start:end]))
+        start = end
+    return b"".join(pieces)
+
+
 def parse_html(html: str | bytes) -> etree._Element:
     """Parse any input into an ``<html>`` tree whose names and strings lxml accepts; never raises on
     malformed markup.
@@ -235,9 +250,9 @@ def parse_html(html: str | bytes) -> etree._Element:
     data = _LONG_START_TAG.sub(_read_attributes_only, _as_utf8(html))
     root, too_deep = _parse_bytes(data)
     if too_deep:
-        root, too_deep = _parse_bytes(_WRAPPER_TAG_MARKUP.sub(b" ", data))
+        root, too_deep = _parse_bytes(_without_tags(_WRAPPER_TAG_MARKUP, data))
     if too_deep:
-        root, _ = _parse_bytes(b"<p>" + _ANY_TAG_MARKUP.sub(b" ", data) + b"</p>")
+        root, _ = _parse_bytes(b"<p>" + _without_tags(_ANY_TAG_MARKUP, data) + b"</p>")
     if root is None:
         root = etree.fromstring("<html><body></body></html>", etree.HTMLParser())
     _make_xml_safe(root, strings=_makes_invalid_characters(data))
@@ -328,15 +343,29 @@ def _is_blank(text: str | None) -> bool:
     return text is None or not text.strip()
 
 
+def _collapse(text: str) -> str:
+    """Whitespace runs as one space, a megabyte at a time (cut before a non-space character): one
+    call over a giant text node of many lines would hold a piece per line."""
+    if len(text) <= _TEXT_CHUNK:
+        return _SPACES.sub(" ", text)
+    pieces, start = [], 0
+    while start < len(text):
+        cut = _NON_SPACE.search(text, start + _TEXT_CHUNK)
+        end = cut.start() if cut else len(text)
+        pieces.append(_SPACES.sub(" ", text[start:end]))
+        start = end
+    return "".join(pieces)
+
+
 def _collapse_whitespace(element: etree._Element, preserve: bool) -> None:
     if not preserve and element.text is not None:
         starts_block = len(element) and element[0].tag in BLOCK_TAGS
-        element.text = None if starts_block and _is_blank(element.text) else _SPACES.sub(" ", element.text)
+        element.text = None if starts_block and _is_blank(element.text) else _collapse(element.text)
     if element.tail is not None:
         if element.tag in BLOCK_TAGS and _is_blank(element.tail):
             element.tail = None
         elif not preserve:
-            element.tail = _SPACES.sub(" ", element.tail)
+            element.tail = _collapse(element.tail)
 
 
 def _is_empty(element: etree._Element) -> bool:
