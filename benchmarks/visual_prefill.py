@@ -9,6 +9,7 @@ interleaved (`tokenprune.timing`): every round runs each config once, so load fr
 pruned and unpruned runs alike; one thread, timed as process CPU time.
 
     python benchmarks/visual_prefill.py [--runs 5] [--threads 1] [--budgets 64,128,192] [--quick]
+        [--pruners DivPrune,CDPruner]
 """
 
 from __future__ import annotations
@@ -91,14 +92,22 @@ def flops_of(g: Geometry, records) -> float:
 
 
 def main() -> None:
-    args = common.benchmark_parser(
-        __doc__, runs=5, budgets="64,128,192", results="visual_prefill.json"
-    ).parse_args()
+    parser = common.benchmark_parser(__doc__, runs=5, budgets="64,128,192", results="visual_prefill.json")
+    parser.add_argument("--pruners", default=None, help="comma-separated table names to run (default: all)")
+    args = parser.parse_args()
+    chosen = args.pruners.split(",") if args.pruners else None
     clock = common.use_threads(args.threads)
     g = QUICK if args.quick else Geometry()
     model, inputs = build_model(g), build_inputs(g)
     budgets = [int(b) for b in args.budgets.split(",")]
-    configs = common.pruned_configs(budgets, lambda budget: common.visual_pruners(budget, g.text_layers))
+    configs = common.pruned_configs(
+        budgets,
+        lambda budget: {
+            name: pruner
+            for name, pruner in common.visual_pruners(budget, g.text_layers).items()
+            if chosen is None or name in chosen
+        },
+    )
     seconds, recorded = common.prefill_timings(
         model, lambda: model(**inputs), configs, args.runs, clock, peak_memory=True
     )

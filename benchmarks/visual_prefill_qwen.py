@@ -48,6 +48,11 @@ class Geometry:
     text_ffn: int = 1536
     vocab: int = 152064
     text_tokens: int = 60
+    full_attention_every: int = 4  # vision blocks; the others attend within windows
+
+    @property
+    def full_attention_blocks(self) -> list[int]:
+        return list(range(self.full_attention_every - 1, self.vision_layers, self.full_attention_every))
 
     @property
     def patches(self) -> int:
@@ -83,7 +88,7 @@ def build_model(g: Geometry):
             temporal_patch_size=TEMPORAL,
             merge=MERGE,
             window_size=WINDOW,
-            fullatt_block_indexes=list(range(3, g.vision_layers, 4)),
+            fullatt_block_indexes=g.full_attention_blocks,
         ),
         text=common.sizes(g, "text", vocab=g.vocab, max_positions=32768),
         rope_theta=1e6,
@@ -125,7 +130,7 @@ def vision_flops(g: Geometry) -> float:
     dense = 2 * n * (4 * d * d + 3 * d * g.vision_ffn)  # qkv + proj, gated MLP
     full = 4 * g.grid_thw[0] * frame**2 * d  # QK^T and AV within each frame
     windowed = 4 * float((windows**2).sum()) * d
-    full_blocks = len(range(3, g.vision_layers, 4))
+    full_blocks = len(g.full_attention_blocks)
     blocks = g.vision_layers * dense + full_blocks * full + (g.vision_layers - full_blocks) * windowed
     embed = 2 * n * 3 * TEMPORAL * PATCH * PATCH * d
     merger = 2 * g.merged * ((4 * d) ** 2 + 4 * d * g.text_hidden)

@@ -6,12 +6,13 @@ import math
 
 import torch
 
+from tokenprune.adapters.transformers.base import text_rows
 from tokenprune.adapters.transformers.decoder import DecoderStack, TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
 from tokenprune.adapters.transformers.sequence import pack
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
-from tokenprune.pruners.base import VisualTokens
+from tokenprune.pruners.base import VISION_NEEDS, VisualTokens
 
 
 class LlavaAdapter(MultimodalAdapter):
@@ -105,7 +106,7 @@ class LlavaAdapter(MultimodalAdapter):
 
     def _image_tokens(self, module, features: list[torch.Tensor]) -> list[VisualTokens]:
         vision = getattr(self, "_vision", {})
-        if self.pre.needs:
+        if self.pre.needs & VISION_NEEDS:
             projected = vision.get("projected")
             if (
                 projected is None
@@ -134,13 +135,16 @@ class LlavaAdapter(MultimodalAdapter):
         is_image = (input_ids == self.image_token_id)[..., None]
         embeds = embeds.masked_scatter(is_image, all_features)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
+        text_mask = text_rows(input_ids, (self.image_token_id,), kwargs.get("attention_mask"))
         kept_origins: list[list[torch.Tensor]] = []
         image = 0
         for b, per_sample in enumerate(runs):
             origins = []
             for g, positions in enumerate(per_sample):
                 tokens = images[image]
-                origins.append(self.select_visual(tokens, positions, keep, embeds, b, g, self.grid))
+                origins.append(
+                    self.select_visual(tokens, positions, keep, embeds, b, g, self.grid, text_mask)
+                )
                 image += 1
             kept_origins.append(origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tokenprune.adapters.transformers.base import text_rows
 from tokenprune.adapters.transformers.decoder import TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
@@ -290,6 +291,7 @@ class QwenVLAdapter(MultimodalAdapter):
             features = torch.cat(tokens[kind][0]).to(embeds.device, embeds.dtype)
             embeds = embeds.masked_scatter(is_kind, features)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
+        text_mask = text_rows(input_ids, self.token_ids.values(), attention_mask)
         kept_origins: list[list[torch.Tensor]] = []
         for b, per_sample in enumerate(groups):
             origins = []
@@ -303,7 +305,9 @@ class QwenVLAdapter(MultimodalAdapter):
                         features, group.grid, attention, keys, views=(group.grid[1:],) * group.grid[0]
                     )
                 )
-                origins.append(self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid))
+                origins.append(
+                    self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid, text_mask)
+                )
             kept_origins.append(origins)
         packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)
         length = input_ids.shape[1]
