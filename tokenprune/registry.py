@@ -24,8 +24,10 @@ from tokenprune.pruners import (
     LazySkip,
     Pruner,
     RandomPrune,
+    ToMe,
     UniformPrune,
     VisionZip,
+    ZeroTPrune,
 )
 from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
 
@@ -163,3 +165,5 @@ register_pruner("random", RandomPrune)
 register_pruner("uniform", UniformPrune)
 register_pruner("lazyskip", LazySkip, drops="prompt", defaults=_lazyskip_defaults)
 register_pruner("gemfilter", GemFilter, drops="prompt", defaults=_at_depth("filter_layer", gemfilter_layer))
+register_pruner("zerotprune", ZeroTPrune)
+register_pruner("tome", ToMe)

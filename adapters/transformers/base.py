@@ -135,10 +135,12 @@ class Adapter:
         sample: int,
         group: int,
         grid: tuple[int, ...],
+        origins: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the pre-LLM pruner on one image (or video) whose tokens sit at `positions` of `sample`:
         clear the dropped positions in `keep` (B, L), write merged features into `embeds`, record the
-        stats. Returns the kept indices (into the group's own token order)."""
+        stats. `origins`: the tokens' indices in the group's own order when an in-tower stage left only
+        some (None: all, in order). Returns the kept indices (into the given tokens)."""
         pruner = self.pruner.at("pre_llm")
         started = time.perf_counter()
         selection = pruner.select(tokens)
@@ -147,7 +149,8 @@ class Adapter:
         if selection.features is not None:
             embeds[sample, positions[selection.indices]] = selection.features.to(embeds.dtype)
         log = SelectionLog(self.stats, "pre_llm", pruner.name)
-        log.add(sample, group, len(tokens), selection.indices, grid, seconds)
+        kept = selection.indices if origins is None else origins[selection.indices]
+        log.add(sample, group, len(tokens), kept, grid, seconds)
         return selection.indices
 
     def remove(self) -> None:

@@ -6,6 +6,9 @@ from tokenprune.pruners.base import (
     PreLLMPruner,
     Pruner,
     Selection,
+    TowerPruner,
+    TowerStep,
+    TowerTokens,
     VisualTokens,
 )
 from tokenprune.pruners.baselines import RandomPrune, UniformPrune
@@ -14,6 +17,7 @@ from tokenprune.pruners.fastv import FastV, Feather
 from tokenprune.pruners.fopru import FoPru
 from tokenprune.pruners.prefill import GemFilter, LazySkip, PrefillPruner, PromptContext
 from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup
+from tokenprune.pruners.tower import ToMe, ZeroTPrune
 from tokenprune.pruners.views import SplitByArea, ViewTokens
 from tokenprune.pruners.visionzip import VisionZip
 
@@ -35,8 +39,13 @@ __all__ = [
     "Selection",
     "SplitByArea",
     "TokenGroup",
+    "ToMe",
+    "TowerPruner",
+    "TowerStep",
+    "TowerTokens",
     "UniformPrune",
     "ViewTokens",
     "VisionZip",
     "VisualTokens",
+    "ZeroTPrune",
 ]
