@@ -28,7 +28,7 @@ from tokenprune.compose import as_composed
 from tokenprune.timing import Clock, clock_for, interleaved, medians
 
 # the method a pruner of each stage selects with
-SELECT_METHOD = {"pre_llm": "select", "llm": "select_layer", "prefill": "select_prompt"}
+SELECT_METHOD = {"in_tower": "step", "pre_llm": "select", "llm": "select_layer", "prefill": "select_prompt"}
 RESULTS = Path(__file__).parent / "results"
 
 
