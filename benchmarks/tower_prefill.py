@@ -201,6 +201,9 @@ def pruners_for(fraction: float, g: Geometry) -> dict[str, object]:
         f"ZeroTPrune {TOWER_SHARE}x + Uniform": tp.compose(
             tp.ZeroTPrune(kept_in_tower, layers=early), tp.UniformPrune(final)
         ),
+        f"ToMe {TOWER_SHARE}x + Uniform": tp.compose(
+            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.UniformPrune(final)
+        ),
         f"ToMe {TOWER_SHARE}x + DivPrune": tp.compose(
             tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.DivPrune(final)
         ),

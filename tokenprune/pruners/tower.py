@@ -10,17 +10,23 @@ import torch
 from tokenprune.pruners.base import TowerPruner, TowerStep, TowerTokens
 
 
-def weighted_pagerank(attention: torch.Tensor, iterations: int, scores: torch.Tensor | None = None):
+def weighted_pagerank(attention: torch.Tensor, iterations: int, alive: torch.Tensor | None = None):
     """Weighted PageRank on an attention graph: s <- A^T s, per head, from uniform scores.
 
-    attention: (..., N, N) row-stochastic (row = query). A token is important when important tokens
-    attend to it. The total score stays 1 per head. Returns (..., N) float32.
+    attention: (B, H, N, N) row-stochastic (row = query). A token is important when important tokens
+    attend to it. alive: (B, N) the tokens still in the graph (None: all); the graph is then A
+    restricted to them with its rows renormalised, applied without building it. The total score
+    stays 1 per head. Returns (B, H, N) float32.
     """
     attention = attention.float()
-    if scores is None:
-        scores = torch.full(attention.shape[:-1], 1.0 / attention.shape[-1], device=attention.device)
+    if alive is None:
+        alive = torch.ones(attention.shape[0], attention.shape[-1], device=attention.device)
+    alive = alive.float()[:, None, :]  # (B, 1, N)
+    # row sums over the living keys: the graph's row normalisation
+    rows = (attention @ alive.transpose(-1, -2)[:, None]).squeeze(-1).clamp_min(1e-12)  # (B, H, N)
+    scores = (alive / alive.sum(-1, keepdim=True)).expand(-1, attention.shape[1], -1)
     for _ in range(iterations):
-        scores = (scores.unsqueeze(-2) @ attention).squeeze(-2)
+        scores = alive * ((scores / rows).unsqueeze(-2) @ attention).squeeze(-2)
     return scores
 
 
@@ -130,12 +136,8 @@ class ZeroTPrune(TowerPruner):
             dropped = less.gather(1, best.argsort(dim=1, descending=True, stable=True)[:, :by_similarity])
             alive.scatter_(1, dropped, False)
         # I: WPR on the graph of the tokens left, the least important of them dropped
-        graph = tokens.attention.float() * alive[:, None, None, :]
-        graph = graph / graph.sum(-1, keepdim=True).clamp_min(1e-12)
-        graph = graph * alive[:, None, :, None]
-        start = alive[:, None, :].float().expand(-1, graph.shape[1], -1) / alive.sum(-1)[:, None, None]
         iterations = self._iterations(tokens.layer, tokens.depth)
-        importance = fuse_heads(weighted_pagerank(graph, iterations, start), low, high)
+        importance = fuse_heads(weighted_pagerank(tokens.attention, iterations, alive), low, high)
         importance[:, :protected] = float("inf")
         importance = importance.masked_fill(~alive, float("-inf"))
         rest = drop - by_similarity
