@@ -275,3 +275,176 @@ def test_in_tower_stage_errors(model, batch2):
     with tp.apply(model, tp.ZeroTPrune(8)), pytest.raises(ValueError, match="pass pixel_values"):
         features = image_features(model, batch2["pixel_values"][:1])
         model(input_ids=batch2["input_ids"], mm_encoder_outputs={"image": torch.cat([features] * 2)})
+
+
+# -- Qwen2-VL and Qwen2.5-VL vision transformers ----------------------------------------------------
+
+QWEN_TOWERS = ("qwen2_vl", "qwen2_5_vl")
+
+
+@pytest.fixture(scope="module")
+def qwen_models():
+    from qwen_models import tiny_qwen
+
+    return {family: tiny_qwen(family) for family in (*QWEN_TOWERS, "qwen3_vl")}
+
+
+def qwen_images(family, seed=1):
+    """Sample 0: an 8 x 12-patch image (24 merge groups, six 2 x 2-group windows in Qwen2.5-VL);
+    sample 1: a 4 x 8-patch image (8 groups)."""
+    from qwen_models import qwen_inputs
+
+    return qwen_inputs([[("image", 8, 12)], [("image", 4, 8)]], family, seed=seed)
+
+
+def qwen_features(model, inputs):
+    with torch.no_grad():
+        output = model.model.get_image_features(
+            inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True
+        )
+    return list(output.pooler_output)
+
+
+def dense_qwen_tower(visual, inputs, dropped_from: dict[int, torch.Tensor]):
+    """The unpruned tower run block by block with dense attention: each block's own attention
+    segments (per image, or per window) as a block-diagonal mask, and the merge groups in
+    dropped_from[block] (original indices over all images, cumulative) masked out as keys from that
+    block on. Returns the merger's output in original group order."""
+    import sys
+
+    seen = []
+    hook = visual.blocks[0].register_forward_pre_hook(
+        lambda m, a, k: seen.append((a[0] if a else k["hidden_states"], k)), with_kwargs=True
+    )
+    bounds = []
+    hooks = [
+        block.register_forward_pre_hook(lambda m, a, k: bounds.append(k["cu_seqlens"]), with_kwargs=True)
+        for block in visual.blocks
+    ]
+    try:
+        with torch.no_grad():
+            visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
+    finally:
+        hook.remove()
+        for h in hooks:
+            h.remove()
+    hidden, kwargs = seen[0]
+    cos, sin = kwargs["position_embeddings"]
+    unit = visual.spatial_merge_size**2
+    groups = hidden.shape[0] // unit
+    if hasattr(visual, "fullatt_block_indexes"):
+        from transformers.vision_utils import get_vision_window_index
+
+        order, _ = get_vision_window_index(
+            inputs["image_grid_thw"], visual.spatial_merge_size, visual.window_size, visual.patch_size
+        )
+    else:
+        order = torch.arange(groups)
+    alive = torch.ones(hidden.shape[0], dtype=torch.bool)
+    with torch.no_grad():
+        for index, block in enumerate(visual.blocks):
+            if index in dropped_from:
+                alive = ~dropped_from[index][order].repeat_interleave(unit)
+            attention = block.attn
+            rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
+            x = block.norm1(hidden)
+            q, k, v = (
+                attention.qkv(x).reshape(len(x), 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+            )
+            q, k = rotary(q, k, cos, sin)
+            segment = torch.searchsorted(bounds[index][1:], torch.arange(len(x)), right=True)
+            allowed = (segment[:, None] == segment[None, :]) & alive[None, :]
+            logits = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * attention.scaling
+            # a window whose every key was dropped leaves its (dropped) queries without weights
+            weights = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+            out = torch.einsum("hqk,khd->qhd", weights, v.float()).reshape(len(x), -1)
+            hidden = hidden + attention.proj(out.to(hidden.dtype))
+            hidden = hidden + block.mlp(block.norm2(hidden))
+        return visual.merger(hidden)[torch.argsort(order)]
+
+
+@pytest.mark.parametrize("family", QWEN_TOWERS)
+def test_qwen_full_budget_equals_unpruned(qwen_models, family):
+    model = qwen_models[family]
+    inputs = qwen_images(family)
+    with torch.no_grad():
+        reference = model(**inputs).logits
+    features = qwen_features(model, inputs)
+    with tp.apply(model, tp.ZeroTPrune(1.0)) as run, torch.no_grad():
+        pruned_features = qwen_features(model, inputs)
+        logits = model(**inputs).logits
+    for got, expected in zip(pruned_features, features):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(logits, reference, rtol=0, atol=0)
+    assert [(r.sample, r.tokens_before, r.tokens_after) for r in run.stats] == [
+        (0, 24, 24), (0, 24, 24), (1, 8, 8), (1, 8, 8)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", QWEN_TOWERS)
+@pytest.mark.parametrize("budget", [0.5, 3])
+def test_qwen_kept_groups_equal_a_dense_masked_tower(qwen_models, family, budget):
+    """Re-cut cu_seqlens (per image and per window), gathered rotary embeddings and whole dropped
+    groups, against a dense run of the unpruned tower with the dropped groups masked as keys."""
+    model = qwen_models[family]
+    inputs = qwen_images(family)
+    with tp.apply(model, tp.ZeroTPrune(budget, layers=(0, 1))) as run, torch.no_grad():
+        features = qwen_features(model, inputs)
+        model(**inputs)
+    offsets = {0: 0, 1: 24}
+    dropped = {}
+    for layer in (0, 1):
+        mask = torch.ones(32, dtype=torch.bool)
+        for record in run.stats.for_stage("in_tower"):
+            if record.layer == layer:
+                mask[[offsets[record.sample] + i for i in record.kept_indices]] = False
+        dropped[layer] = mask
+    reference = dense_qwen_tower(model.model.visual, inputs, dropped)
+    final = {r.sample: list(r.kept_indices) for r in run.stats.for_stage("in_tower") if r.layer == 1}
+    for image in (0, 1):
+        kept = [offsets[image] + i for i in final[image]]
+        torch.testing.assert_close(features[image][final[image]], reference[kept], rtol=1e-4, atol=1e-5)
+        assert len(final[image]) == tp.budget.resolve_budget(budget, (24, 8)[image])
+
+
+@pytest.mark.parametrize("family", QWEN_TOWERS)
+def test_qwen_images_of_a_batch_are_pruned_as_alone(qwen_models, family):
+    from qwen_models import qwen_inputs
+
+    model = qwen_models[family]
+    inputs = qwen_images(family)
+    with tp.apply(model, tp.ZeroTPrune(0.5)):
+        together = qwen_features(model, inputs)
+        for image, (h, w) in enumerate(((8, 12), (4, 8))):
+            alone = qwen_inputs([[("image", h, w)]], family, seed=1)
+            alone["pixel_values"] = inputs["pixel_values"][(0, 96)[image] : (96, 128)[image]]
+            torch.testing.assert_close(qwen_features(model, alone)[0], together[image], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", QWEN_TOWERS)
+def test_qwen_cached_generate_equals_recomputing_the_pruned_prompt(qwen_models, family):
+    from test_contract import generate, greedy_without_cache
+
+    model = qwen_models[family]
+    inputs = qwen_images(family)
+    with tp.apply(model, tp.compose(tp.ZeroTPrune(0.5), tp.UniformPrune(3))) as run:
+        cached = generate(model, inputs, 3)
+        recomputed = greedy_without_cache(model, inputs, family)
+    assert torch.equal(cached, recomputed)
+    final = [r for r in run.stats.for_stage("pre_llm")][-2:]
+    assert [(r.tokens_before, r.tokens_after) for r in final] == [(12, 3), (4, 3)]
+
+
+def test_qwen_refusals(qwen_models):
+    from qwen_models import qwen_inputs
+
+    with pytest.raises(ValueError, match="DeepStack adds the outputs of vision blocks"):
+        tp.apply(qwen_models["qwen3_vl"], tp.ZeroTPrune(0.5))
+    model = qwen_models["qwen2_5_vl"]
+    with pytest.raises(ValueError, match="proportional attention"):
+        tp.apply(model, tp.ToMe(0.5))
+    with pytest.raises(ValueError, match="already shortened"):
+        tp.apply(model, tp.compose(tp.ZeroTPrune(0.5), tp.VisionZip(2)))
+    video = qwen_inputs([[("video", 4, 4, 4)]], "qwen2_5_vl", seed=1)
+    with tp.apply(model, tp.ZeroTPrune(0.5)), pytest.raises(ValueError, match="supports images"):
+        model(**video)
