@@ -10,13 +10,18 @@ import torch
 from tokenprune.pruners.base import TowerPruner, TowerStep, TowerTokens
 
 
+# Weighted PageRank stops early once no score moves by more than this (scores sum to 1 per head, so
+# a token's score is about 1/N): further iterations no longer change the ranking
+CONVERGED = 1e-7
+
+
 def weighted_pagerank(attention: torch.Tensor, iterations: int, alive: torch.Tensor | None = None):
     """Weighted PageRank on an attention graph: s <- A^T s, per head, from uniform scores.
 
     attention: (B, H, N, N) row-stochastic (row = query). A token is important when important tokens
     attend to it. alive: (B, N) the tokens still in the graph (None: all); the graph is then A
     restricted to them with its rows renormalised, applied without building it. The total score
-    stays 1 per head. Returns (B, H, N) float32.
+    stays 1 per head. At most `iterations` steps (fewer once converged). Returns (B, H, N) float32.
     """
     attention = attention.float()
     if alive is None:
@@ -26,7 +31,9 @@ def weighted_pagerank(attention: torch.Tensor, iterations: int, alive: torch.Ten
     rows = (attention @ alive.transpose(-1, -2)[:, None]).squeeze(-1).clamp_min(1e-12)  # (B, H, N)
     scores = (alive / alive.sum(-1, keepdim=True)).expand(-1, attention.shape[1], -1)
     for _ in range(iterations):
-        scores = alive * ((scores / rows).unsqueeze(-2) @ attention).squeeze(-2)
+        previous, scores = scores, alive * ((scores / rows).unsqueeze(-2) @ attention).squeeze(-2)
+        if float((scores - previous).abs().max()) < CONVERGED:
+            break
     return scores
 
 
