@@ -25,27 +25,45 @@ class TowerRun:
     origins: torch.Tensor
 
 
-def block_attention(block, hidden: torch.Tensor, bias: torch.Tensor | None, with_probabilities: bool):
-    """Head-averaged keys (B, N, d) of a CLIP-style block and, if asked, its attention probabilities
-    (B, H, N, N) recomputed from q/k with the additive key `bias` (B, N), in float32."""
+def clip_queries_keys(block, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Queries and keys (B, H, N, d) of a transformers CLIP/SigLIP encoder block, and its scale."""
     attention = block.self_attn
     x = block.layer_norm1(hidden)
     shape = (*x.shape[:2], attention.num_heads, attention.head_dim)
-    keys = attention.k_proj(x).view(shape).transpose(1, 2)
-    if not with_probabilities:
-        return keys.mean(dim=1), None
     queries = attention.q_proj(x).view(shape).transpose(1, 2)
-    logits = torch.matmul(queries.float(), keys.float().transpose(-1, -2)) * attention.scale
+    keys = attention.k_proj(x).view(shape).transpose(1, 2)
+    return queries, keys, attention.scale
+
+
+def block_attention(queries: torch.Tensor, keys: torch.Tensor, scale: float, bias: torch.Tensor | None):
+    """The attention probabilities (B, H, N, N) recomputed from q/k with the additive key `bias`
+    (B, N), in float32."""
+    logits = torch.matmul(queries.float(), keys.float().transpose(-1, -2)) * scale
     if bias is not None:
         logits = logits + bias[:, None, None, :]
-    return keys.mean(dim=1), torch.softmax(logits, dim=-1)
+    return torch.softmax(logits, dim=-1)
 
 
 class TowerEngine:
     """Runs `pruner` inside an encoder whose first `depth` `blocks` feed the selected features, for
-    images of `patches` patch tokens behind `protected` leading tokens ([CLS])."""
+    images of `patches` patch tokens behind `protected` leading tokens ([CLS]).
 
-    def __init__(self, pruner: TowerPruner, blocks, depth: int, patches: int, protected: int) -> None:
+    `project(block, hidden)` gives a block's queries, keys and scale (transformers' CLIP/SigLIP
+    blocks by default); `masks`: whether the blocks take an additive attention mask as their second
+    argument (needed once tokens merge: proportional attention)."""
+
+    def __init__(
+        self,
+        pruner: TowerPruner,
+        blocks,
+        depth: int,
+        patches: int,
+        protected: int,
+        project=clip_queries_keys,
+        masks: bool = True,
+    ) -> None:
+        self.project = project
+        self.masks = masks
         self.pruner = pruner
         self.blocks = blocks
         self.depth = depth
@@ -92,6 +110,10 @@ class TowerEngine:
         bias = self._bias(hidden.dtype)
         if bias is None and index not in self.schedule:
             return None
+        if not self.masks:
+            if bias is not None:
+                raise ValueError(f"{self.pruner.name} merges tokens, which this tower cannot weight by size")
+            return (hidden, *args[1:]), {k: v for k, v in kwargs.items() if k != "hidden_states"}
         rest = args[2:]
         kwargs = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "attention_mask")}
         return (hidden, bias, *rest), kwargs
@@ -106,7 +128,11 @@ class TowerEngine:
         started = time.perf_counter()
         with torch.no_grad():
             bias = None if bool((self._sizes == 1).all()) else self._sizes.log()
-            keys, attention = block_attention(block, hidden, bias, "attention" in self.pruner.needs)
+            queries, keys, scale = self.project(block, hidden)
+            attention = None
+            if "attention" in self.pruner.needs:
+                attention = block_attention(queries, keys, scale, bias)
+            keys = keys.mean(dim=1)
             tokens = TowerTokens(index, self.depth, keys, self._sizes, self.protected, attention)
             step = self.pruner.step(tokens, self.schedule[index])
             hidden, self._sizes = merge_tokens(hidden, self._sizes, step)
