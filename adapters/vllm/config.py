@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tokenprune import registry
 from tokenprune.budget import resolve_budget, validate_budget
-from tokenprune.pruners import PreLLMPruner
+from tokenprune.pruners import PreLLMPruner, TowerPruner
 
 CONFIG_KEY = "tokenprune"
 
@@ -29,7 +29,7 @@ KEYS = ("method", "budget", "options")
 class PruneConfig:
     method: str
     budget: int | float
-    pruner: PreLLMPruner
+    pruner: PreLLMPruner | TowerPruner
 
     def keep_count(self, natural: int) -> int:
         """Embeddings per image: never more than the image has, so `budget >= natural` changes nothing."""
