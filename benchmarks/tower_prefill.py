@@ -204,6 +204,9 @@ def pruners_for(fraction: float, g: Geometry) -> dict[str, object]:
         f"ToMe {TOWER_SHARE}x + Uniform": tp.compose(
             tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.UniformPrune(final)
         ),
+        f"ToMe {TOWER_SHARE}x, decreasing r + Uniform": tp.compose(
+            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth)), inflect=-0.5), tp.UniformPrune(final)
+        ),
         f"ToMe {TOWER_SHARE}x + DivPrune": tp.compose(
             tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.DivPrune(final)
         ),

@@ -120,8 +120,13 @@ def test_schedules_end_at_the_budget_and_tome_refuses_unreachable_ones():
     assert tp.ZeroTPrune(0.25, layers=(2, 5, 8)).schedule(576, 23) == ((2, 363), (5, 229), (8, 144))
     assert tp.ToMe(16, layers=(0, 1, 2)).schedule(36, 3) == ((0, 29), (1, 22), (2, 16))
     assert dict(tp.ToMe(58).schedule(576, 23))[22] == 58
+    decreasing = tp.ToMe(16, layers=(0, 1, 2, 3), inflect=-0.5).schedule(36, 4)
+    # merges from 1.5 r down to 0.5 r (r = 5): shares 7.5, 5.8, 4.2, 2.5 -> 8, 6, 4, 2
+    assert decreasing == ((0, 28), (1, 22), (2, 18), (3, 16))
     with pytest.raises(ValueError, match="at most half"):
         tp.ToMe(8).schedule(36, 2)
+    with pytest.raises(ValueError, match="inflect"):
+        tp.ToMe(8, inflect=1.5)
     with pytest.raises(ValueError, match="layers must lie in"):
         tp.ZeroTPrune(8, layers=(0, 2)).schedule(36, 2)
     with pytest.raises(ValueError, match="strictly increasing"):

@@ -9,7 +9,6 @@ import torch
 
 from tokenprune.pruners.base import TowerPruner, TowerStep, TowerTokens
 
-
 # Weighted PageRank stops early once no score moves by more than this (scores sum to 1 per head, so
 # a token's score is about 1/N): further iterations no longer change the ranking
 CONVERGED = 1e-7
@@ -182,12 +181,20 @@ class ToMe(TowerPruner):
     """Token Merging (Bolya et al., ICLR 2023, arXiv 2210.09461): before each block of `layers`,
     bipartite soft matching on the block's head-averaged keys merges r tokens into their most similar
     partners (size-weighted averages), and attention adds log(size) to each key's logits (proportional
-    attention). r is constant over the layers (earlier layers take the remainder) so that the last
-    step leaves the budget; a step merges at most half of its tokens.
+    attention). The merges are split over the layers so that the last step leaves the budget: evenly
+    by default, or, as the paper's schedule option, ramping linearly from r(1 - inflect) at the first
+    layer to r(1 + inflect) at the last (inflect < 0 merges more early). A step merges at most half of
+    its tokens.
     """
 
     budget: int | float
     layers: tuple[int, ...] | None = None
+    inflect: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not -1.0 <= self.inflect <= 1.0:
+            raise ValueError(f"inflect must lie in [-1, 1], got {self.inflect}")
 
     def default_layers(self, depth: int) -> tuple[int, ...]:
         return tuple(range(depth))  # every block, as the paper
@@ -195,10 +202,8 @@ class ToMe(TowerPruner):
     def schedule(self, available: int, depth: int) -> tuple[tuple[int, int], ...]:
         final = self.keep_count(available)
         steps = len(self.tower_layers(depth))
-        total = available - final
         counts, left = [], available
-        for i in range(steps):
-            r = total // steps + (i < total % steps)
+        for r in self._merges(available - final, steps):
             if r > (left + 1) // 2:
                 raise ValueError(
                     f"ToMe: keeping {final} of {available} tokens over {steps} blocks merges {r} of "
@@ -207,6 +212,18 @@ class ToMe(TowerPruner):
             left -= r
             counts.append(left)
         return _layer_counts(self, counts, depth)
+
+    def _merges(self, total: int, steps: int) -> list[int]:
+        """`total` merges over `steps` layers along the schedule, rounded by largest remainder (ties
+        to earlier layers)."""
+        ramp = [i / (steps - 1) if steps > 1 else 0.5 for i in range(steps)]
+        weights = [1 - self.inflect + 2 * self.inflect * x for x in ramp]
+        shares = [total * w / sum(weights) for w in weights]
+        merges = [int(share) for share in shares]
+        by_remainder = sorted(range(steps), key=lambda i: (merges[i] - shares[i], i))
+        for i in by_remainder[: total - sum(merges)]:
+            merges[i] += 1
+        return merges
 
     def step(self, tokens: TowerTokens, keep: int) -> TowerStep:
         return bipartite_soft_matching(tokens.keys, len(tokens) - tokens.protected - keep, tokens.protected)
