@@ -32,33 +32,26 @@ class QwenTowerRun:
     groups: list[int]
 
 
-def hf_queries_keys(block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotated queries and keys (H, L, d) of a transformers Qwen-VL vision block for its normalised
-    input `x` (L, C), and the attention scale."""
+def group_attention(block, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unit: int):
+    """Head-averaged keys (n, d) and attention probabilities (H, n, n) between the merge groups of one
+    image: the block's q/k (rotated) over all of its patches, the probability a group's patches give
+    to another's summed over its patches and averaged over the querying group's."""
     attention = block.attn
+    x = block.norm1(hidden)
     length = x.shape[0]
     q, k, _ = attention.qkv(x).reshape(length, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
     q, k = rotary(q, k, cos, sin)
-    return q.transpose(0, 1), k.transpose(0, 1), attention.scaling
-
-
-def group_attention(queries: torch.Tensor, keys: torch.Tensor, scale: float, unit: int):
-    """Head-averaged keys (n, d) and attention probabilities (H, n, n) between the merge groups of one
-    image from its patches' rotated queries and keys (H, L, d): the probability a group's patches give
-    to another's summed over its patches and averaged over the querying group's."""
-    q, k = queries.float(), keys.float()
-    probabilities = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1)
-    heads, groups = probabilities.shape[0], q.shape[1] // unit
+    q, k = q.transpose(0, 1).float(), k.transpose(0, 1).float()  # (H, L, d)
+    probabilities = torch.softmax(q @ k.transpose(-1, -2) * attention.scaling, dim=-1)
+    heads, groups = probabilities.shape[0], length // unit
     probabilities = probabilities.view(heads, groups, unit, groups, unit).sum(-1).mean(2)
-    return k.mean(0).view(groups, unit, -1).mean(1), probabilities
+    keys = k.mean(0).view(groups, unit, -1).mean(1)
+    return keys, probabilities
 
 
 class QwenTowerEngine:
-    """Runs `pruner` inside a Qwen2-VL / Qwen2.5-VL vision tower (`tower`: `model.model.visual`).
-
-    The methods below `_before_block` read and write the blocks' inputs as transformers passes them;
-    a tower that passes them otherwise (vLLM's) overrides those."""
+    """Runs `pruner` inside a Qwen2-VL / Qwen2.5-VL vision tower (`tower`: `model.model.visual`)."""
 
     def __init__(self, pruner: TowerPruner, tower, windowed: bool) -> None:
         if "attention" not in pruner.needs:
@@ -90,7 +83,7 @@ class QwenTowerEngine:
         return hook
 
     def _before_tower(self, module, args, kwargs):
-        grid_thw = torch.as_tensor(kwargs["grid_thw"] if "grid_thw" in kwargs else args[1])
+        grid_thw = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
         if bool((grid_thw[:, 0] > 1).any()):
             raise ValueError("in-tower pruning on Qwen-VL supports images; this input holds a video")
         merge = self.tower.spatial_merge_size
@@ -129,34 +122,24 @@ class QwenTowerEngine:
             raise RuntimeError("a Qwen-VL vision block ran outside its tower; in-tower pruning cannot follow")
         hidden = args[0] if args else kwargs["hidden_states"]
         if index in self.layers:
-            hidden = self._step(index, block, hidden, *self._kept_rotary(kwargs))
+            hidden = self._step(index, block, hidden, *self._rotary(kwargs))
         if state["bounds"] is None:
             return None
         full, windows = state["bounds"]
-        kwargs = self.block_inputs(kwargs, full if index in self.full_blocks else windows)
+        bounds = full if index in self.full_blocks else windows
+        kwargs = {**kwargs, "cu_seqlens": bounds, "position_embeddings": self._rotary(kwargs)}
+        if "max_seqlen" in kwargs:
+            kwargs["max_seqlen"] = int(bounds.diff().max())
         if args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
-    def _kept_rotary(self, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        """The kept patches' rows of the tower's (unpruned) rotary tables."""
+    def _rotary(self, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept patches' rows of the tower's (unpruned) rotary embeddings."""
         alive = self._state["alive"]
         patches = (alive[:, None] * self.unit + torch.arange(self.unit, device=alive.device)).flatten()
-        cos, sin = self.rotary(kwargs)
+        cos, sin = kwargs["position_embeddings"]
         return cos[patches.to(cos.device)], sin[patches.to(sin.device)]
-
-    def rotary(self, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        return kwargs["position_embeddings"]
-
-    def block_inputs(self, kwargs: dict, bounds: torch.Tensor) -> dict:
-        """A block's keyword arguments for the kept patches, attending within `bounds`."""
-        kwargs = {**kwargs, "cu_seqlens": bounds, "position_embeddings": self._kept_rotary(kwargs)}
-        if "max_seqlen" in kwargs:
-            kwargs["max_seqlen"] = int(bounds.diff().max())
-        return kwargs
-
-    def queries_keys(self, block, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        return hf_queries_keys(block, block.norm1(hidden), cos, sin)
 
     def _step(self, index: int, block, hidden: torch.Tensor, cos, sin) -> torch.Tensor:
         state = self._state
@@ -167,8 +150,7 @@ class QwenTowerEngine:
             for image in range(len(state["groups"])):
                 slots = (image_of == image).nonzero().squeeze(1)  # contiguous: images follow each other
                 span = slice(int(slots[0]) * self.unit, (int(slots[-1]) + 1) * self.unit)
-                queries, keys, scale = self.queries_keys(block, hidden[span], cos[span], sin[span])
-                keys, probabilities = group_attention(queries, keys, scale, self.unit)
+                keys, probabilities = group_attention(block, hidden[span], cos[span], sin[span], self.unit)
                 tokens = TowerTokens(
                     index, self.depth, keys[None], torch.ones(1, len(slots), device=hidden.device), 0,
                     probabilities[None],
@@ -180,8 +162,7 @@ class QwenTowerEngine:
                 before.append(len(slots))
                 kept_local.append(state["local"][state["alive"][kept]].sort().values)
         keep_slots = torch.cat(keep_slots)
-        groups = hidden.reshape(-1, self.unit, *hidden.shape[1:])
-        hidden = groups[keep_slots].flatten(0, 1)
+        hidden = hidden.view(-1, self.unit, hidden.shape[-1])[keep_slots].flatten(0, 1)
         state["alive"] = state["alive"][keep_slots]
         state["bounds"] = self._bounds()
         state["steps"].append((index, before, kept_local, time.perf_counter() - started))
