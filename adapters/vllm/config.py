@@ -36,6 +36,12 @@ class PruneConfig:
         return resolve_budget(self.budget, natural)
 
     @property
+    def in_tower(self) -> bool:
+        """Whether the method prunes inside the vision tower (read from the registry, not the pruner
+        object, which tests may wrap)."""
+        return registry.pruner_entry(self.method).stage == "in_tower"
+
+    @property
     def needs_vision_attention(self) -> bool:
         return "attention" in self.pruner.needs
 

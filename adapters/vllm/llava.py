@@ -40,7 +40,7 @@ def llava_prune_config(hf_config) -> PruneConfig:
             f"tokenprune supports LLaVA with CLIP or SigLIP vision towers in vLLM, got {type(vision).__name__}"
         )
     config = parse_config(hf_config, FAMILY, METHODS)
-    if config.pruner.stage == "in_tower":
+    if config.in_tower:
         if not isinstance(vision, CLIPVisionConfig) or hf_config.vision_feature_select_strategy != "default":
             raise ValueError(
                 f"tokenprune: {config.method} prunes inside the tower, which in vLLM needs a CLIP tower with "
@@ -142,7 +142,7 @@ class TokenPruneLlavaForConditionalGeneration(LlavaForConditionalGeneration):
     def _process_image_input(self, image_input):
         if image_input["type"] == "image_embeds":
             return super()._process_image_input(image_input)  # user-supplied embeddings: already sized
-        if self.tokenprune.pruner.stage == "in_tower":
+        if self.tokenprune.in_tower:
             config = self.config.vision_config
             patches = (config.image_size // config.patch_size) ** 2
             with pruning_tower(
