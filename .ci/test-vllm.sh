@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # Run the vLLM plugin tests (tests/vllm) in .venv-vllm, created by .ci/setup-vllm-venv.sh.
-# tests/vllm/shim is on PYTHONPATH for this run only: its sitecustomize lets the CUDA-only
-# torchvision wheel import next to CPU torch (see that file). Arguments go to pytest; without a
-# path among them (tests/...), it runs all of tests/vllm.
+# Arguments go to pytest; without a path among them (tests/...), it runs all of tests/vllm.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,7 +10,6 @@ if [ ! -x "$VENV/bin/python" ]; then
     exit 2
 fi
 cd "$ROOT"
-export PYTHONPATH="$ROOT/tests/vllm/shim${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
 args=("$@")

@@ -13,6 +13,7 @@ import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +22,7 @@ from langchain_core.documents import BaseDocumentCompressor, BaseDocumentTransfo
 from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from tokenprune.context.clean import clean_html
+from tokenprune.context.clean import BLOCK_TAGS, clean_html
 from tokenprune.context.html_pruner import HtmlPruner, check_query, relevance_or_order
 from tokenprune.context.packing import pack
 from tokenprune.context.passages import PassageDocument
@@ -32,9 +33,63 @@ from tokenprune.context.tokens import token_counter
 _HTML_START = re.compile(
     r"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE | re.DOTALL
 )
-_HTML_TAG = re.compile(r"<(?:div|p|table|ul|ol|li|span|a|h[1-6]|article|section|br)\b[^>]*>", re.IGNORECASE)
 _HTML_TYPES = ("content_type", "mime_type", "mimetype")
 _MIME_TYPES = {"html": "text/html", "markdown": "text/markdown", "text": "text/plain"}
+# Elements whose end tag may be left out: the start of these closes them (as an HTML parser does).
+_IMPLIED_ENDS = {"td": ("td", "th"), "th": ("td", "th"), "tr": ("td", "th", "tr"), "li": ("li",), "p": ("p",)}
+_DETECTION_CHARACTERS = 65536
+_INLINE_TAGS = frozenset(
+    {"a", "span", "b", "i", "em", "strong", "code", "small", "sup", "sub", "img", "font"}
+)
+
+
+class _Structure(HTMLParser):
+    """How much of a text's words sit inside elements that are actually closed (``<p>..</p>``,
+    ``<td>..<td>``): markup, as opposed to prose that mentions tags ("use <div> and <span>")."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[tuple[str, int]] = []  # (tag, index of its first text chunk)
+        self.chunks: list[int] = []  # non-space characters of each text chunk
+        self.closed: list[tuple[int, int]] = []  # text chunk ranges of closed elements
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in _IMPLIED_ENDS and self.open and self.open[-1][0] in _IMPLIED_ENDS[tag]:
+            self.handle_endtag(self.open[-1][0])
+        if tag in BLOCK_TAGS or tag in _INLINE_TAGS:
+            self.open.append((tag, len(self.chunks)))
+
+    def handle_endtag(self, tag: str) -> None:
+        for depth in reversed(range(len(self.open))):
+            if self.open[depth][0] == tag:
+                self.closed.append((self.open[depth][1], len(self.chunks)))
+                del self.open[depth:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.chunks.append(len("".join(data.split())))
+
+    def structured_share(self) -> float:
+        """Share of the text inside closed elements (1.0 for markup without text); 0 with none closed."""
+        if not self.closed:
+            return 0.0
+        inside = bytearray(len(self.chunks))
+        for start, end in self.closed:
+            inside[start:end] = b"\x01" * (end - start)
+        total = sum(self.chunks)
+        return sum(size for size, flag in zip(self.chunks, inside) if flag) / total if total else 1.0
+
+
+def looks_like_html(text: str) -> bool:
+    """Whether text is an HTML page or fragment: it opens like a page, or parsing its start finds most
+    of its text inside closed elements."""
+    head = text[:_DETECTION_CHARACTERS]
+    if _HTML_START.match(head):
+        return True
+    parser = _Structure()
+    # html.parser asserts on malformed marked sections ("<![if ..."); they are not structure anyway.
+    parser.feed(head.replace("<![", "< !["))
+    return parser.structured_share() >= 0.5
 
 
 def is_html(document: Document) -> bool:
@@ -43,8 +98,19 @@ def is_html(document: Document) -> bool:
         declared = document.metadata.get(key)
         if isinstance(declared, str) and declared:
             return "html" in declared.lower()
-    head = document.page_content[:4096]
-    return bool(_HTML_START.match(head)) or len(_HTML_TAG.findall(head)) >= 3
+    return looks_like_html(document.page_content)
+
+
+def copy_metadata(metadata: dict) -> dict:
+    """A deep copy of each value; values that cannot be deep-copied (locks, open files, connections)
+    are shared, never failing the call and never touching the input."""
+    copied = {}
+    for key, value in metadata.items():
+        try:
+            copied[key] = copy.deepcopy(value)
+        except Exception:  # noqa: BLE001 - any __deepcopy__/__reduce_ex__ may raise anything
+            copied[key] = value
+    return copied
 
 
 class TokenPruneCompressor(BaseDocumentCompressor):
@@ -54,10 +120,10 @@ class TokenPruneCompressor(BaseDocumentCompressor):
     pruned block by block; other documents sentence by sentence. One ``budget`` covers all documents
     together (``budget_per_document=True``: each document on its own), counted with ``tokenizer``.
     Units less relevant than ``threshold`` are dropped, and so are documents with nothing left
-    (including empty ones) and near-duplicates of an earlier text document. Input order is kept;
-    metadata is deep-copied and gets ``relevance_score`` (the best kept unit's relevance, 0..1) and
-    ``tokenprune`` (``tokens_before``, ``tokens_after``, ``format``, and the kept block paths or
-    sentence indices).
+    (including empty ones) and near-duplicates of an earlier document (HTML by its cleaned text). Input
+    order is kept; metadata is copied (deeply where it can be, see :func:`copy_metadata`) and gets
+    ``relevance_score`` (the best kept unit's relevance, 0..1) and ``tokenprune`` (``tokens_before``,
+    ``tokens_after``, ``format``, and the kept block paths or sentence indices).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -135,11 +201,11 @@ class TokenPruneCompressor(BaseDocumentCompressor):
                 formats.append("text")
             packables.append(packable)
             tokens_before.append(self._counter(document.page_content))
+        texts = [packable.unit_texts() for packable in packables]
         duplicates = near_duplicates(
-            [d.page_content if f == "text" else "" for d, f in zip(documents, formats)],
+            [d.page_content if f == "text" else " ".join(t) for d, f, t in zip(documents, formats, texts)],
             self.duplicate_threshold,
         )
-        texts = [packable.unit_texts() for packable in packables]
         flat = [text for doc_texts in texts for text in doc_texts]
         scores = relevance_or_order(self._scorer, query, flat)  # one call: BM25 statistics over all documents
         relevance, start = [], 0
@@ -162,7 +228,7 @@ class TokenPruneCompressor(BaseDocumentCompressor):
         ):
             if not text:
                 continue
-            metadata = copy.deepcopy(document.metadata)
+            metadata = copy_metadata(document.metadata)
             metadata["relevance_score"] = max(score for _, score in kept)
             metadata["tokenprune"] = {
                 "format": fmt,
@@ -199,8 +265,9 @@ class HtmlCleaner(BaseDocumentTransformer):
     """Query-free cleaning of HTML documents (see ``tokenprune.context.clean_html``).
 
     Every document is cleaned; one that cleans to nothing keeps its metadata with empty content, so the
-    number and order of documents never change. Metadata is deep-copied; a declared content or mime
-    type is updated to the output's, so a later compressor treats Markdown/text output as text.
+    number and order of documents never change. Metadata is copied (``copy_metadata``); a declared
+    content or mime type is updated to the output's, so a later compressor treats Markdown/text output
+    as text.
     """
 
     output: Literal["html", "markdown", "text"] = "markdown"
@@ -222,7 +289,7 @@ class HtmlCleaner(BaseDocumentTransformer):
         ]
 
     def _metadata(self, metadata: dict) -> dict:
-        metadata = copy.deepcopy(metadata)
+        metadata = copy_metadata(metadata)
         for key in _HTML_TYPES:
             if key in metadata:
                 metadata[key] = _MIME_TYPES[self.output]

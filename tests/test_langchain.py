@@ -7,6 +7,8 @@ import pytest
 pytest.importorskip("langchain_core")
 
 from _context_fixtures import ARTICLE, bpe_count, hf_tokenizer  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeListChatModel  # noqa: E402
@@ -16,7 +18,7 @@ from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from tokenprune.adapters.langchain import HtmlCleaner, TokenPruneCompressor, is_html  # noqa: E402
+from tokenprune.adapters.langchain import HtmlCleaner, TokenPruneCompressor, is_html, looks_like_html  # noqa: E402
 
 TEXT_DOCS = [
     Document(
@@ -115,6 +117,129 @@ def test_html_detection():
     assert not is_html(Document(page_content="plain text with a < sign"))
     assert not is_html(Document(page_content="<html>", metadata={"content_type": "text/plain"}))
     assert is_html(Document(page_content="x", metadata={"mime_type": "text/html; charset=utf-8"}))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<table><tr><td>Tokyo</td><td>14 million</td></tr><tr><td>Osaka</td><td>2.7 million</td></tr></table>",
+        "<table><tr><td>Tokyo<td>14 million<tr><td>Osaka<td>2.7 million",  # end tags left out
+        "<ul><li>one<li>two</ul>",
+        "<p>First paragraph.<p>Second paragraph.<p>Third.",
+        "  <span>a</span> <b>fragment</b> of <em>inline</em> markup",
+    ],
+)
+def test_html_fragments_are_detected(text):
+    assert is_html(Document(page_content=text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Use <div> for blocks, <p> for paragraphs and <span> for inline text; a <div> nests.",
+        "In HTML, <b>bold</b> makes text bold and <i>italic</i> slants it, as every guide says.",
+        "# Notes\n\nA line break is written <br> and a rule <hr>; if a < b then b > a.",
+    ],
+)
+def test_text_mentioning_tags_stays_text(text):
+    assert not is_html(Document(page_content=text))
+    compressor = TokenPruneCompressor(budget=500, tokenizer=bpe_count, threshold=0.0)
+    (result,) = compressor.compress_documents([Document(page_content=text)], "tags")
+    assert result.page_content == text and result.metadata["tokenprune"]["format"] == "text"
+
+
+MARKUP_PIECES = ["<", ">", "/", "!", "[", "]", "-", "p", "td", " ", "\n", "x", "&#", "&#x110000;", "=", '"']
+MARKUP_PIECES += [
+    "<![CDATA[",
+    "<![if ",
+    "<![endif]",
+    "<!--",
+    "-->",
+    "<!doctype",
+    "<table>",
+    "</td>",
+    "<script>",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(MARKUP_PIECES), max_size=40).map("".join))
+def test_html_detection_never_fails(text):
+    assert looks_like_html(text) in (True, False)
+
+
+def test_html_table_fragment_is_pruned_as_html():
+    fragment = (
+        "<table><tr><td>Tokyo</td><td>14 million</td></tr><tr><td>Osaka</td><td>2.7 million</td></tr></table>"
+    )
+    compressor = TokenPruneCompressor(budget=500, tokenizer=bpe_count, threshold=0.0)
+    (result,) = compressor.compress_documents([Document(page_content=fragment)], "Tokyo")
+    assert result.metadata["tokenprune"]["format"] == "html"
+    assert "<td>" not in result.page_content and "| Tokyo | 14 million |" in result.page_content
+
+
+class _Uncopyable:
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot copy this")
+
+
+def test_metadata_that_cannot_be_deep_copied_is_shared():
+    import threading
+
+    with open(__file__) as handle:
+        lock, connection = threading.Lock(), _Uncopyable()
+        metadata = {"lock": lock, "file": handle, "db": {"conn": connection}, "tags": ["a"], "source": "x"}
+        document = Document(page_content="Cats sleep sixteen hours a day.", metadata=metadata)
+        (result,) = TokenPruneCompressor(budget=50, tokenizer=bpe_count).compress_documents(
+            [document], "cats"
+        )
+        (cleaned,) = HtmlCleaner(output="text").transform_documents([document])
+    for copied in (result.metadata, cleaned.metadata):
+        assert copied["lock"] is lock and copied["file"] is handle and copied["db"]["conn"] is connection
+        assert copied["tags"] == ["a"] and copied["tags"] is not metadata["tags"]  # copyable: deep-copied
+    assert set(metadata) == {"lock", "file", "db", "tags", "source"}  # input untouched
+    assert metadata["tags"] == ["a"] and "relevance_score" not in metadata
+
+
+MARKDOWN = """# Install
+
+Run the installer. It takes a minute.
+
+- first step
+  - nested detail
+- second step
+
+```python
+import tokenprune
+```
+
+## Usage
+
+Call prune on a page."""
+
+
+def test_text_documents_keep_their_line_structure():
+    compressor = TokenPruneCompressor(budget=500, tokenizer=bpe_count, threshold=0.0)
+    (result,) = compressor.compress_documents([Document(page_content=MARKDOWN)], "install")
+    assert result.page_content == MARKDOWN
+    (pruned,) = TokenPruneCompressor(budget=500, tokenizer=bpe_count, threshold=0.1).compress_documents(
+        [Document(page_content=MARKDOWN)], "installer nested step"
+    )
+    # Dropped lines leave the breaks (and indentation) of the lines that stay.
+    assert pruned.page_content == "Run the installer.\n\n- first step\n  - nested detail\n- second step"
+
+
+def test_cjk_documents_are_scored():
+    document = Document(page_content="東京都の人口は約千四百万人です。大阪は第二の都市です。")
+    result = TokenPruneCompressor(budget=100).compress_documents([document], "東京 人口")
+    assert [d.page_content for d in result] == ["東京都の人口は約千四百万人です。"]
+
+
+def test_identical_html_documents_are_deduplicated():
+    copy = Document(page_content=ARTICLE, metadata={"source": "mirror", "content_type": "text/html"})
+    compressor = TokenPruneCompressor(budget=400, tokenizer=bpe_count, threshold=0.0)
+    result = compressor.compress_documents([TEXT_DOCS[2], copy], "Etna eruption")
+    assert [d.metadata["source"] for d in result] == ["etna.html"]
 
 
 # --- in LangChain machinery ----------------------------------------------------------------------------

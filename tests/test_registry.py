@@ -24,6 +24,13 @@ STAGES = {
     "gemfilter": ("prefill", tp.GemFilter),
     "zerotprune": ("in_tower", tp.ZeroTPrune),
     "tome": ("in_tower", tp.ToMe),
+    "cdpruner": ("pre_llm", tp.CDPruner),
+    "dart": ("llm", tp.DART),
+    "downsample": ("pre_llm", tp.Downsample),
+    "cdpruner-recycle": ("pre_llm", tp.Recycle),
+    "divprune-recycle": ("pre_llm", tp.Recycle),
+    "cdpruner-adaptive": ("pre_llm", tp.Adaptive),
+    "fastv-adaptive": ("llm", tp.AdaptiveLayer),
 }
 
 
@@ -55,9 +62,16 @@ def test_names_are_listed_in_registration_order_by_stage_and_tokens():
         "uniform",
         "zerotprune",
         "tome",
+        "cdpruner",
+        "dart",
+        "downsample",
+        "cdpruner-recycle",
+        "divprune-recycle",
+        "cdpruner-adaptive",
+        "fastv-adaptive",
     )
     assert registry.pruner_names(drops="prompt") == ("lazyskip", "gemfilter")
-    assert registry.pruner_names(stage="llm") == ("fastv", "feather", "lazyskip")
+    assert registry.pruner_names(stage="llm") == ("fastv", "feather", "lazyskip", "dart", "fastv-adaptive")
     assert registry.pruner_names(stage="prefill", drops="visual") == ()
 
 
@@ -66,6 +80,12 @@ def test_needs_are_read_from_the_class():
     assert registry.pruner_entry("fopru").needs == {"attention"}
     assert registry.pruner_entry("divprune").needs == frozenset()
     assert registry.pruner_entry("fastv").needs == frozenset()
+    assert registry.pruner_entry("cdpruner").needs == {"text"}
+
+
+def test_methods_that_keep_at_most_their_budget_say_so():
+    at_most = {name for name in registry.pruner_names() if not registry.pruner_entry(name).exact}
+    assert at_most == {"downsample", "cdpruner-adaptive", "fastv-adaptive"}
 
 
 @pytest.mark.parametrize("depth", [4, 16, 32])

@@ -60,6 +60,10 @@ def test_medians_and_speedups():
     assert timing.medians(runs) == {"unpruned": 5.0, "pruned": 2.0}
     assert timing.speedup(runs["unpruned"], runs["pruned"]) == 2.5
     assert timing.speedup(runs["unpruned"], runs["pruned"], statistic=sum) == 18.0 / 11.0
+    # per round: 4/1, 9/2, 5/8
+    assert timing.spread(runs["unpruned"], runs["pruned"]) == (5.0 / 8.0, 4.5)
+    with pytest.raises(ValueError, match="same number of rounds"):
+        timing.spread([1.0, 2.0], [1.0])
 
 
 def test_clock_follows_the_thread_count():

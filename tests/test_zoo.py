@@ -260,3 +260,59 @@ def test_committed_lm_retrieves_held_out_answers(length):
 def test_unknown_reference_model_is_rejected():
     with pytest.raises(ValueError, match="available"):
         zoo.path("toy-xl")
+
+
+def test_vllm_export_computes_the_same_logits(tmp_path):
+    """The exported copy (text heads padded from 24 to 32 dimensions, the tower's `vision_model`
+    level), read back by transformers, gives the committed model's logits; its chat template renders
+    a user turn as the trained prompt."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+    from tokenprune.zoo.export import export_vllm
+
+    directory = export_vllm("toy-vlm", tmp_path / "vllm")
+    back = tmp_path / "back"  # vLLM's weight names back to the checkpoint's; the padding stays
+    shutil.copytree(directory, back)
+    state = load_file(directory / "model.safetensors")
+    save_file(
+        {k.replace("vision_tower.vision_model.", "vision_tower."): v for k, v in state.items()},
+        back / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    padded = LlavaForConditionalGeneration.from_pretrained(back).eval()
+    assert padded.config.text_config.head_dim == 32
+    model, processor = zoo.load_vlm()
+    sample = scenes.sample(1000, 0)
+    prompt = f"<image> {sample.question}"
+    image = scenes.to_pil(scenes.render([sample.scene])[0])
+    inputs = processor(text=[prompt], images=[image], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(padded(**inputs).logits, model(**inputs).logits, rtol=1e-4, atol=1e-4)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    turn = [{"role": "user", "content": [{"type": "image_url"}, {"type": "text", "text": sample.question}]}]
+    rendered = tokenizer.apply_chat_template(turn, tokenize=False)
+    assert tokenizer(rendered, add_special_tokens=False).input_ids == tokenizer(prompt).input_ids
+
+
+def test_only_the_vlm_is_exported_for_vllm(tmp_path):
+    from tokenprune.zoo.export import export_vllm
+
+    with pytest.raises(ValueError, match="exportable: toy-vlm"):
+        export_vllm("toy-lm", tmp_path)
+
+
+def test_zoo_command_exports_and_rejects_unknown_flags(tmp_path, capsys):
+    from tokenprune.cli import main
+
+    assert main(["zoo", "export", "toy-vlm", str(tmp_path / "out")]) == 0
+    assert {"config.json", "model.safetensors", "chat_template.jinja"} <= {
+        p.name for p in (tmp_path / "out").iterdir()
+    }
+    assert "tokenprune serve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as raised:  # only subcommands that pass flags on accept unknown ones
+        main(["zoo", "export", "toy-vlm", str(tmp_path / "other"), "--port", "8000"])
+    assert raised.value.code == 2
+    assert "unrecognized arguments: --port 8000" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """`tokenprune` command line: a small dispatcher; each subcommand's module is imported only when run.
 
 To add a subcommand, add a ``Subcommand`` whose ``module`` defines ``add_arguments(parser)`` and
-``run(args) -> int``.
+``run(args) -> int``. A subcommand that hands unknown arguments on to another program sets the
+default ``extra_args=[]``; they arrive there in order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ SUBCOMMANDS = (
     Subcommand("prune-html", "tokenprune.context.cli", "prune a web page to a token budget for a query"),
     Subcommand("eval", "tokenprune.eval.cli", "accuracy vs token budget of pruners on a VLM or an LM"),
     Subcommand("demo", "tokenprune.demos.app", "the Gradio demo app (extra `demo`)"),
+    Subcommand(
+        "serve",
+        "tokenprune.adapters.vllm.serve",
+        "vLLM's OpenAI-compatible server with image tokens pruned (extra `vllm`)",
+    ),
+    Subcommand("zoo", "tokenprune.zoo.cli", "the bundled reference models: export for vLLM, retrain"),
 )
 
 
@@ -38,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(subcommand.module)
             module.add_arguments(sub)
             sub.set_defaults(run=module.run)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "extra_args"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra_args = extra
     return args.run(args)
 
 

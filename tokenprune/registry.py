@@ -29,7 +29,12 @@ from tokenprune.pruners import (
     VisionZip,
     ZeroTPrune,
 )
+from tokenprune.pruners.adaptive import Adaptive, AdaptiveLayer
+from tokenprune.pruners.cdpruner import CDPruner
+from tokenprune.pruners.dart import DART
+from tokenprune.pruners.downsample import Downsample
 from tokenprune.pruners.prefill import DEFAULT_SCHEDULE
+from tokenprune.pruners.recycle import Recycle
 
 Drops = Literal["visual", "prompt"]
 DROPS = ("visual", "prompt")
@@ -46,12 +51,15 @@ def _no_defaults(budget: int | float, depth: int | None) -> dict[str, object]:
 @dataclass(frozen=True)
 class PrunerEntry:
     """A registered method. drops: which tokens it is meant for, "visual" (images, videos) or
-    "prompt" (text): both kinds of LayerPruner exist, and the stage alone does not tell them apart."""
+    "prompt" (text): both kinds of LayerPruner exist, and the stage alone does not tell them apart.
+    exact: whether it keeps exactly its budget; False for methods that keep at most the budget, as
+    many as each image's grid or scores call for."""
 
     name: str
     pruner: type[Pruner]
     drops: Drops = "visual"
     defaults: Defaults = _no_defaults
+    exact: bool = True
 
     @property
     def stage(self) -> str:
@@ -67,7 +75,12 @@ _ENTRIES: dict[str, PrunerEntry] = {}
 
 
 def register_pruner(
-    name: str, pruner: type[Pruner], *, drops: Drops = "visual", defaults: Defaults = _no_defaults
+    name: str,
+    pruner: type[Pruner],
+    *,
+    drops: Drops = "visual",
+    defaults: Defaults = _no_defaults,
+    exact: bool = True,
 ) -> PrunerEntry:
     """Make `pruner` (a Pruner subclass) buildable as `name`, lowercase, once. `defaults(budget, depth)`
     gives the options `build` passes unless told otherwise, e.g. layers relative to the depth."""
@@ -83,7 +96,7 @@ def register_pruner(
         raise TypeError(f"{name!r}: expected a Pruner subclass of a stage in {STAGE_ORDER}, got {pruner!r}")
     if drops not in DROPS:
         raise ValueError(f"{name!r}: drops must be one of {DROPS}, got {drops!r}")
-    entry = PrunerEntry(name, pruner, drops, defaults)
+    entry = PrunerEntry(name, pruner, drops, defaults, exact)
     _ENTRIES[name] = entry
     return entry
 
@@ -167,3 +180,25 @@ register_pruner("lazyskip", LazySkip, drops="prompt", defaults=_lazyskip_default
 register_pruner("gemfilter", GemFilter, drops="prompt", defaults=_at_depth("filter_layer", gemfilter_layer))
 register_pruner("zerotprune", ZeroTPrune)
 register_pruner("tome", ToMe)
+
+
+def _downsample_budget(budget: int | float, depth: int | None) -> dict[str, object]:
+    return {"budget": budget}
+
+
+def _wrapping(name: str) -> Defaults:
+    """Defaults of a wrapper: the method registered as `name` at the budget and depth."""
+
+    def defaults(budget: int | float, depth: int | None) -> dict[str, object]:
+        return {"pruner": build(name, budget, depth)}
+
+    return defaults
+
+
+register_pruner("cdpruner", CDPruner)
+register_pruner("dart", DART, defaults=_at_depth("layer", _fastv_layer))
+register_pruner("downsample", Downsample, defaults=_downsample_budget, exact=False)
+register_pruner("cdpruner-recycle", Recycle, defaults=_wrapping("cdpruner"))
+register_pruner("divprune-recycle", Recycle, defaults=_wrapping("divprune"))
+register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping("cdpruner"), exact=False)
+register_pruner("fastv-adaptive", AdaptiveLayer, defaults=_wrapping("fastv"), exact=False)

@@ -5,7 +5,8 @@ Every configuration first runs untimed (lazy initialisation, allocator and cache
 per round. Taking turns within each round lets load from other processes and slow drift fall on all
 configurations alike, where timing one configuration's runs after another's would charge each the load
 of its own moment. Torch-free, so the demo, the evaluation harness and the benchmark scripts can all
-import it.
+import it. A clock is any function returning seconds: process CPU time or wall time (`clock_for`), or
+the GPU's own timeline read from CUDA events (`CudaEventClock` in benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -74,3 +75,14 @@ def speedup(
     """How many times faster `runs` are than `base`: by their medians, or by another statistic (`sum`
     when the runs answer different questions)."""
     return statistic(base) / statistic(runs)
+
+
+def spread(base: Sequence[float], runs: Sequence[float]) -> tuple[float, float]:
+    """Smallest and largest speedup of a single round (`base[r] / runs[r]`, the two timed in the same
+    round): how much a speedup from these runs can be trusted, shown next to it."""
+    if len(base) != len(runs) or not runs:
+        raise ValueError(
+            f"spread needs the same number of rounds on both sides, got {len(base)} and {len(runs)}"
+        )
+    ratios = [b / r for b, r in zip(base, runs)]
+    return min(ratios), max(ratios)

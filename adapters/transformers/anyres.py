@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tokenprune.adapters.transformers import compat
+from tokenprune.adapters.transformers.base import text_rows
 from tokenprune.adapters.transformers.decoder import TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.sequence import pack
@@ -33,6 +34,7 @@ from tokenprune.adapters.transformers.vision import (
     feature_layer_index,
     mean_attention_hook,
 )
+from tokenprune.pruners.base import VISION_NEEDS
 from tokenprune.pruners.views import ViewTokens
 
 AUX = ("attention", "keys", "pre_projection")
@@ -194,7 +196,7 @@ class AnyresAdapter(MultimodalAdapter):
         return {kind: output for kind, output in encoded.items() if output is not None}
 
     def _media(self, module, encoded: dict, captures: list[dict]) -> list[Media]:
-        needs_capture = self.pre is not None and bool(self.pre.needs)
+        needs_capture = self.pre is not None and bool(self.pre.needs & VISION_NEEDS)
         if needs_capture and len(captures) < len(encoded):
             raise ValueError(
                 f"{self.pre.name} needs vision-tower internals captured while the images were encoded; "
@@ -331,6 +333,7 @@ class AnyresAdapter(MultimodalAdapter):
         mask = kwargs.get("attention_mask")
         # old padding goes too: pack() re-pads to the longest kept row
         keep = mask.bool() if mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        text_mask = text_rows(input_ids, {m.token_id for m in media}, mask)
         kept_positions: list[list[torch.Tensor]] = []
         kept_origins: list[list[torch.Tensor]] = []
         for b, per in enumerate(placed):
@@ -347,7 +350,7 @@ class AnyresAdapter(MultimodalAdapter):
                     project=module.multi_modal_projector,
                     views=item.views,
                 )
-                kept = self.select_visual(tokens, candidates, keep, embeds, b, g, item.grid)
+                kept = self.select_visual(tokens, candidates, keep, embeds, b, g, item.grid, text_mask)
                 sample_positions.append(candidates[kept])
                 sample_origins.append(kept)
             kept_positions.append(sample_positions)

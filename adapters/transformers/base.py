@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -26,6 +26,22 @@ def drop_unselected(
     dropped = torch.ones(len(candidates), dtype=torch.bool, device=keep.device)
     dropped[selected] = False
     keep[sample, candidates[dropped]] = False
+
+
+def text_rows(input_ids: torch.Tensor, media_ids, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, L): the prompt's real text tokens, i.e. neither padding nor placeholders of `media_ids`."""
+    rows = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    for token_id in media_ids:
+        rows = rows & (input_ids != token_id)
+    return rows
+
+
+def instruction(embeds: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(T, D) input embeddings of one sample's instruction for the image at `positions`: its text
+    tokens after the image, or all of its text tokens when the image ends the prompt. rows: (L,)
+    text tokens of the sample (`text_rows`)."""
+    after = rows & (torch.arange(len(rows), device=rows.device) > positions.max())
+    return embeds[after] if bool(after.any()) else embeds[rows]
 
 
 @dataclass(frozen=True)
@@ -135,13 +151,20 @@ class Adapter:
         sample: int,
         group: int,
         grid: tuple[int, ...],
+        text_mask: torch.Tensor | None = None,
         origins: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the pre-LLM pruner on one image (or video) whose tokens sit at `positions` of `sample`:
         clear the dropped positions in `keep` (B, L), write merged features into `embeds`, record the
-        stats. `origins`: the tokens' indices in the group's own order when an in-tower stage left only
-        some (None: all, in order). Returns the kept indices (into the given tokens)."""
+        stats. Returns the kept indices (into the given tokens). text_mask: (B, L) the prompt's text
+        tokens (`text_rows`), for pruners that need the instruction; `embeds` must still hold their input
+        embeddings. `origins`: the tokens' indices in the group's own order when an in-tower stage left
+        only some (None: all, in order)."""
         pruner = self.pruner.at("pre_llm")
+        if "text" in pruner.needs:
+            if text_mask is None:
+                raise ValueError(f"{pruner.name} needs the instruction, which this adapter does not provide")
+            tokens = replace(tokens, text=instruction(embeds[sample], text_mask[sample], positions))
         started = time.perf_counter()
         selection = pruner.select(tokens)
         seconds = time.perf_counter() - started

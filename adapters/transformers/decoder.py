@@ -107,6 +107,11 @@ class RecomputedRows:
             self._cache[key] = attention_logits(queries, keys, scale, key_mask)
         return self._cache[key]
 
+    def keys(self, rope: bool = True) -> torch.Tensor:
+        stack, layer_index, hidden, position_embeddings = self._args
+        first = torch.zeros(hidden.shape[0], 1, dtype=torch.long, device=hidden.device)
+        return stack.project(layer_index, hidden, position_embeddings, first, rope)[1]
+
 
 @dataclass
 class Stage:
@@ -271,7 +276,16 @@ class LayerPruningEngine:
         step = self.prune_at.index(layer)
         started = time.perf_counter()
         kept_local = self.pruner.select_layer(
-            LayerContext(layer, step, rows, groups.positions, groups.origins, groups.grids, valid)
+            LayerContext(
+                layer,
+                step,
+                rows,
+                groups.positions,
+                groups.origins,
+                groups.grids,
+                valid,
+                states=lambda: self.stack.model.norm(hidden),
+            )
         )
         seconds = time.perf_counter() - started
         batch, length = valid.shape

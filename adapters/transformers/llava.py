@@ -6,14 +6,14 @@ import math
 
 import torch
 
-from tokenprune.adapters.transformers.base import drop_unselected
+from tokenprune.adapters.transformers.base import drop_unselected, text_rows
 from tokenprune.adapters.transformers.decoder import DecoderStack, TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
 from tokenprune.adapters.transformers.sequence import pack
 from tokenprune.adapters.transformers.tower import TowerEngine
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
-from tokenprune.pruners.base import VisualTokens
+from tokenprune.pruners.base import VISION_NEEDS, VisualTokens
 
 
 class LlavaAdapter(MultimodalAdapter):
@@ -121,7 +121,7 @@ class LlavaAdapter(MultimodalAdapter):
 
     def _image_tokens(self, module, features: list[torch.Tensor]) -> list[VisualTokens]:
         vision = getattr(self, "_vision", {})
-        if self.pre is not None and self.pre.needs:
+        if self.pre is not None and self.pre.needs & VISION_NEEDS:
             projected = vision.get("projected")
             if (
                 projected is None
@@ -150,6 +150,7 @@ class LlavaAdapter(MultimodalAdapter):
         run = self.tower.take_run(len(images)) if self.tower is not None else None
         embeds = module.get_input_embeddings()(input_ids)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
+        text_mask = text_rows(input_ids, (self.image_token_id,), kwargs.get("attention_mask"))
         kept_origins: list[list[torch.Tensor]] = []
         image = 0
         for b, per_sample in enumerate(runs):
@@ -163,7 +164,9 @@ class LlavaAdapter(MultimodalAdapter):
                     drop_unselected(keep, b, positions, survivors)
                     self.tower.record(run, self.stats, image, b, g, self.grid)
                 if self.pre is not None:
-                    kept = self.select_visual(tokens, candidates, keep, embeds, b, g, self.grid, survivors)
+                    kept = self.select_visual(
+                        tokens, candidates, keep, embeds, b, g, self.grid, text_mask, origins=survivors
+                    )
                     origins.append(kept if survivors is None else survivors[kept])
                 else:
                     origins.append(survivors)

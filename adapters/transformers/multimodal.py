@@ -10,6 +10,7 @@ import torch
 from tokenprune.adapters.transformers.base import Adapter, PrefillTracker
 from tokenprune.adapters.transformers.decoder import DecoderStack, LayerPruningEngine, TokenGroups
 from tokenprune.adapters.transformers.sequence import Packed
+from tokenprune.pruners.base import VISION_NEEDS
 
 
 class MultimodalAdapter(Adapter):
@@ -32,7 +33,7 @@ class MultimodalAdapter(Adapter):
     def install(self) -> None:
         self.hook_before(self.vlm, self._before_forward)
         self.hook_after(self.vlm, self._after_forward)
-        if self.pre is not None and self.pre.needs:
+        if self.pre is not None and self.pre.needs & VISION_NEEDS:
             self._install_vision_capture()
         if self.engine is not None:
             self.engine.install(self)

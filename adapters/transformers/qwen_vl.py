@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tokenprune.adapters.transformers.base import drop_unselected
+from tokenprune.adapters.transformers.base import drop_unselected, text_rows
 from tokenprune.adapters.transformers.decoder import TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.qwen_tower import QwenTowerEngine
@@ -306,6 +306,7 @@ class QwenVLAdapter(MultimodalAdapter):
             features = torch.cat(tokens[kind][0]).to(embeds.device, embeds.dtype)
             embeds = embeds.masked_scatter(is_kind, features)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
+        text_mask = text_rows(input_ids, self.token_ids.values(), attention_mask)
         run = None
         if self.tower is not None:
             run = self.tower.take_run([len(f) for f in tokens["image"][0]] if "image" in tokens else [])
@@ -322,8 +323,9 @@ class QwenVLAdapter(MultimodalAdapter):
                         origins.append(survivors)
                         continue
                     visual = VisualTokens(features=features[survivors], grid=(len(survivors),))
+                    positions = group.positions[survivors]
                     kept = self.select_visual(
-                        visual, group.positions[survivors], keep, embeds, b, g, group.grid, survivors
+                        visual, positions, keep, embeds, b, g, group.grid, text_mask, origins=survivors
                     )
                     origins.append(survivors[kept])
                     continue
@@ -335,7 +337,9 @@ class QwenVLAdapter(MultimodalAdapter):
                         features, group.grid, attention, keys, views=(group.grid[1:],) * group.grid[0]
                     )
                 )
-                origins.append(self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid))
+                origins.append(
+                    self.select_visual(visual, group.positions, keep, embeds, b, g, group.grid, text_mask)
+                )
             kept_origins.append(origins)
         packed = pack(embeds, keep, attention_mask, position_ids, self.reindex)
         length = input_ids.shape[1]

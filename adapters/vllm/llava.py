@@ -1,14 +1,13 @@
 """LLaVA-1.5 in vLLM with fewer image tokens: `TokenPruneLlavaForConditionalGeneration`.
 
-The processor gives each image min(budget, natural) placeholders, so scheduling, profiling and KV
-usage follow the pruned count; the model returns exactly that many projector outputs per image,
-in original order. LLaVA uses 1-D RoPE, so contiguous positions over the shorter prompt are all the
+The processor gives each image min(budget, natural) placeholders (Downsample: its pooled count), so
+scheduling, profiling and KV usage follow the pruned count; the model returns exactly that many
+projector outputs per image, in original order (Downsample: the pooled cells, row by row). LLaVA uses 1-D RoPE, so contiguous positions over the shorter prompt are all the
 language model needs.
 """
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import torch
@@ -23,13 +22,12 @@ from vllm.model_executor.models.llava import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from tokenprune.adapters.transformers.tower import TowerEngine
-from tokenprune.adapters.vllm.config import PruneConfig, parse_config
-from tokenprune.adapters.vllm.selection import select_rows
+from tokenprune.adapters.vllm.config import LLAVA_METHODS, PruneConfig, parse_config, square_grid
+from tokenprune.adapters.vllm.selection import select_embeddings
 from tokenprune.attention import cls_attention
 from tokenprune.pruners import VisualTokens
 
 FAMILY = "LLaVA"
-METHODS = ("divprune", "visionzip", "fopru", "uniform", "random", "zerotprune")
 
 
 def llava_prune_config(hf_config) -> PruneConfig:
@@ -39,7 +37,7 @@ def llava_prune_config(hf_config) -> PruneConfig:
         raise ValueError(
             f"tokenprune supports LLaVA with CLIP or SigLIP vision towers in vLLM, got {type(vision).__name__}"
         )
-    config = parse_config(hf_config, FAMILY, METHODS)
+    config = parse_config(hf_config, FAMILY, LLAVA_METHODS)
     if config.in_tower:
         if not isinstance(vision, CLIPVisionConfig) or hf_config.vision_feature_select_strategy != "default":
             raise ValueError(
@@ -83,7 +81,9 @@ def capture_cls_attention(encoder_layer, into: dict):
         key = key.reshape(batch, length, heads, head_dim).transpose(1, 2)
         scores = cls_attention(query, key, attention.scale)
         if attention.tp_size > 1:
-            scores = tensor_model_parallel_all_reduce(scores)
+            # contiguous: the scores are a strided view, and vLLM's all-reduce kernels reduce the
+            # flat buffer from its first element (the CPU build's shared-memory one did, on batches)
+            scores = tensor_model_parallel_all_reduce(scores.contiguous())
         into["attention"] = scores
 
     handle = attention.qkv_proj.register_forward_hook(hook)
@@ -158,12 +158,10 @@ class TokenPruneLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             embeds = super()._process_image_input(image_input)
         kept = []
         for i, features in enumerate(embeds):
-            side = math.isqrt(features.shape[0])
-            grid = (side, side) if side * side == features.shape[0] else (features.shape[0],)
             tokens = VisualTokens(
                 features=features,
-                grid=grid,
+                grid=square_grid(features.shape[0]),
                 attention=captured["attention"][i] if captured else None,
             )
-            kept.append(features[select_rows(self.tokenprune, tokens, f"image {i} of the batch")])
+            kept.append(select_embeddings(self.tokenprune, tokens, f"image {i} of the batch"))
         return tuple(kept)

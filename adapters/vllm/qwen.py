@@ -42,13 +42,11 @@ from vllm.model_executor.models.qwen2_vl import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 
-from tokenprune.adapters.vllm.config import PruneConfig, parse_config
+from tokenprune.adapters.vllm.config import METHODS, PruneConfig, parse_config
 from tokenprune.adapters.vllm.patches import mark_pruning, patches_active
 from tokenprune.adapters.vllm.selection import select_rows
 from tokenprune.attention import mean_attention_received
 from tokenprune.pruners import VisualTokens
-
-METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
 
 
 def qwen_prune_config(hf_config, family: str) -> PruneConfig:

@@ -10,8 +10,8 @@ kept and removed blocks), Sweep (accuracy and time to answer vs budget through `
 Without `--model` the app runs the committed toy-vlm and toy-lm (`tokenprune.zoo`). A vision-language
 checkpoint replaces toy-vlm, a causal LM replaces toy-lm.
 
-Modules: `models` (the reference models or a checkpoint), `measurement` (prefill times from the shared
-interleaved loop, `tokenprune.timing`), one per tab (`vision`, `long_context`, `rag`, `sweep`: plain
+Modules: `models` (the reference models or a checkpoint), `measurement` (prefill and generation times
+from the shared interleaved loop, `tokenprune.timing`), one per tab (`vision`, `long_context`, `rag`, `sweep`: plain
 Python that raises ValueError with a message for bad input), and `ui`, the Gradio page, which shows
 every failure as a message. This module is the `tokenprune demo` command.
 """

@@ -18,6 +18,17 @@ def check_budget(budget) -> float:
     return budget
 
 
+def check_count(value, name: str, low: int, high: int) -> int:
+    """A whole number in [low, high]; `name` starts the message ("The scene seed")."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}.") from None
+    if not number.is_integer() or not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number in {low}-{high}; got {number:g}.")
+    return int(number)
+
+
 def check_names(names, supported: tuple[str, ...]) -> list[str]:
     names = list(names or [])
     if not names:

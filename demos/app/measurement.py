@@ -1,8 +1,9 @@
-"""Runs of the unpruned and pruned models: prefill times from the shared interleaved loop
-(`tokenprune.timing`), one greedy generation each, and the sequence length at every layer."""
+"""Runs of the unpruned and pruned models: prefill and whole-generation times from the shared
+interleaved loop (`tokenprune.timing`), the greedy answer, and the sequence length at every layer."""
 
 from __future__ import annotations
 
+import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -16,15 +17,24 @@ from tokenprune.stats import PruneRecord
 
 @dataclass
 class Measurement:
-    """One model run: the answer, median prefill time (a forward of the prompt), the time of the whole
-    greedy generation, and the sequence length at every decoder layer."""
+    """One configuration: the greedy answer, the timed prefills (a forward of the prompt) and whole
+    generations (prefill, selection and decoding), one per round, and the sequence length at every
+    decoder layer."""
 
     label: str
     answer: str
-    prefill_s: float
-    total_s: float
+    prefill_runs: list[float]
+    total_runs: list[float]
     layer_tokens: list[int]
     records: list[PruneRecord] = field(default_factory=list)
+
+    @property
+    def prefill_s(self) -> float:
+        return statistics.median(self.prefill_runs)
+
+    @property
+    def total_s(self) -> float:
+        return statistics.median(self.total_runs)
 
     @property
     def prefilled(self) -> int:
@@ -56,13 +66,20 @@ def applied(model, pruner):
         yield handle
 
 
+def speedup_cell(base: list[float], runs: list[float]) -> str:
+    """The speedup of `runs` over `base` (ratio of medians) and, in brackets, the smallest and largest
+    ratio of a single round: "1.52 (1.31-1.70)"."""
+    low, high = timing.spread(base, runs)
+    return f"{timing.speedup(base, runs):.2f} ({low:.2f}-{high:.2f})"
+
+
 @torch.no_grad()
 def measure_all(
-    loaded: Loaded, inputs: dict, configs: list, max_new_tokens: int, repeats: int
+    loaded: Loaded, inputs: dict, configs: list, max_new_tokens: int, repeats: int, generations: int = 3
 ) -> list[Measurement]:
-    """Median prefill time of every (label, pruner) config over `repeats` interleaved rounds after a
-    warm-up (`tokenprune.timing`: configs take turns, so changes in machine load hit them alike), then
-    one greedy generation each, timed on the same clock."""
+    """Prefill times of every (label, pruner) config over `repeats` interleaved rounds after a warm-up
+    (`tokenprune.timing`: configs take turns, so changes in machine load hit them alike), then the
+    whole greedy generation the same way over `generations` rounds; the answer is the last one's."""
     model = loaded.model
     length = inputs["input_ids"].shape[1]
     pruners = dict(configs)
@@ -78,17 +95,26 @@ def measure_all(
     def prefill() -> None:
         model(**inputs)
 
-    seconds = timing.interleaved(dict.fromkeys(pruners, prefill), repeats, clock=clock, setup=pruned)
-    prefill_s = timing.medians(seconds)
-    measurements = []
-    for label, pruner in configs:
-        with applied(model, pruner):
-            started = clock()
-            output = model.generate(
+    prefills = timing.interleaved(dict.fromkeys(pruners, prefill), repeats, clock=clock, setup=pruned)
+    prefill_records = dict(records)
+    outputs: dict[str, torch.Tensor] = {}
+
+    def generating(label: str):
+        def generate() -> None:
+            outputs[label] = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=None
             )
-            total = clock() - started
-        answer = loaded.tokenizer.decode(output[0, length:], skip_special_tokens=True).strip()
-        tokens = layer_tokens(records[label], length, loaded.depth)
-        measurements.append(Measurement(label, answer, prefill_s[label], total, tokens, records[label]))
+
+        return generate
+
+    totals = timing.interleaved(
+        {label: generating(label) for label in pruners}, generations, clock=clock, setup=pruned
+    )
+    measurements = []
+    for label in pruners:
+        answer = loaded.tokenizer.decode(outputs[label][0, length:], skip_special_tokens=True).strip()
+        tokens = layer_tokens(prefill_records[label], length, loaded.depth)
+        measurements.append(
+            Measurement(label, answer, prefills[label], totals[label], tokens, prefill_records[label])
+        )
     return measurements

@@ -14,6 +14,8 @@ from tokenprune.demos.app.models import Loaded
 
 PAGES = Path(__file__).parent.parent / "pages"
 MIN_ANSWER_WORDS = 6
+COUNT_COLUMNS = ("stage", "count", "% of raw")
+ANSWER_COLUMNS = ("context", "answer", "how")
 
 
 def bundled_pages() -> dict[str, Path]:
@@ -32,18 +34,54 @@ class RagResult:
     blocks: list[tuple[str, str]]  # (block text, "kept" | "removed") in page order
     pruned: str
     answers: list[dict]
+    unit: str  # what the counts count: "tokens" or "words + punctuation"
 
 
-def extractive_answer(relevance, texts: list[str], among: list[int]) -> tuple[str, float]:
-    """The block among `among` that the pruner's scorer finds most relevant, with its relevance."""
+def whole_sentences(blocks, index: int) -> str:
+    """Block `index` completed to whole sentences from the other blocks of its element (a sentence
+    longer than the block size is cut across blocks), so that an answer ends where a sentence does."""
+    from tokenprune.context import split_sentences
+
+    path = blocks[index].path
+    text, start = "", 0
+    for i, block in enumerate(blocks):
+        if block.path == path:
+            if i == index:
+                start = len(text)
+            text += block.text.strip() + " "
+    end = start + len(blocks[index].text.strip())
+    picked, position = [], 0
+    for sentence in split_sentences(text):
+        begin = text.index(sentence, position)
+        position = begin + len(sentence)
+        if begin < end and position > start:
+            picked.append(sentence)
+    return " ".join(picked)
+
+
+def to_sentence_end(text: str) -> str:
+    """Generated text up to its last complete sentence, or whole (marked cut) if none ends."""
+    from tokenprune.context import split_sentences
+
+    sentences = split_sentences(text)
+    while sentences and not re.search(r"[.!?…。！？][\"'”’)\]]*$", sentences[-1]):
+        sentences.pop()
+    if sentences:
+        return " ".join(sentences)
+    return f"{text} …" if text else text
+
+
+def extractive_answer(relevance, blocks, among: list[int]) -> tuple[str, float]:
+    """The sentences of the block among `among` that the pruner's scorer finds most relevant, with its
+    relevance."""
     if not among:
         return "", 0.0
     best = max(among, key=lambda i: relevance[i])
-    return texts[best], float(relevance[best])
+    return whole_sentences(blocks, best), float(relevance[best])
 
 
 @torch.no_grad()
-def generated_answer(lm: Loaded, question: str, context: str, max_new_tokens: int = 32) -> tuple[str, str]:
+def generated_answer(lm: Loaded, question: str, context: str, max_new_tokens: int = 48) -> tuple[str, str]:
     """(answer, how it was made): greedy generation from the context, or why there is none."""
     prompt = f"Context:\n{context}\n\nQuestion: {question}\nAnswer:"
     inputs = lm.tokenizer(prompt, return_tensors="pt")
@@ -56,7 +94,7 @@ def generated_answer(lm: Loaded, question: str, context: str, max_new_tokens: in
     output = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     seconds = time.perf_counter() - started
     answer = lm.tokenizer.decode(output[0, length:], skip_special_tokens=True).strip()
-    return answer, f"{lm.name}, {length} prompt tokens, {seconds:.2f} s"
+    return to_sentence_end(answer), f"{lm.name}, {length} prompt tokens, {seconds:.2f} s"
 
 
 def run_rag(html, question, budget, scorer: str = "bm25", lm: Loaded | None = None) -> RagResult:
@@ -89,9 +127,9 @@ def run_rag(html, question, budget, scorer: str = "bm25", lm: Loaded | None = No
     unit = "tokens" if tokenizer is not None else "words + punctuation"
     raw, clean, pruned = result.tokens_before, pruner.counter(cleaned), result.tokens_after
     counts = [
-        {"stage": "raw HTML", unit: raw, "% of raw": 100.0},
-        {"stage": "cleaned (markdown)", unit: clean, "% of raw": round(100 * clean / raw, 1)},
-        {"stage": f"pruned (budget {budget})", unit: pruned, "% of raw": round(100 * pruned / raw, 1)},
+        {"stage": "raw HTML", "count": raw, "% of raw": 100.0},
+        {"stage": "cleaned (markdown)", "count": clean, "% of raw": round(100 * clean / raw, 1)},
+        {"stage": f"pruned (budget {budget})", "count": pruned, "% of raw": round(100 * pruned / raw, 1)},
     ]
     answers = []
     if lm is not None:
@@ -106,8 +144,7 @@ def run_rag(html, question, budget, scorer: str = "bm25", lm: Loaded | None = No
         statements = [i for i, text in enumerate(texts) if len(text.split()) >= MIN_ANSWER_WORDS]
         kept_statements = [i for i in statements if blocks[i][1] == "kept"]
         for context_name, among in (("whole cleaned page", statements), ("pruned context", kept_statements)):
-            text, score = extractive_answer(relevance, texts, among)
-            answers.append(
-                {"context": context_name, "answer": text.strip(), "how": f"best block, relevance {score:.2f}"}
-            )
-    return RagResult(counts, blocks, result.text, answers)
+            text, score = extractive_answer(relevance, document.tree.blocks, among)
+            how = f"best block (relevance {score:.2f}), to its sentence ends"
+            answers.append({"context": context_name, "answer": text, "how": how})
+    return RagResult(counts, blocks, result.text, answers, unit)

@@ -16,6 +16,9 @@ _spec = importlib.util.find_spec("vllm")
 if _spec is None or _spec.origin is None:
     collect_ignore_glob = ["*"]
 else:
+    from tokenprune.adapters.vllm.torchvision_ops import define_missing_ops
+
+    define_missing_ops()  # before vLLM imports torchvision: the CPU build's torchvision ops do not load
     sys.path.insert(0, str(Path(__file__).parent))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

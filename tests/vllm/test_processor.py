@@ -44,6 +44,14 @@ def test_llava_images_get_min_budget_natural_placeholders(llava_dir, budget, exp
     assert processor.info.get_max_image_tokens() == expected
 
 
+def test_llava_downsample_gets_its_pooled_count(llava_dir):
+    processor = processor_for(llava_dir, overrides(LLAVA, "downsample", 0.25))
+    _, lengths = placeholders(
+        processor, "user: <image> w1 <image> assistant:", [image(0), image(1, (80, 40))]
+    )
+    assert lengths == [4, 4]  # 4 x 4 patches in 2 x 2 cells
+
+
 def test_llava_in_tree_processor_is_untouched(llava_dir):
     processor = processor_for(llava_dir, None)
     _, lengths = placeholders(processor, "user: <image> assistant:", [image(0)])

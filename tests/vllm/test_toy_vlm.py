@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from checkpoints import vllm_llava_copy
 from engines import LLAVA, make_llm, overrides, record_selections, shutdown
 
 import tokenprune as tp
 from tokenprune import zoo
 from tokenprune.zoo import scenes
+from tokenprune.zoo.export import export_vllm
 
 BUDGET = 16  # of 64 image tokens (96 px images, 12 px patches)
 SAMPLES = [scenes.sample(7, i) for i in range(6)]  # one of each question type and more
@@ -40,7 +40,7 @@ def reference():
 def served(tmp_path_factory):
     from vllm import SamplingParams
 
-    model_dir = vllm_llava_copy(zoo.path("toy-vlm"), tmp_path_factory.mktemp("toy_vlm"))
+    model_dir = export_vllm("toy-vlm", tmp_path_factory.mktemp("toy_vlm"))
     llm = make_llm(model_dir, overrides(LLAVA, "visionzip", BUDGET), limit_mm_per_prompt={"image": 1})
     try:
         calls = record_selections(llm)

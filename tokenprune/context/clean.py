@@ -232,11 +232,12 @@ def main_content_html(html: str | bytes) -> str | None:
 
 
 def clean(html: str | bytes, main_content: bool = False) -> etree._Element:
-    """Parse and clean; with ``main_content`` keep only what trafilatura finds to be the main content."""
+    """Parse and clean; with ``main_content`` keep only the main content
+    (:mod:`tokenprune.context.main_content`)."""
     if main_content:
-        extracted = main_content_html(html)
-        if extracted is not None:
-            return clean_tree(parse_html(extracted))
+        from tokenprune.context.main_content import main_content_root
+
+        return main_content_root(html)
     return clean_tree(parse_html(html))
 
 

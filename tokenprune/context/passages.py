@@ -9,7 +9,7 @@ from typing import Any
 from tokenprune.context.html_pruner import check_query, relevance_or_order
 from tokenprune.context.packing import check_budget, pack
 from tokenprune.context.scorers import resolve_scorer
-from tokenprune.context.text import near_duplicates, split_sentences
+from tokenprune.context.text import join_sentences, near_duplicates, sentence_spans
 from tokenprune.context.tokens import TokenCounter, token_counter
 
 PASSAGE_SEPARATOR = "\n\n"
@@ -47,8 +47,7 @@ def as_title_and_text(passage: object) -> tuple[str | None, str]:
     raise TypeError(f"each passage must be a str or a (title, text) tuple of str, got {passage!r:.80}")
 
 
-def _format(title: str | None, sentences: list[str]) -> str:
-    body = " ".join(sentences)
+def _format(title: str | None, body: str) -> str:
     return f"{title}\n{body}" if title else body
 
 
@@ -65,7 +64,10 @@ class PassageDocument:
         self.passages = passages
         self.counter = counter
         self.keep_titles = keep_titles
-        self.sentences = [split_sentences(text) for _, text in passages]
+        self.spans = [sentence_spans(text) for _, text in passages]
+        self.sentences = [
+            [text[start:end] for start, end in spans] for (_, text), spans in zip(passages, self.spans)
+        ]
         self.units = [
             (passage, index)
             for passage, sentences in enumerate(self.sentences)
@@ -78,7 +80,7 @@ class PassageDocument:
         return [self.sentences[p][s] for p, s in self.units]
 
     def unit_cost(self, unit: int) -> int:
-        if self._costs is None:  # +1: the space joining a sentence to its neighbours
+        if self._costs is None:  # +1: the space or line break joining a sentence to its neighbours
             self._costs = [cost + 1 for cost in self.counter.many(self.unit_texts())]
         return self._costs[unit]
 
@@ -89,13 +91,15 @@ class PassageDocument:
         return [(passage, separator)]
 
     def passage_texts(self, kept: set[int]) -> list[str]:
-        chosen: list[list[str]] = [[] for _ in self.passages]
+        chosen: list[list[int]] = [[] for _ in self.passages]
         for unit in sorted(kept):
             passage, sentence = self.units[unit]
-            chosen[passage].append(self.sentences[passage][sentence])
+            chosen[passage].append(sentence)
         return [
-            _format(self.passages[p][0] if self.keep_titles else None, sentences) if sentences else ""
-            for p, sentences in enumerate(chosen)
+            _format(title if self.keep_titles else None, join_sentences(text, self.spans[p], sentences))
+            if sentences
+            else ""
+            for p, ((title, text), sentences) in enumerate(zip(self.passages, chosen))
         ]
 
     def render(self, kept: set[int]) -> str:
@@ -134,7 +138,7 @@ class PassagePruner:
             )
         parsed = [as_title_and_text(passage) for passage in passages]
         duplicates = near_duplicates(
-            [_format(title, [text]) for title, text in parsed], self.duplicate_threshold
+            [_format(title, text) for title, text in parsed], self.duplicate_threshold
         )
         document = PassageDocument(parsed, self.counter, self.keep_titles, frozenset(duplicates))
         relevance = relevance_or_order(self.scorer, query, document.unit_texts())
@@ -142,7 +146,7 @@ class PassagePruner:
         kept_units = {unit for unit, _ in packed.kept[0]}
         texts = document.unit_texts()
         kept = [KeptSentence(*document.units[unit], score, texts[unit]) for unit, score in packed.kept[0]]
-        tokens_before = self.counter(PASSAGE_SEPARATOR.join(_format(t, [text]) for t, text in parsed))
+        tokens_before = self.counter(PASSAGE_SEPARATOR.join(_format(t, text) for t, text in parsed))
         return PassageResult(
             text=packed.texts[0],
             passages=document.passage_texts(kept_units),

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 SCORER_NAMES = ("bm25", "embedding", "hybrid")
+# Scripts written without spaces between words (Han, kana), and Hangul, whose words carry their
+# particles ("서울의" for "서울"): BM25 matches them by characters and overlapping bigrams, not by runs.
+_UNSPACED = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+_UNSEGMENTED = _UNSPACED + "\uac00-\ud7af"
+_UNSEGMENTED_RUN = re.compile(f"[{_UNSEGMENTED}]+")
+# bm25s's word pattern, plus single characters of those scripts (a one-character word such as "猫").
+_TOKEN_PATTERN = rf"(?u)\b\w\w+\b|[{_UNSEGMENTED}]"
+# Words for embedding windows: a character of a script without spaces counts as one.
+_UNIT = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
+
+
+def _grams(run: re.Match) -> str:
+    chars = run.group()
+    return " " + " ".join([*chars, *(chars[i : i + 2] for i in range(len(chars) - 1))]) + " "
+
+
+def lexical_terms(text: str) -> str:
+    """The text with every run of an unsegmented script replaced by its characters and character
+    bigrams, so that a word tokenizer finds "東京" in "東京都の人口"; other scripts are unchanged."""
+    return _UNSEGMENTED_RUN.sub(_grams, text)
 
 
 @runtime_checkable
@@ -18,7 +39,11 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class BM25Scorer:
-    """Okapi BM25 (bm25s) over the texts themselves, divided by the best score: no model needed."""
+    """Okapi BM25 (bm25s) over the texts themselves, divided by the best score: no model needed.
+
+    Words are bm25s's tokens; Chinese, Japanese and Korean text is matched by characters and character
+    bigrams.
+    """
 
     k1: float = 1.5
     b: float = 0.75
@@ -27,8 +52,19 @@ class BM25Scorer:
     def relevance(self, query: str, texts: list[str]) -> np.ndarray:
         import bm25s
 
-        corpus = bm25s.tokenize(texts, stopwords=self.stopwords, show_progress=False)
-        query_tokens = bm25s.tokenize(query, stopwords=self.stopwords, return_ids=False, show_progress=False)
+        corpus = bm25s.tokenize(
+            [lexical_terms(text) for text in texts],
+            token_pattern=_TOKEN_PATTERN,
+            stopwords=self.stopwords,
+            show_progress=False,
+        )
+        query_tokens = bm25s.tokenize(
+            lexical_terms(query),
+            token_pattern=_TOKEN_PATTERN,
+            stopwords=self.stopwords,
+            return_ids=False,
+            show_progress=False,
+        )
         if not corpus.vocab or not query_tokens[0]:
             return np.zeros(len(texts))
         index = bm25s.BM25(k1=self.k1, b=self.b)
@@ -103,12 +139,16 @@ class EmbeddingScorer:
 
 
 def _windows(text: str, size: int) -> list[str]:
-    """The text itself if it has at most ``size`` words, else windows of ``size`` words every half window."""
-    words = text.split()
-    if len(words) <= size:
+    """The text itself if it has at most ``size`` words, else windows of ``size`` words every half
+    window (a character of a script without spaces counts as a word)."""
+    units = [match.span() for match in _UNIT.finditer(text)]
+    if len(units) <= size:
         return [text]
     step = max(size // 2, 1)
-    return [" ".join(words[start : start + size]) for start in range(0, len(words) - size + step, step)]
+    return [
+        text[units[start][0] : units[min(start + size, len(units)) - 1][1]]
+        for start in range(0, len(units) - size + step, step)
+    ]
 
 
 @dataclass

@@ -33,11 +33,47 @@ def _sentence_ends(text: str) -> list[int]:
     return ends
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of each sentence of ``text``, without the whitespace around it; only whitespace
+    lies between two spans."""
+    starts = [0, *_sentence_ends(text)]
+    spans = []
+    for start, end in zip(starts, [*starts[1:], len(text)]):
+        piece = text[start:end]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            spans.append((start + lead, start + len(piece.rstrip())))
+    return spans
+
+
 def split_sentences(text: str) -> list[str]:
     """Split text into sentences (stripped, non-empty), joined back over abbreviations."""
-    starts = [0, *_sentence_ends(text)]
-    ends = [*starts[1:], len(text)]
-    return [text[start:end].strip() for start, end in zip(starts, ends) if text[start:end].strip()]
+    return [text[start:end] for start, end in sentence_spans(text)]
+
+
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+
+
+def join_sentences(text: str, spans: list[tuple[int, int]], kept: list[int]) -> str:
+    """The kept sentences (indices into ``spans``, ascending) with the line structure of ``text``:
+    neighbours keep the line breaks and indentation between them; sentences on one line are joined by
+    a space (none where there was none, as after "。"); over a gap of dropped sentences that crossed
+    lines comes a line break (a blank line if the gap held one) and the next kept line's indentation."""
+    parts: list[str] = []
+    for position, index in enumerate(kept):
+        if position:
+            previous = kept[position - 1]
+            between = text[spans[previous][1] : spans[index][0]]
+            last = text[spans[index - 1][1] : spans[index][0]]  # what precedes the sentence
+            if "\n" not in between:
+                parts.append(" " if last else "")
+            elif index == previous + 1:
+                parts.append(between)
+            else:
+                indent = last.rsplit("\n", 1)[1] if "\n" in last else ""
+                parts.append(("\n\n" if _BLANK_LINE.search(between) else "\n") + indent)
+        parts.append(text[spans[index][0] : spans[index][1]])
+    return "".join(parts)
 
 
 _WORD_AND_SPACE = re.compile(r"\S+\s*")

@@ -41,6 +41,7 @@ class Result:
     accuracy: float
     relative: float | None = None
     speedup: float | None = None
+    speedup_range: tuple[float, float] | None = None  # smallest and largest speedup on one question
     seconds: float = 0.0
     per_type: dict[str, float] = field(default_factory=dict)
     per_region: dict[str, float] = field(default_factory=dict)
@@ -191,6 +192,7 @@ def evaluate(
         for key, result in zip(keys, results):
             result.relative = result.accuracy / accuracy if accuracy else None
             result.speedup = timing.speedup(base, seconds[key], statistic=sum)
+            result.speedup_range = timing.spread(base, seconds[key])
     return results
 
 
@@ -201,7 +203,7 @@ def _shares(correct: dict[str, list[bool]]) -> dict[str, float]:
 def markdown(results: list[Result], by: str = "type") -> str:
     """The results as a markdown table, accuracy broken down `by` question type or answer region."""
     kinds = sorted({kind for r in results for kind in r.breakdown(by)})
-    head = ["pruner", "budget", "accuracy", "% of unpruned", "speedup", *kinds, "setting"]
+    head = ["pruner", "budget", "accuracy", "% of unpruned", "speedup (min-max)", *kinds, "setting"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [
@@ -209,12 +211,19 @@ def markdown(results: list[Result], by: str = "type") -> str:
             "-" if r.budget is None else f"{r.budget:g}",
             f"{r.accuracy:.3f}",
             "-" if r.relative is None else f"{100 * r.relative:.1f}%",
-            "-" if r.speedup is None else f"{r.speedup:.2f}x",
+            _speedup_cell(r),
             *(f"{r.breakdown(by).get(kind, float('nan')):.3f}" for kind in kinds),
             r.setting,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _speedup_cell(r: Result) -> str:
+    if r.speedup is None:
+        return "-"
+    low, high = r.speedup_range
+    return f"{r.speedup:.2f}x ({low:.2f}-{high:.2f})"
 
 
 def write_json(results: list[Result], path: Path, meta: dict) -> None:

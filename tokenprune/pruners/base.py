@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal, Protocol
 
 import torch
@@ -12,6 +12,8 @@ from tokenprune.budget import resolve_budget, validate_budget
 
 Positions = Literal["keep", "reindex"]
 POSITIONS = ("keep", "reindex")
+# what a pre-LLM pruner may need from the vision tower (captured while images are encoded)
+VISION_NEEDS = frozenset({"attention", "keys", "pre_projection"})
 
 
 @dataclass
@@ -49,7 +51,9 @@ class VisualTokens:
     row-major grid order. attention: (N,) significance from the vision tower ([CLS] attention or mean
     attention received), present when the pruner asks for it. keys: (N, d) head-averaged vision keys
     of that layer. pre_projection / project: the tokens before the projector and the projector itself,
-    for methods that merge tokens where the original method does.
+    for methods that merge tokens where the original method does. text: (T, D) the language model's
+    input embeddings of the instruction (the prompt's text tokens after the image, or all of its text
+    tokens when the image ends the prompt), for question-aware methods.
     """
 
     features: torch.Tensor
@@ -58,6 +62,7 @@ class VisualTokens:
     keys: torch.Tensor | None = None
     pre_projection: torch.Tensor | None = None
     project: Callable[[torch.Tensor], torch.Tensor] | None = None
+    text: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -76,11 +81,16 @@ class PreLLMPruner(Pruner):
     """Selects visual tokens before they enter the language model."""
 
     stage: ClassVar[str] = "pre_llm"
-    #: what the adapter must provide in VisualTokens besides features: {"attention", "keys", "pre_projection"}
+    #: what the adapter must provide in VisualTokens besides features:
+    #: {"attention", "keys", "pre_projection", "text"}
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def select(self, tokens: VisualTokens) -> Selection:
         raise NotImplementedError
+
+    def with_budget(self, budget: int | float) -> PreLLMPruner:
+        """This pruner keeping `budget` instead; wrappers pass the budget on to the pruner they wrap."""
+        return replace(self, budget=budget)
 
 
 class AttentionRows(Protocol):
@@ -88,6 +98,10 @@ class AttentionRows(Protocol):
 
     def logits(self, window: int = 1, rope: bool = True) -> torch.Tensor:
         """(B, H, window, L) scaled q.k for the last `window` real tokens, -inf on padding and future keys."""
+        ...
+
+    def keys(self, rope: bool = True) -> torch.Tensor:
+        """(B, H_kv, L, d) keys of every token, as the layer's attention computes them."""
         ...
 
 
@@ -98,6 +112,7 @@ class LayerContext:
     groups[b][g]: current sequence positions of group g of sample b (an image's tokens, or the
     prunable prompt tokens); origins[b][g]: the same tokens' original indices (patch-grid order);
     grids[b][g]: the group's original grid, or None for text. attention: rows of layer `layer - 1`.
+    states(): the hidden states entering `layer` (B, L, D) after the text model's final norm.
     """
 
     layer: int
@@ -107,6 +122,7 @@ class LayerContext:
     origins: list[list[torch.Tensor]]
     grids: list[list[tuple[int, ...] | None]]
     valid: torch.Tensor
+    states: Callable[[], torch.Tensor] | None = None
 
 
 class LayerPruner(Pruner):

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 import torch
 
+from tokenprune.pruners.adaptive import Ranking
 from tokenprune.pruners.base import PreLLMPruner, Selection, VisualTokens
 
 STRATEGIES = ("rank", "row")
@@ -26,6 +27,15 @@ class FoPru(PreLLMPruner):
         super().__post_init__()
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+
+    def rank(self, tokens: VisualTokens, limit: int) -> Ranking:
+        """The `limit` most significant tokens, most significant first, their significance the gains
+        (Adaptive's mass rule then keeps a share of the attention mass). Ranks as strategy="rank"."""
+        if tokens.attention is None:
+            raise ValueError("FoPru needs vision-tower attention; this adapter did not provide it")
+        score = tokens.attention.float()
+        top = score.topk(limit)
+        return Ranking(top.indices, top.values.clamp(min=0), float(score.clamp(min=0).sum()))
 
     def select(self, tokens: VisualTokens) -> Selection:
         if tokens.attention is None:

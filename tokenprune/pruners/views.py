@@ -61,6 +61,9 @@ class SplitByArea(PreLLMPruner):
     def name(self) -> str:
         return f"SplitByArea({self.pruner.name})"
 
+    def with_budget(self, budget: int | float) -> SplitByArea:
+        return replace(self, pruner=self.pruner.with_budget(budget))
+
     def select(self, tokens: VisualTokens) -> Selection:
         views = getattr(tokens, "views", ()) or (tokens.grid,)
         sizes = [math.prod(v) for v in views]
@@ -78,8 +81,9 @@ class SplitByArea(PreLLMPruner):
                     keys=tokens.keys[span] if tokens.keys is not None else None,
                     pre_projection=tokens.pre_projection[span] if tokens.pre_projection is not None else None,
                     project=tokens.project,
+                    text=tokens.text,
                 )
-                selection = replace(self.pruner, budget=share).select(part)
+                selection = self.pruner.with_budget(share).select(part)
                 indices.append(selection.indices + start)
                 merged |= selection.features is not None
                 features.append(

@@ -1,41 +1,22 @@
-"""`python -m tokenprune.zoo train-vlm|train-lm --out DIR`: retrain a reference model from scratch."""
+"""`python -m tokenprune.zoo export|train-vlm|train-lm ...`: the same as `tokenprune zoo` (see zoo/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
+
+from tokenprune.zoo import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tokenprune.zoo", description=__doc__)
-    parser.add_argument("model", choices=("train-vlm", "train-lm"))
-    parser.add_argument(
-        "--out", type=Path, required=True, help="directory for the checkpoint (save_pretrained)"
+    parser = argparse.ArgumentParser(
+        prog="python -m tokenprune.zoo",
+        description=cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--steps", type=int, default=None, help="optimizer steps (default: the shipped run's)"
-    )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    cli.add_arguments(parser)
     args = parser.parse_args(argv)
-
-    import torch
-
-    from tokenprune.zoo import train
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    steps = {} if args.steps is None else {"steps": args.steps}
-    if args.model == "train-vlm":
-        train.train_vlm(args.out, device=args.device, log=lambda m: print(m, flush=True), **steps)
-    else:
-        train.train_lm(args.out, device=args.device, log=lambda m: print(m, flush=True), **steps)
-    print(f"done in {time.perf_counter() - started:.0f}s; checkpoint in {args.out}", flush=True)
-    return 0
+    return cli.run(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""Adaptive budgets: how many tokens an image keeps, decided per image from the pruner's own scores
+(a training-free stand-in for ATP-LLaVA's learned thresholds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from tokenprune.budget import resolve_budget, validate_budget
+from tokenprune.pruners.base import LayerContext, Positions, PreLLMPruner, Selection, VisualTokens
+from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup
+
+RULES = ("mass", "cover", "iqr")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Tokens in the order a greedy selection picks them, with what each pick adds.
+
+    order: (k,) token indices; gains: (k,) >= 0, the share of `total` each pick covers, so
+    gains.cumsum() / total is the share covered by the first picks (nondecreasing, at most 1).
+    uncovered: (k,) for rankers that cover every token (CDPruner), the largest share of any token not
+    yet picked that the first t + 1 picks leave unexplained."""
+
+    order: torch.Tensor
+    gains: torch.Tensor | None
+    total: float
+    uncovered: torch.Tensor | None = None
+
+
+def mass_count(ranking: Ranking, target: float) -> int:
+    """The fewest first picks whose gains reach `target` of the total (all picks if none do)."""
+    covered = ranking.gains.double().cumsum(0) / max(ranking.total, 1e-30)
+    reached = (covered >= target).nonzero()
+    return int(reached[0]) + 1 if len(reached) else len(ranking.order)
+
+
+def cover_count(ranking: Ranking, target: float) -> int:
+    """The fewest first picks that explain at least `target` of every other token (all picks if none do)."""
+    if ranking.uncovered is None:
+        raise ValueError(
+            "the cover rule needs a ranking that tracks what each token keeps unexplained (CDPruner)"
+        )
+    reached = (ranking.uncovered <= 1.0 - target).nonzero()
+    return int(reached[0]) + 1 if len(reached) else len(ranking.order)
+
+
+def outlier_count(scores: torch.Tensor) -> int:
+    """PruMerge's rule: how many scores lie above Q3 + 1.5 (Q3 - Q1) (linear quantiles)."""
+    q1, q3 = torch.quantile(scores.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
+    return int((scores.double() > q3 + 1.5 * (q3 - q1)).sum())
+
+
+@dataclass
+class Adaptive(PreLLMPruner):
+    """Let each image keep as many tokens as its scores call for, between `min_tokens` and the
+    wrapped pruner's budget, in the wrapped pruner's own order.
+
+    rule="mass": the fewest picks whose gains reach `target` of the total gain: attention mass for
+    attention rankers, the share of the (relevance-weighted) similarity kernel's trace the picks
+    explain for CDPruner. rule="cover" (CDPruner): the fewest picks after which every other token has
+    at least `target` of itself explained by the picks (its similarity-space residual), so a small
+    object unlike the rest is kept even when it is little of the total. Target 1 keeps the pruner's
+    budget. rule="iqr": as many picks as there are outliers among all tokens' gains (PruMerge's
+    interquartile rule). `pruner` must rank tokens
+    (a `rank(tokens, limit)` method: CDPruner, FoPru). Stats record the chosen count of every image.
+    """
+
+    budget: int | float = field(init=False)
+    positions: Positions = field(init=False)
+    pruner: PreLLMPruner | None = None
+    target: float = 0.95
+    rule: Literal["mass", "cover", "iqr"] = "cover"
+    min_tokens: int | float = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pruner, PreLLMPruner) or not callable(getattr(self.pruner, "rank", None)):
+            raise TypeError(
+                f"Adaptive wraps a pre-LLM pruner that ranks tokens (CDPruner, FoPru), got {self.pruner!r}; "
+                "in-LLM pruners take AdaptiveLayer"
+            )
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        if isinstance(self.target, bool) or not 0.0 < self.target <= 1.0:
+            raise ValueError(f"target must lie in (0, 1], got {self.target}")
+        self.min_tokens = validate_budget(self.min_tokens, "min_tokens")
+        self.budget, self.positions = self.pruner.budget, self.pruner.positions
+        self.needs = self.pruner.needs
+        super().__post_init__()
+
+    @property
+    def name(self) -> str:
+        return f"Adaptive({self.pruner.name})"
+
+    def with_budget(self, budget: int | float) -> Adaptive:
+        return replace(self, pruner=self.pruner.with_budget(budget))
+
+    def select(self, tokens: VisualTokens) -> Selection:
+        n = len(tokens)
+        most = self.keep_count(n)
+        if self.rule != "iqr" and self.target == 1.0:
+            return self.pruner.select(tokens)
+        least = min(most, resolve_budget(self.min_tokens, n))
+        if self.rule == "iqr":
+            ranking = self.pruner.rank(tokens, n)
+            count = outlier_count(ranking.gains)
+        else:
+            ranking = self.pruner.rank(tokens, most)
+            count = (mass_count if self.rule == "mass" else cover_count)(ranking, self.target)
+        count = max(least, min(most, count))
+        return Selection(ranking.order[:count].sort().values)
+
+
+@dataclass
+class AdaptiveLayer(ScoredLayerPruner):
+    """Adaptive budgets inside the language model: before each of its layers, `pruner` (FastV,
+    Feather) keeps in every image the fewest of its best-scored tokens that hold `target` of the
+    image's attention mass there, at least `min_tokens` and at most what `pruner` would keep. Each
+    layer decides for itself; records carry the count chosen per image and layer."""
+
+    budget: int | float = field(init=False)
+    positions: Positions = field(init=False)
+    pruner: ScoredLayerPruner | None = None
+    target: float = 0.9
+    min_tokens: int | float = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pruner, ScoredLayerPruner):
+            raise TypeError(
+                f"AdaptiveLayer wraps an in-LLM pruner that scores tokens (FastV, Feather), got {self.pruner!r}"
+            )
+        if isinstance(self.target, bool) or not 0.0 < self.target <= 1.0:
+            raise ValueError(f"target must lie in (0, 1], got {self.target}")
+        self.min_tokens = validate_budget(self.min_tokens, "min_tokens")
+        self.budget, self.positions = self.pruner.budget, self.pruner.positions
+        super().__post_init__()
+
+    @property
+    def name(self) -> str:
+        return f"AdaptiveLayer({self.pruner.name})"
+
+    def layers(self) -> tuple[int, ...]:
+        return self.pruner.layers()
+
+    def for_depth(self, num_layers: int) -> AdaptiveLayer:
+        return replace(self, pruner=self.pruner.for_depth(num_layers))
+
+    def layer_scores(self, ctx: LayerContext) -> torch.Tensor:
+        return self.pruner.layer_scores(ctx)
+
+    def group_scores(self, layer_scores: torch.Tensor, group: TokenGroup) -> torch.Tensor:
+        return self.pruner.group_scores(layer_scores, group)
+
+    def group_keep(self, ctx: LayerContext, group: TokenGroup) -> int:
+        return self.pruner.group_keep(ctx, group)
+
+    def keep_group(
+        self, ctx: LayerContext, group: TokenGroup, scores: torch.Tensor, count: int
+    ) -> torch.Tensor:
+        protected = int(torch.isposinf(scores).sum())
+        finite = scores[torch.isfinite(scores)].clamp(min=0).sort(descending=True).values
+        ranking = Ranking(torch.arange(len(finite)), finite, float(finite.sum()))
+        least = min(count, resolve_budget(self.min_tokens, len(scores)))
+        chosen = mass_count(ranking, self.target) if self.target < 1.0 else count
+        return self.pruner.keep_group(ctx, group, scores, max(protected, least, min(count, chosen)))
