@@ -453,3 +453,38 @@ def test_qwen_refusals(qwen_models):
     video = qwen_inputs([[("video", 4, 4, 4)]], "qwen2_5_vl", seed=1)
     with tp.apply(model, tp.ZeroTPrune(0.5)), pytest.raises(ValueError, match="supports images"):
         model(**video)
+
+
+def test_head_fusion_takes_the_variance_over_the_tokens_still_in_the_graph():
+    """Tokens already dropped (score 0 in the remaining graph) do not make a head look peaked."""
+    living = torch.stack(
+        [
+            torch.full((4,), 0.25),
+            torch.tensor([0.7, 0.1, 0.1, 0.1]),
+            torch.tensor([0.35, 0.25, 0.2, 0.2]),
+            torch.tensor([0.2, 0.2, 0.3, 0.3]),
+        ]
+    )
+    scores = torch.cat([living, torch.zeros(4, 4)], dim=-1)[None]  # four dropped tokens
+    ranked = torch.tensor([[True] * 4 + [False] * 4])
+    torch.testing.assert_close(fuse_heads(scores, ranked=ranked)[0, :4], fuse_heads(living[None])[0])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_zerotprune_importance_stage_ranks_the_graph_left_by_the_similarity_stage(seed):
+    """similar = 0.5 over 2k drops: the k similarity drops (those of similar = 1 over k drops), then
+    the k least important tokens of the graph without them, which is that graph pruned by the
+    importance stage alone (rows renormalised: the attention those tokens would have among themselves)."""
+    n, k, protected = 17, 3, 1
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randn(1, n, 8, generator=generator)
+    attention = torch.softmax(torch.randn(1, 4, n, n, generator=generator) * 2, dim=-1)
+    tokens = TowerTokens(4, 8, keys, torch.ones(1, n), protected, attention)
+    prunable = n - protected
+    by_similarity = tp.ZeroTPrune(prunable - k, similar=1.0).step(tokens, prunable - k).kept[0]
+    both = tp.ZeroTPrune(prunable - 2 * k, similar=0.5, iterations=5).step(tokens, prunable - 2 * k).kept[0]
+    sub = attention[:, :, by_similarity][:, :, :, by_similarity]
+    sub = sub / sub.sum(-1, keepdim=True)
+    left = TowerTokens(4, 8, keys[:, by_similarity], torch.ones(1, len(by_similarity)), protected, sub)
+    alone = tp.ZeroTPrune(prunable - 2 * k, similar=0.0, iterations=5).step(left, prunable - 2 * k).kept[0]
+    assert both.tolist() == by_similarity[alone].tolist()

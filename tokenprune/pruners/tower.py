@@ -36,12 +36,18 @@ def weighted_pagerank(attention: torch.Tensor, iterations: int, alive: torch.Ten
     return scores
 
 
-def fuse_heads(scores: torch.Tensor, low: float = 0.01, high: float = 0.7) -> torch.Tensor:
+def fuse_heads(
+    scores: torch.Tensor, low: float = 0.01, high: float = 0.7, ranked: torch.Tensor | None = None
+) -> torch.Tensor:
     """Emphasising-informative-region fusion: root mean square over heads, limited to the heads whose
-    scores vary within [low, high] (variance of the scores scaled to mean 1, so it does not depend on
-    the token count); all heads when none does. scores: (B, H, N) -> (B, N)."""
-    scaled = scores * scores.shape[-1]
-    variance = scaled.var(dim=-1, unbiased=False)
+    scores vary within [low, high] (variance of the scores scaled to mean 1); all heads when none
+    does. ranked: (B, N) the tokens whose scores the variance is taken over (None: all), the tokens
+    still in the graph. scores: (B, H, N) -> (B, N)."""
+    if ranked is None:
+        ranked = torch.ones(scores.shape[0], scores.shape[-1], dtype=torch.bool, device=scores.device)
+    weights = ranked.float()[:, None, :] / ranked.sum(-1).clamp_min(1)[:, None, None]  # (B, 1, N)
+    mean = (scores * weights).sum(-1, keepdim=True).clamp_min(1e-30)
+    variance = ((scores / mean - 1).square() * weights).sum(-1)
     heads = ((variance >= low) & (variance <= high)).float()
     heads = torch.where(heads.sum(-1, keepdim=True) > 0, heads, torch.ones_like(heads))
     return ((scores.square() * heads[..., None]).sum(1) / heads.sum(-1, keepdim=True)).sqrt()
@@ -77,14 +83,16 @@ class ZeroTPrune(TowerPruner):
 
     iterations: WPR iterations; None follows the paper (30 in the first three blocks, 1 in the last
     three, 5 between). Heads are fused by root mean square over the heads whose scaled score
-    variance lies in `head_variance`.
+    variance lies in `head_variance` (the paper's head filter; None: over all heads). The filter
+    keeps broad heads: on a tower whose informative heads single out a few small objects it keeps
+    only near-uniform ones (docs/reference-models.md, toy-vlm).
     """
 
     budget: int | float
     layers: tuple[int, ...] | None = None
     similar: float = 0.5
     iterations: int | None = None
-    head_variance: tuple[float, float] = (0.01, 0.7)
+    head_variance: tuple[float, float] | None = (0.01, 0.7)
 
     needs = frozenset({"attention"})
 
@@ -94,6 +102,10 @@ class ZeroTPrune(TowerPruner):
             raise ValueError(f"similar must lie in [0, 1], got {self.similar}")
         if self.iterations is not None and self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.head_variance is not None and not 0.0 <= self.head_variance[0] <= self.head_variance[1]:
+            raise ValueError(
+                f"head_variance must be (low, high) with 0 <= low <= high, got {self.head_variance}"
+            )
 
     def default_layers(self, depth: int) -> tuple[int, ...]:
         # three steps in the first half of the tower
@@ -125,7 +137,7 @@ class ZeroTPrune(TowerPruner):
         alive = torch.ones(batch, n, dtype=torch.bool, device=device)
         if drop <= 0:
             return _step_from_kept(alive, torch.arange(n, device=device).expand(batch, n).clone())
-        low, high = self.head_variance
+        low, high = self.head_variance or (0.0, float("inf"))
         # I': one WPR step, only to split the tokens for the similarity stage
         first = fuse_heads(weighted_pagerank(tokens.attention, 1), low, high)[:, protected:]
         order = first.argsort(dim=1, stable=True) + protected
@@ -143,7 +155,7 @@ class ZeroTPrune(TowerPruner):
             alive.scatter_(1, dropped, False)
         # I: WPR on the graph of the tokens left, the least important of them dropped
         iterations = self._iterations(tokens.layer, tokens.depth)
-        importance = fuse_heads(weighted_pagerank(tokens.attention, iterations, alive), low, high)
+        importance = fuse_heads(weighted_pagerank(tokens.attention, iterations, alive), low, high, alive)
         importance[:, :protected] = float("inf")
         importance = importance.masked_fill(~alive, float("-inf"))
         rest = drop - by_similarity
