@@ -10,9 +10,9 @@ EXTRAS := dev,models,embedding,context,langchain,eval,demo,ray
 PINS := .ci/constraints
 # the model-adapter tests, also run at the oldest supported transformers
 ADAPTER_TESTS := tests/test_contract.py tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl.py \
-	tests/test_prefill_skip.py tests/test_transformers_compat.py
+	tests/test_prefill_skip.py tests/test_transformers_compat.py tests/test_tower.py
 
-.PHONY: test test-main test-oldest test-browser chromium test-vllm test-newest lock demo lint bench clean
+.PHONY: test test-main test-oldest test-browser chromium test-vllm test-newest lock demo lint bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml $(PINS)/main.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ lock:
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check tokenprune adapters tests benchmarks demos
 	$(VENV)/bin/ruff format --check tokenprune adapters tests benchmarks demos
+
+# The context pruner's property (no exception, no hang, tokens within the budget) on 100,000 generated
+# hostile pages, in worker processes: make fuzz [FUZZ_CASES=100000] [FUZZ_WORKERS=2]
+fuzz: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) tests/fuzz_context.py --cases $(or $(FUZZ_CASES),100000) --workers $(or $(FUZZ_WORKERS),2)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/visual_prefill.py

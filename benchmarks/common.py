@@ -28,7 +28,7 @@ from tokenprune.compose import as_composed
 from tokenprune.timing import Clock, clock_for, interleaved, medians
 
 # the method a pruner of each stage selects with
-SELECT_METHOD = {"pre_llm": "select", "llm": "select_layer", "prefill": "select_prompt"}
+SELECT_METHOD = {"in_tower": "step", "pre_llm": "select", "llm": "select_layer", "prefill": "select_prompt"}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -90,10 +90,11 @@ def visual_pruners(budget, depth: int) -> dict[str, object]:
 
 def tokens_per_layer(records, layers: int, fixed: int, candidates: int) -> list[int]:
     """Tokens each of `layers` decoder layers ran at: the `fixed` ones (text, never pruned) plus the
-    visual `candidates`, or plus what the last pruning record before that layer kept."""
+    visual `candidates`, or plus what the last pruning record before that layer kept (in-tower and
+    pre-LLM records: before the first layer)."""
     counts = [fixed + candidates] * layers
     for r in records:
-        for layer in range(0 if r.stage == "pre_llm" else r.layer, layers):
+        for layer in range(0 if r.stage in ("in_tower", "pre_llm") else r.layer, layers):
             counts[layer] = fixed + r.tokens_after
     return counts
 

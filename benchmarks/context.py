@@ -9,7 +9,11 @@ Measures (CPU seconds of this process, so other load on the machine does not cou
   2. token reduction of clean_html vs raw HTML, and main-content precision/recall/F1 vs articleBody
      (the benchmark's metric: 4-gram shingles of \\w+ tokens, per-page normalised TP/FP/FN averaged);
   3. evidence retention: share of articleBody evidence sentences kept at 500/1,000/2,000 tokens per scorer;
-  4. scaling: CPU seconds per MB on 1 to 50 MB synthetic pages.
+  4. scaling: CPU seconds per MB on 1 to 50 MB synthetic pages;
+  5. shapes: CPU seconds per MB and peak memory of cleaning and pruning on 1 to 50 MB pages of
+     pathological shapes (one element with millions of attributes, a giant attribute value, deep
+     nesting, a giant text node, a giant unsplittable word), each size in a fresh subprocess;
+  6. lossless: share of articleBody sentences that clean_html (text) keeps, per option.
 
 htmlrag (and its langchain-community/faiss/bs4 dependencies) is never a tokenprune dependency; it lives in
 a separate environment that sees the main one:
@@ -419,6 +423,104 @@ def run_scaling(sizes: list[float], tokenizer) -> dict:
     return results
 
 
+# --- 5. shapes: time and memory on pathological pages -------------------------------------------------
+
+SHAPES = ("paragraphs", "attributes", "attribute value", "deep nesting", "giant text", "giant word")
+SHAPE_QUERY = "lava sea"
+
+
+def shape_page(shape: str, megabytes: float) -> str:
+    """A page of about ``megabytes`` MB in one pathological shape, with relevant text after the bulk."""
+    size = int(megabytes * 1e6)
+    tail = "<p>The lava reached the sea at night.</p>"
+    if shape == "paragraphs":
+        return synthetic_page(megabytes).replace("</body>", tail + "</body>")
+    if shape == "attributes":  # one start tag
+        return "<div " + " ".join(f"a{i}='v'" for i in range(size // 10)) + ">text</div>" + tail
+    if shape == "attribute value":
+        return "<img alt='picture' src='data:" + "x" * size + "'>" + tail
+    if shape == "deep nesting":
+        return "<div>" * (size // 11) + "deep" + "</div>" * (size // 11) + tail
+    if shape == "giant text":
+        return "<p>" + "word " * (size // 5) + "</p>" + tail
+    if shape == "giant word":
+        return "<p>" + "x" * size + " lava flows.</p>" + tail
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def shape_worker(shape: str, megabytes: float) -> None:
+    """Runs in a fresh subprocess: CPU seconds of clean_html and of pruning, and the peak resident
+    memory above what the process held with the page built (ru_maxrss), printed as JSON."""
+    import resource
+
+    from tokenprune.context import HtmlPruner, clean_html
+
+    tokenizer = load_tokenizer()
+    pruner = HtmlPruner(budget=THROUGHPUT_BUDGET, tokenizer=tokenizer, output="text")
+    pruner.prune("<p>warm up the lava</p>", query=SHAPE_QUERY)
+    page = shape_page(shape, megabytes)
+    size = len(page.encode())
+    baseline = _rss_bytes()
+    start = time.process_time()
+    clean_html(page)
+    cleaned = time.process_time() - start
+    start = time.process_time()
+    result = pruner.prune(page, query=SHAPE_QUERY)
+    pruned = time.process_time() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        json.dumps(
+            {
+                "mb": size / 1e6,
+                "clean_s_per_mb": cleaned / (size / 1e6),
+                "prune_s_per_mb": pruned / (size / 1e6),
+                "peak_over_input": (peak - baseline) / size,
+                "tokens_after": result.tokens_after,
+                "kept_tail": "reached the sea" in result.text,
+            }
+        )
+    )
+
+
+def run_shapes(shapes: list[str], sizes: list[float]) -> dict:
+    results: dict = {}
+    for shape in shapes:
+        for size in sizes:
+            command = [sys.executable, __file__, "--shape-worker", shape, str(size)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            results[f"{shape}@{size}"] = {"shape": shape, **row}
+            print(f"{shape} {size} MB: {row}", file=sys.stderr)
+    return results
+
+
+# --- 6. lossless cleaning ---------------------------------------------------------------------------------
+
+
+def run_lossless(pages: list[dict]) -> dict:
+    """Share of articleBody sentences (>= 5 words) that the lossless text output keeps (>= 90% of
+    their word 3-grams present), with the default options and with keep_hidden."""
+    from tokenprune.context import clean_html
+
+    kept: dict[str, list[bool]] = {"default": [], "keep_hidden": []}
+    for page in pages:
+        sentences = [s for s in body_sentences(page["body"]) if len(s.split()) >= 5]
+        for name, options in (("default", {}), ("keep_hidden", {"keep_hidden": True})):
+            text = clean_html(page["html"], output="text", **options)
+            kept[name].extend(evidence_kept(sentence, text) for sentence in sentences)
+    return {
+        name: {"sentences": len(values), "kept": statistics.mean(values)} for name, values in kept.items()
+    }
+
+
 # --- report ----------------------------------------------------------------------------------------------
 
 
@@ -486,12 +588,50 @@ def _scaling_table(scaling: dict) -> list[str]:
     return lines
 
 
+def _shapes_table(shapes: dict) -> list[str]:
+    lines = [
+        "",
+        *_table_head(
+            "Pathological shapes (CPU s per MB; peak memory above the process with the page built, "
+            "per byte of page)",
+            [
+                "shape",
+                "MB",
+                "clean s/MB",
+                "prune s/MB (cleaning included)",
+                "peak memory / page size",
+                "relevant tail kept",
+            ],
+        ),
+    ]
+    for row in shapes.values():
+        lines.append(
+            f"| {row['shape']} | {row['mb']:.1f} | {row['clean_s_per_mb']:.2f} | {row['prune_s_per_mb']:.2f} | "
+            f"{row['peak_over_input']:.1f}x | {'yes' if row['kept_tail'] else 'no'} |"
+        )
+    return lines
+
+
+def _lossless_table(lossless: dict) -> list[str]:
+    lines = [
+        "",
+        *_table_head(
+            "Lossless cleaning: articleBody sentences kept (text output)", ["options", "sentences", "kept"]
+        ),
+    ]
+    for name, row in lossless.items():
+        lines.append(f"| {name} | {row['sentences']} | {row['kept']:.4f} |")
+    return lines
+
+
 def report(results: dict) -> str:
     tables = {
         "throughput": _throughput_table,
         "cleaning": _cleaning_table,
         "retention": _retention_table,
         "scaling": _scaling_table,
+        "shapes": _shapes_table,
+        "lossless": _lossless_table,
     }
     return "\n".join(
         line for key, table in tables.items() if results.get(key) for line in table(results[key])
@@ -509,11 +649,17 @@ def main() -> None:
     parser.add_argument("--skip-htmlrag", action="store_true")
     parser.add_argument("--htmlrag-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
     parser.add_argument("--scaling-mb", default="1,5,10,25,50", help="comma-separated sizes")
-    parser.add_argument("--sections", default="throughput,cleaning,retention,scaling")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes")
+    parser.add_argument("--shapes-mb", default="1,5,10,25,50", help="comma-separated sizes of the shapes")
+    parser.add_argument("--sections", default="throughput,cleaning,retention,scaling,shapes,lossless")
     parser.add_argument("--out", type=Path, default=RESULTS / "context.json")
     parser.add_argument("--report", type=Path, nargs="*", help="only print the tables of these JSON results")
     parser.add_argument("--htmlrag-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shape-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.shape_worker:
+        shape_worker(args.shape_worker[0], float(args.shape_worker[1]))
+        return
     if args.htmlrag_worker:
         htmlrag_worker(args.data, args.pages)
         return
@@ -543,6 +689,11 @@ def main() -> None:
         save("retention", run_retention(pages[: args.retention_pages], tokenizer, args.scorers.split(",")))
     if "scaling" in sections:
         save("scaling", run_scaling([float(size) for size in args.scaling_mb.split(",") if size], tokenizer))
+    if "shapes" in sections:
+        sizes = [float(size) for size in args.shapes_mb.split(",") if size]
+        save("shapes", run_shapes(args.shapes.split(","), sizes))
+    if "lossless" in sections:
+        save("lossless", run_lossless(pages))
     print(report(results))
 
 

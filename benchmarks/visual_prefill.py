@@ -74,10 +74,16 @@ def build_inputs(g: Geometry) -> dict:
     }
 
 
-def vision_flops(g: Geometry) -> float:
-    n, d = g.patches + 1, g.vision_hidden
-    per_layer = 2 * n * (4 * d * d + 2 * d * g.vision_ffn) + 4 * n * n * d
-    return g.vision_layers * per_layer + 2 * g.patches * (g.vision_hidden * g.text_hidden + g.text_hidden**2)
+def vision_flops(g: Geometry, records=()) -> float:
+    """The tower's blocks, each at the tokens it ran ([CLS] included; fewer after the in-tower
+    `records`), and the projector over the image tokens the tower returned."""
+    blocks = [g.patches] * g.vision_layers
+    for r in records:
+        if r.stage == "in_tower":
+            blocks[r.layer :] = [r.tokens_after] * (g.vision_layers - r.layer)
+    d = g.vision_hidden
+    tower = sum(2 * (n + 1) * (4 * d * d + 2 * d * g.vision_ffn) + 4 * (n + 1) ** 2 * d for n in blocks)
+    return tower + 2 * blocks[-1] * (g.vision_hidden * g.text_hidden + g.text_hidden**2)
 
 
 def text_layer_flops(g: Geometry, n: int) -> float:
@@ -88,7 +94,7 @@ def text_layer_flops(g: Geometry, n: int) -> float:
 def flops_of(g: Geometry, records) -> float:
     """FLOPs of a prefill that left the pruning `records` ([]: unpruned)."""
     counts = common.tokens_per_layer(records, g.text_layers, fixed=g.text_tokens, candidates=g.patches)
-    return common.prefill_flops(g, vision_flops(g), text_layer_flops, counts)
+    return common.prefill_flops(g, vision_flops(g, records), text_layer_flops, counts)
 
 
 def main() -> None:

@@ -120,20 +120,29 @@ def build_inputs(g: Geometry) -> dict:
     }
 
 
-def vision_flops(g: Geometry) -> float:
+def vision_flops(g: Geometry, records=()) -> float:
+    """The tower: patch embedding, each block at the merge groups it ran (fewer after the in-tower
+    `records`; their windows taken as thinned evenly) and the merger over the groups it received."""
     from transformers.vision_utils import get_vision_window_index
 
     _, cu_windows = get_vision_window_index(torch.tensor([g.grid_thw]), MERGE, WINDOW, PATCH)
     windows = cu_windows.diff().double()
     frame = g.grid_thw[1] * g.grid_thw[2]
-    d, n = g.vision_hidden, g.patches
-    dense = 2 * n * (4 * d * d + 3 * d * g.vision_ffn)  # qkv + proj, gated MLP
-    full = 4 * g.grid_thw[0] * frame**2 * d  # QK^T and AV within each frame
-    windowed = 4 * float((windows**2).sum()) * d
-    full_blocks = len(g.full_attention_blocks)
-    blocks = g.vision_layers * dense + full_blocks * full + (g.vision_layers - full_blocks) * windowed
-    embed = 2 * n * 3 * TEMPORAL * PATCH * PATCH * d
-    merger = 2 * g.merged * ((4 * d) ** 2 + 4 * d * g.text_hidden)
+    groups = [g.merged] * g.vision_layers
+    for r in records:
+        if r.stage == "in_tower":
+            groups[r.layer :] = [r.tokens_after] * (g.vision_layers - r.layer)
+    d = g.vision_hidden
+    blocks = 0.0
+    for layer, kept in enumerate(groups):
+        share = kept / g.merged
+        blocks += 2 * g.patches * share * (4 * d * d + 3 * d * g.vision_ffn)  # qkv + proj, gated MLP
+        if layer in g.full_attention_blocks:
+            blocks += 4 * g.grid_thw[0] * (frame * share) ** 2 * d  # QK^T and AV within each frame
+        else:
+            blocks += 4 * float(((windows * share) ** 2).sum()) * d
+    embed = 2 * g.patches * 3 * TEMPORAL * PATCH * PATCH * d
+    merger = 2 * groups[-1] * ((4 * d) ** 2 + 4 * d * g.text_hidden)
     return embed + blocks + merger
 
 
@@ -147,7 +156,7 @@ def flops_of(g: Geometry, records) -> float:
     """FLOPs of a prefill that left the pruning `records` ([]: unpruned); the vision start and end
     tokens count as text."""
     counts = common.tokens_per_layer(records, g.text_layers, fixed=g.text_tokens + 2, candidates=g.merged)
-    return common.prefill_flops(g, vision_flops(g), text_layer_flops, counts)
+    return common.prefill_flops(g, vision_flops(g, records), text_layer_flops, counts)
 
 
 def pruners_for(budget: float, g: Geometry) -> dict:

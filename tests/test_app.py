@@ -41,6 +41,9 @@ def test_layer_tokens_counts_each_stage_from_where_it_acts():
     assert layer_tokens(records, 30, 4) == [22, 22, 18, 18]
     assert layer_tokens([record("prefill", 100, 25, layer=1)], 100, 3) == [25, 25, 25]
     assert layer_tokens([], 7, 2) == [7, 7]
+    # in-tower steps (their layer is a tower block) shorten every decoder layer
+    tower = [record("in_tower", 16, 12, layer=3), record("in_tower", 12, 8, layer=5), record("pre_llm", 8, 4)]
+    assert layer_tokens(tower, 30, 2) == [18, 18]
 
 
 def test_overlay_darkens_exactly_the_dropped_patches():
@@ -137,10 +140,12 @@ def test_vision_rows_follow_the_stats_and_overlays_show_the_kept_patches(demo, s
             assert (drawn[y, x] == original[y, x]).all() == (index in kept)
 
 
-def test_multi_stage_pruners_report_kept_of_the_image_s_tokens(demo, scene):
+@pytest.mark.parametrize("name", ["feather", "zerotprune"])
+def test_multi_stage_pruners_report_kept_of_the_image_s_tokens(demo, scene, name):
     image, question, _ = scene
-    result = vision.run_vision(demo.vlm, image, question, ["feather"], 0.25, repeats=1)
-    first, last = vision.image_selections(result.measurements[1].records)  # Feather selects at two layers
+    result = vision.run_vision(demo.vlm, image, question, [name], 0.25, repeats=1)
+    # Feather selects at two decoder layers, ZeroTPrune before both blocks of the toy's tower
+    first, last = vision.image_selections(result.measurements[1].records)
     assert first.tokens_before == PATCHES and last.tokens_before == first.tokens_after
     assert result.rows[1]["image tokens kept"] == f"{last.tokens_after} / {PATCHES}"
     assert set(last.kept_indices) <= set(first.kept_indices)  # original patch indices at every stage

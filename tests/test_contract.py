@@ -49,6 +49,9 @@ def visual_pruners(budget, pre_budget):
         "feather": lambda: tp.Feather(budget, layers_at=(1, 3)),
         "divprune+fastv": lambda: tp.compose(tp.DivPrune(pre_budget), tp.FastV(budget)),
         "area-split": lambda: SplitByArea(tp.UniformPrune(budget)),
+        "zerotprune": lambda: tp.ZeroTPrune(budget),
+        "tome": lambda: tp.ToMe(budget),
+        "tome+visionzip": lambda: tp.compose(tp.ToMe(budget), tp.VisionZip(budget)),
         "cdpruner": lambda: tp.CDPruner(budget),
         "dart": lambda: tp.DART(budget),
         "cdpruner-recycle": lambda: tp.Recycle(tp.CDPruner(budget), slots=0.25),
@@ -63,7 +66,15 @@ def prompt_pruners(budget):
     }
 
 
+# steps of the in-tower pruners in the tiny LLaVA tower (two blocks feed its features): one per block
+TOWER_STEPS = 2
+
+
 def stage_count(name):
+    if name in ("zerotprune", "tome"):
+        return TOWER_STEPS
+    if name == "tome+visionzip":
+        return TOWER_STEPS + 1
     return 2 if name in ("feather", "divprune+fastv", "lazyskip") else 1
 
 
@@ -171,6 +182,11 @@ LLAVA_LIKE_CACHED = {
         tp.UniformPrune(20, positions="reindex"), EveryOtherToken(LLAVA_TOKENS, at=2, positions="reindex")
     ),
 }
+TOWER_CACHED = {
+    "in-tower-drop": lambda: tp.ZeroTPrune(12),
+    "in-tower-merge-reindex": lambda: tp.ToMe(12, positions="reindex"),
+    "three-stages": lambda: tp.compose(tp.ToMe(20), tp.UniformPrune(12), EveryOtherToken(LLAVA_TOKENS, at=2)),
+}
 QWEN_CACHED = {
     "pre-llm-keep": lambda: tp.UniformPrune(3),
     "pre-llm-reindex": lambda: tp.UniformPrune(3, positions="reindex"),
@@ -215,11 +231,11 @@ FAMILIES = {
             "two": lambda m: llava_inputs(m, [(5, 7), (2, 3)], seed=1),
         },
         steps=6,
-        pruners=VISUAL + ("divprune+fastv",),
+        pruners=VISUAL + ("divprune+fastv", "zerotprune", "tome", "tome+visionzip"),
         full_budget=LLAVA_TOKENS,
         budgets=((8, 8), (0.25, 0.25)),
         budget_batches=("two",),
-        cached=LLAVA_LIKE_CACHED,
+        cached={**LLAVA_LIKE_CACHED, **TOWER_CACHED},
         padded_pruner=lambda: tp.compose(tp.DivPrune(12), tp.FastV(6)),
         layout=lambda m, inputs, name: [[(LLAVA_TOKENS, (6, 6))]] * len(inputs["input_ids"]),
         alone=llava_alone,
@@ -369,7 +385,9 @@ BUDGET_CASES = params(
     (family, name, budget, pre_budget, batch)
     for family, spec in FAMILIES.items()
     for name in spec.pruners
-    if name != "area-split"
+    # ToMe merges at most half of a block's tokens: the tiny tower's two blocks cannot reach these
+    # budgets (its budgets are checked in test_tower.py, as are those of an in-tower stage composed)
+    if name not in ("area-split", "tome", "tome+visionzip")
     for budget, pre_budget in spec.budgets
     for batch in spec.budget_batches
 )

@@ -53,6 +53,16 @@ def test_pruners_get_layers_relative_to_depth():
         harness.prompt_pruner("divprune", 0.25, depth=4)
 
 
+def test_composed_names_put_an_in_tower_stage_before_the_final_budget():
+    composed = harness.visual_pruner("tome+divprune", 0.1, depth=4)
+    assert [(type(s).__name__, s.budget) for s in composed.stages] == [("ToMe", 0.5), ("DivPrune", 0.2)]
+    late = harness.visual_pruner("zerotprune+fastv", 0.75, depth=4)
+    assert [(type(s).__name__, s.budget) for s in late.stages] == [("ZeroTPrune", 0.75), ("FastV", 0.75)]
+    assert harness.describe(late) == "layer=2"
+    with pytest.raises(ValueError, match="in-tower pruner"):
+        harness.visual_pruner("divprune+tome", 0.1, depth=4)
+
+
 def test_unpruned_and_full_budget_agree_and_results_are_relative(vlm):
     model, processor = vlm
     examples = data.vlm_examples(processor, "toy", limit=5)

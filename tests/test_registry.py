@@ -22,6 +22,8 @@ STAGES = {
     "uniform": ("pre_llm", tp.UniformPrune),
     "lazyskip": ("llm", tp.LazySkip),
     "gemfilter": ("prefill", tp.GemFilter),
+    "zerotprune": ("in_tower", tp.ZeroTPrune),
+    "tome": ("in_tower", tp.ToMe),
     "cdpruner": ("pre_llm", tp.CDPruner),
     "dart": ("llm", tp.DART),
     "downsample": ("pre_llm", tp.Downsample),
@@ -58,6 +60,8 @@ def test_names_are_listed_in_registration_order_by_stage_and_tokens():
         "feather",
         "random",
         "uniform",
+        "zerotprune",
+        "tome",
         "cdpruner",
         "dart",
         "downsample",
@@ -111,8 +115,8 @@ def test_without_a_depth_methods_keep_their_own_defaults_and_options_win():
 
 
 def test_unknown_names_raise_listing_the_registered_ones():
-    with pytest.raises(ValueError, match="unknown pruner 'tome'") as error:
-        registry.build("tome", 0.5)
+    with pytest.raises(ValueError, match="unknown pruner 'magic'") as error:
+        registry.build("magic", 0.5)
     assert ", ".join(STAGES) in str(error.value)
     with pytest.raises(ValueError, match="supported: divprune, visionzip, fopru, fastv, feather, random"):
         harness.visual_pruner("lazyskip", 0.5, 4)

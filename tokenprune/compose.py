@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from tokenprune.pruners.base import Pruner
 
-# Stages in the order a forward pass reaches them. "prefill" is for methods that choose the prompt
-# tokens the language model prefills (GemFilter-style select-then-rerun).
-STAGE_ORDER = ("pre_llm", "prefill", "llm")
+# Stages in the order a forward pass reaches them. "in_tower" prunes between the vision tower's blocks;
+# "prefill" is for methods that choose the prompt tokens the language model prefills (GemFilter-style
+# select-then-rerun).
+STAGE_ORDER = ("in_tower", "pre_llm", "prefill", "llm")
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ from tokenprune.pruners import (
     LazySkip,
     Pruner,
     RandomPrune,
+    ToMe,
     UniformPrune,
     VisionZip,
+    ZeroTPrune,
 )
 from tokenprune.pruners.adaptive import Adaptive, AdaptiveLayer
 from tokenprune.pruners.cdpruner import CDPruner
@@ -176,6 +178,8 @@ register_pruner("random", RandomPrune)
 register_pruner("uniform", UniformPrune)
 register_pruner("lazyskip", LazySkip, drops="prompt", defaults=_lazyskip_defaults)
 register_pruner("gemfilter", GemFilter, drops="prompt", defaults=_at_depth("filter_layer", gemfilter_layer))
+register_pruner("zerotprune", ZeroTPrune)
+register_pruner("tome", ToMe)
 
 
 def _downsample_budget(budget: int | float, depth: int | None) -> dict[str, object]:

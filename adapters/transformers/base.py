@@ -152,12 +152,14 @@ class Adapter:
         group: int,
         grid: tuple[int, ...],
         text_mask: torch.Tensor | None = None,
+        origins: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the pre-LLM pruner on one image (or video) whose tokens sit at `positions` of `sample`:
         clear the dropped positions in `keep` (B, L), write merged features into `embeds`, record the
-        stats. Returns the kept indices (into the group's own token order). text_mask: (B, L) the
-        prompt's text tokens (`text_rows`), for pruners that need the instruction; `embeds` must still
-        hold their input embeddings."""
+        stats. Returns the kept indices (into the given tokens). text_mask: (B, L) the prompt's text
+        tokens (`text_rows`), for pruners that need the instruction; `embeds` must still hold their input
+        embeddings. `origins`: the tokens' indices in the group's own order when an in-tower stage left
+        only some (None: all, in order)."""
         pruner = self.pruner.at("pre_llm")
         if "text" in pruner.needs:
             if text_mask is None:
@@ -170,7 +172,8 @@ class Adapter:
         if selection.features is not None:
             embeds[sample, positions[selection.indices]] = selection.features.to(embeds.dtype)
         log = SelectionLog(self.stats, "pre_llm", pruner.name)
-        log.add(sample, group, len(tokens), selection.indices, grid, seconds)
+        kept = selection.indices if origins is None else origins[selection.indices]
+        log.add(sample, group, len(tokens), kept, grid, seconds)
         return selection.indices
 
     def remove(self) -> None:

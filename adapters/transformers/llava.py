@@ -6,17 +6,18 @@ import math
 
 import torch
 
-from tokenprune.adapters.transformers.base import text_rows
+from tokenprune.adapters.transformers.base import drop_unselected, text_rows
 from tokenprune.adapters.transformers.decoder import DecoderStack, TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.prefill_select import prefill_engine
 from tokenprune.adapters.transformers.sequence import pack
+from tokenprune.adapters.transformers.tower import TowerEngine
 from tokenprune.adapters.transformers.vision import cls_attention_hook, feature_layer_index, split_runs
 from tokenprune.pruners.base import VISION_NEEDS, VisualTokens
 
 
 class LlavaAdapter(MultimodalAdapter):
-    supported_stages = ("pre_llm", "prefill", "llm")
+    supported_stages = ("in_tower", "pre_llm", "prefill", "llm")
 
     def __init__(self, model, pruner, stats) -> None:
         super().__init__(model, pruner, stats)
@@ -33,8 +34,22 @@ class LlavaAdapter(MultimodalAdapter):
         self.image_token_id = config.image_token_id
         # "prefill" stage (GemFilter): select-then-prefill on the language model's input
         self.select = prefill_engine(DecoderStack(self.text_model), pruner, stats)
+        self.tower = self._tower_engine(pruner.at("in_tower"))
+
+    def _tower_engine(self, pruner) -> TowerEngine | None:
+        if pruner is None:
+            return None
+        tower = self.vlm.vision_tower
+        vision_model = getattr(tower, "vision_model", tower)  # older releases nest it
+        blocks = vision_model.encoder.layers
+        depth = feature_layer_index(self.model.config.vision_feature_layer, len(blocks)) + 1
+        protected = int(hasattr(vision_model.embeddings, "class_embedding"))
+        return TowerEngine(pruner, blocks, depth, self.tokens_per_image, protected)
 
     def install(self) -> None:
+        # first, so that hooks capturing tower internals for a pre-LLM stage see the pruned tokens
+        if self.tower is not None:
+            self.tower.install(self)
         super().install()
         if self.select is not None:
             self.select.install(self)
@@ -63,7 +78,7 @@ class LlavaAdapter(MultimodalAdapter):
                 "tokenprune needs input_ids (not inputs_embeds) to find the image tokens of LLaVA"
             )
         runs = self._image_runs(input_ids, len(features))
-        if self.pre is None:
+        if self.pre is None and self.tower is None:
             self._groups = TokenGroups.whole(runs, [[self.grid] * len(per) for per in runs])
             return None
         return self._prune_before_llm(module, kwargs, input_ids, runs, features)
@@ -90,7 +105,7 @@ class LlavaAdapter(MultimodalAdapter):
                 f"tokenprune prunes at the config's vision_feature_layer ({config.vision_feature_layer}), got {layer}"
             )
         if kwargs.get("pixel_values") is not None:
-            if self.pre is None:
+            if self.pre is None and self.tower is None:
                 return list(kwargs["pixel_values"])  # only the count matters for in-LLM pruning
             output = module.get_image_features(
                 pixel_values=kwargs["pixel_values"],
@@ -106,7 +121,7 @@ class LlavaAdapter(MultimodalAdapter):
 
     def _image_tokens(self, module, features: list[torch.Tensor]) -> list[VisualTokens]:
         vision = getattr(self, "_vision", {})
-        if self.pre.needs & VISION_NEEDS:
+        if self.pre is not None and self.pre.needs & VISION_NEEDS:
             projected = vision.get("projected")
             if (
                 projected is None
@@ -116,13 +131,15 @@ class LlavaAdapter(MultimodalAdapter):
                     f"{self.pre.name} needs vision-tower internals captured while the images were encoded; "
                     "encode images while the pruner is applied (pass pixel_values)"
                 )
+        needs = self.pre.needs if self.pre is not None else frozenset()
         return [
             VisualTokens(
                 features=f,
-                grid=self.grid,
+                # the survivors of an in-tower stage are a subset of the grid, in grid order
+                grid=self.grid if len(f) == self.tokens_per_image else (len(f),),
                 attention=vision["attention"][i] if "attention" in vision else None,
                 keys=vision["keys"][i] if "keys" in vision else None,
-                pre_projection=vision["pre_projection"][i] if "pre_projection" in self.pre.needs else None,
+                pre_projection=vision["pre_projection"][i] if "pre_projection" in needs else None,
                 project=module.multi_modal_projector,
             )
             for i, f in enumerate(features)
@@ -130,10 +147,8 @@ class LlavaAdapter(MultimodalAdapter):
 
     def _prune_before_llm(self, module, kwargs, input_ids, runs, features):
         images = self._image_tokens(module, features)
+        run = self.tower.take_run(len(images)) if self.tower is not None else None
         embeds = module.get_input_embeddings()(input_ids)
-        all_features = torch.cat([t.features for t in images]).to(embeds.device, embeds.dtype)
-        is_image = (input_ids == self.image_token_id)[..., None]
-        embeds = embeds.masked_scatter(is_image, all_features)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
         text_mask = text_rows(input_ids, (self.image_token_id,), kwargs.get("attention_mask"))
         kept_origins: list[list[torch.Tensor]] = []
@@ -142,9 +157,19 @@ class LlavaAdapter(MultimodalAdapter):
             origins = []
             for g, positions in enumerate(per_sample):
                 tokens = images[image]
-                origins.append(
-                    self.select_visual(tokens, positions, keep, embeds, b, g, self.grid, text_mask)
-                )
+                survivors = run.origins[image].to(positions.device) if run is not None else None
+                candidates = positions if survivors is None else positions[survivors]
+                embeds[b, candidates] = tokens.features.to(embeds.device, embeds.dtype)
+                if run is not None:
+                    drop_unselected(keep, b, positions, survivors)
+                    self.tower.record(run, self.stats, image, b, g, self.grid)
+                if self.pre is not None:
+                    kept = self.select_visual(
+                        tokens, candidates, keep, embeds, b, g, self.grid, text_mask, origins=survivors
+                    )
+                    origins.append(kept if survivors is None else survivors[kept])
+                else:
+                    origins.append(survivors)
                 image += 1
             kept_origins.append(origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)

@@ -13,6 +13,15 @@ from tokenprune.adapters.transformers.qwen_vl import QwenVLAdapter
 
 class Qwen3VLAdapter(QwenVLAdapter):
     def __init__(self, model, pruner, stats) -> None:
+        in_tower = pruner.at("in_tower")
+        if in_tower is not None:
+            taps = list(model.model.visual.deepstack_visual_indexes)
+            raise ValueError(
+                f"{in_tower.name} cannot run inside Qwen3-VL's vision tower: DeepStack adds the outputs of "
+                f"vision blocks {taps} to the language model at every image position, and pruning between "
+                "blocks would leave those taps longer than the image tokens the language model receives; "
+                "prune Qwen3-VL before or inside the language model"
+            )
         super().__init__(model, pruner, stats)
         self.levels = len(self.vlm.visual.deepstack_visual_indexes)
         # per kind: one (tokens, D) tensor per DeepStack level, that kind's items concatenated

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tokenprune.adapters.transformers.base import text_rows
+from tokenprune.adapters.transformers.base import drop_unselected, text_rows
 from tokenprune.adapters.transformers.decoder import TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
+from tokenprune.adapters.transformers.qwen_tower import QwenTowerEngine
 from tokenprune.adapters.transformers.sequence import PackedPrefill, pack
 from tokenprune.attention import mean_attention_received
 from tokenprune.pruners.base import VisualTokens
@@ -141,7 +142,9 @@ class QwenPrefill:
 
 
 class QwenVLAdapter(MultimodalAdapter):
-    supported_stages = ("pre_llm", "llm")
+    supported_stages = ("in_tower", "pre_llm", "llm")
+    #: Qwen2.5-VL's tower attends within windows in most blocks
+    windowed_tower = False
     #: vision-tower runs remembered until a prefill consumes them (generate() encodes before the prefill)
     max_encoded = 4
 
@@ -158,6 +161,16 @@ class QwenVLAdapter(MultimodalAdapter):
                 "use positions='keep', or compose a pre-LLM pruner with positions='reindex'"
             )
         self._scores_needed = self.pre is not None and bool(self.pre.needs & {"attention", "keys"})
+        in_tower = pruner.at("in_tower")
+        self.tower = None
+        if in_tower is not None:
+            if self._scores_needed:
+                raise ValueError(
+                    f"{self.pre.name} scores the vision tower's attention, which an in-tower stage has "
+                    "already shortened on Qwen-VL; compose the in-tower stage with a pre-LLM pruner that "
+                    "reads the features only (DivPrune, RandomPrune, UniformPrune)"
+                )
+            self.tower = QwenTowerEngine(in_tower, self.vlm.visual, self.windowed_tower)
         self._tower_run: Encoded | None = None
         self._encoded: list[Encoded] = []
 
@@ -165,6 +178,8 @@ class QwenVLAdapter(MultimodalAdapter):
         # the tower's grid_thw is recorded on every run: generate() may pass only its encodings on
         self.hook_before(self.vlm.visual, self._before_tower)
         self.hook_after(self.vlm.visual, self._after_tower)
+        if self.tower is not None:
+            self.tower.install(self)
         super().install()
 
     def _install_vision_capture(self) -> None:
@@ -234,7 +249,7 @@ class QwenVLAdapter(MultimodalAdapter):
                 "tokenprune needs input_ids (not inputs_embeds) to find the visual tokens of Qwen-VL"
             )
         groups = visual_groups(input_ids, {k: self.token_ids[k] for k in grids}, grids, self.merge)
-        if self.pre is None:
+        if self.pre is None and self.tower is None:
             self._encoded.clear()
             self._groups = TokenGroups.whole(
                 [[g.positions for g in per] for per in groups], [[g.grid for g in per] for per in groups]
@@ -292,11 +307,28 @@ class QwenVLAdapter(MultimodalAdapter):
             embeds = embeds.masked_scatter(is_kind, features)
         keep = torch.ones_like(input_ids, dtype=torch.bool)
         text_mask = text_rows(input_ids, self.token_ids.values(), attention_mask)
+        run = None
+        if self.tower is not None:
+            run = self.tower.take_run([len(f) for f in tokens["image"][0]] if "image" in tokens else [])
         kept_origins: list[list[torch.Tensor]] = []
         for b, per_sample in enumerate(groups):
             origins = []
             for g, group in enumerate(per_sample):
                 features, attention, keys = (t[group.item] for t in tokens[group.kind])
+                if run is not None:
+                    survivors = run.kept[group.item].to(group.positions.device)
+                    drop_unselected(keep, b, group.positions, survivors)
+                    self.tower.record(run, self.stats, group.item, b, g, group.grid)
+                    if self.pre is None:
+                        origins.append(survivors)
+                        continue
+                    visual = VisualTokens(features=features[survivors], grid=(len(survivors),))
+                    positions = group.positions[survivors]
+                    kept = self.select_visual(
+                        visual, positions, keep, embeds, b, g, group.grid, text_mask, origins=survivors
+                    )
+                    origins.append(survivors[kept])
+                    continue
                 visual = (
                     VisualTokens(features=features, grid=group.grid, attention=attention, keys=keys)
                     if group.kind == "image"
@@ -344,6 +376,8 @@ class QwenVLAdapter(MultimodalAdapter):
 class Qwen2_5_VLAdapter(QwenVLAdapter):
     """Qwen2.5-VL: the tower runs windowed attention on merge groups permuted by window; scores come
     from its last full-attention block and are mapped back to the original order."""
+
+    windowed_tower = True
 
     def attention_block(self) -> int:
         return max(self.vlm.visual.fullatt_block_indexes)

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 from tokenprune import registry
 from tokenprune.budget import resolve_budget, validate_budget
-from tokenprune.pruners import Downsample, PreLLMPruner
+from tokenprune.pruners import Downsample, PreLLMPruner, TowerPruner
 
 CONFIG_KEY = "tokenprune"
 # The methods every pruned architecture supports: they select before the language model.
 METHODS = ("divprune", "visionzip", "fopru", "uniform", "random")
-# LLaVA's fixed square grid also lets Downsample's pooled count be known before encoding.
-LLAVA_METHODS = (*METHODS, "downsample")
+# LLaVA's fixed square grid also lets Downsample's pooled count be known before encoding; ZeroTPrune
+# prunes inside LLaVA's CLIP tower, to the budget's count.
+LLAVA_METHODS = (*METHODS, "downsample", "zerotprune")
 
 
 def square_grid(tokens: int) -> tuple[int, ...]:
@@ -46,7 +47,7 @@ _warned_full_budgets: set[tuple[str, int | float]] = set()
 class PruneConfig:
     method: str
     budget: int | float
-    pruner: PreLLMPruner
+    pruner: PreLLMPruner | TowerPruner
 
     def keep_count(self, natural: int) -> int:
         """Embeddings per image: never more than the image has, so `budget >= natural` changes nothing
@@ -66,6 +67,12 @@ class PruneConfig:
                 self.budget,
             )
         return keep
+
+    @property
+    def in_tower(self) -> bool:
+        """Whether the method prunes inside the vision tower (read from the registry, not the pruner
+        object, which tests may wrap)."""
+        return registry.pruner_entry(self.method).stage == "in_tower"
 
     @property
     def needs_vision_attention(self) -> bool:
@@ -120,7 +127,7 @@ def parse_entry(raw: object, family: str, supported: tuple[str, ...] = METHODS) 
     if method not in supported:
         hint = (
             f" ('{method}' exists but is not supported for {family} in vLLM)"
-            if method in registry.pruner_names(stage="pre_llm")
+            if method in registry.pruner_names(stage="pre_llm") + registry.pruner_names(stage="in_tower")
             else ""
         )
         raise ValueError(

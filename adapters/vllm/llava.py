@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import torch
 from transformers import CLIPVisionConfig, SiglipVisionConfig
 from vllm.distributed import tensor_model_parallel_all_reduce
 from vllm.model_executor.models.llava import (
@@ -20,6 +21,7 @@ from vllm.model_executor.models.llava import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
+from tokenprune.adapters.transformers.tower import TowerEngine
 from tokenprune.adapters.vllm.config import LLAVA_METHODS, PruneConfig, parse_config, square_grid
 from tokenprune.adapters.vllm.selection import select_embeddings
 from tokenprune.attention import cls_attention
@@ -36,7 +38,13 @@ def llava_prune_config(hf_config) -> PruneConfig:
             f"tokenprune supports LLaVA with CLIP or SigLIP vision towers in vLLM, got {type(vision).__name__}"
         )
     config = parse_config(hf_config, FAMILY, LLAVA_METHODS)
-    if config.needs_vision_attention:
+    if config.in_tower:
+        if not isinstance(vision, CLIPVisionConfig) or hf_config.vision_feature_select_strategy != "default":
+            raise ValueError(
+                f"tokenprune: {config.method} prunes inside the tower, which in vLLM needs a CLIP tower with "
+                "vision_feature_select_strategy='default'"
+            )
+    elif config.needs_vision_attention:
         if not isinstance(vision, CLIPVisionConfig) or hf_config.vision_feature_select_strategy != "default":
             raise ValueError(
                 f"tokenprune: {config.method} ranks patches by [CLS] attention, which needs a CLIP tower with "
@@ -85,6 +93,44 @@ def capture_cls_attention(encoder_layer, into: dict):
         handle.remove()
 
 
+def clip_queries_keys(block, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Queries and keys (B, H, N, d) of a vLLM CLIP encoder layer, from its fused q/k/v projection."""
+    attention = block.self_attn
+    if attention.tp_size > 1:
+        raise ValueError("tokenprune: in-tower pruning in vLLM runs without tensor parallelism")
+    qkv, _ = attention.qkv_proj(block.layer_norm1(hidden))
+    query, key, _ = qkv.chunk(3, dim=-1)
+    shape = (*hidden.shape[:2], attention.num_heads_per_partition, attention.head_dim)
+    return query.reshape(shape).transpose(1, 2), key.reshape(shape).transpose(1, 2), attention.scale
+
+
+class _Hooks:
+    """Forward pre-hooks registered for one tower call and removed after it."""
+
+    def __init__(self) -> None:
+        self.handles: list = []
+
+    def hook_before(self, module, fn) -> None:
+        self.handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@contextmanager
+def pruning_tower(layers, pruner, patches: int):
+    """While active, `pruner` (an in-tower method that drops tokens) shortens the hidden states
+    between vLLM's CLIP encoder layers (built up to the feature layer, so all of them feed it)."""
+    engine = TowerEngine(pruner, layers, len(layers), patches, 1, project=clip_queries_keys, masks=False)
+    hooks = _Hooks()
+    engine.install(hooks)
+    try:
+        yield engine
+    finally:
+        hooks.remove()
+
+
 @MULTIMODAL_REGISTRY.register_processor(
     LlavaMultiModalProcessor, info=TokenPruneLlavaProcessingInfo, dummy_inputs=LlavaDummyInputsBuilder
 )
@@ -96,6 +142,13 @@ class TokenPruneLlavaForConditionalGeneration(LlavaForConditionalGeneration):
     def _process_image_input(self, image_input):
         if image_input["type"] == "image_embeds":
             return super()._process_image_input(image_input)  # user-supplied embeddings: already sized
+        if self.tokenprune.in_tower:
+            config = self.config.vision_config
+            patches = (config.image_size // config.patch_size) ** 2
+            with pruning_tower(
+                self.vision_tower.vision_model.encoder.layers, self.tokenprune.pruner, patches
+            ):
+                return tuple(super()._process_image_input(image_input))
         captured: dict = {}
         if self.tokenprune.needs_vision_attention:
             # The tower is built only up to the feature layer, so its last layer is that layer.

@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Hub id or local directory of a LLaVA-1.5, Qwen2-VL or Qwen2.5-VL model, or toy-vlm (bundled)",
     )
     parser.add_argument(
-        "--method", required=True, help=f"one of {', '.join(METHODS)}; downsample too for LLaVA"
+        "--method",
+        required=True,
+        help=f"one of {', '.join(METHODS)}; downsample and zerotprune too for LLaVA",
     )
     parser.add_argument(
         "--budget",

@@ -75,7 +75,9 @@ def overlay(image, grid: tuple[int, ...], kept: tuple[int, ...], width: int = OV
 
 def image_selections(records: list[PruneRecord]) -> list[PruneRecord]:
     """Selections of sample 0's first image, in the order they ran (the last one reached the last layer)."""
-    return [r for r in records if r.sample == 0 and r.group == 0 and r.stage in ("pre_llm", "llm")]
+    return [
+        r for r in records if r.sample == 0 and r.group == 0 and r.stage in ("in_tower", "pre_llm", "llm")
+    ]
 
 
 @dataclass

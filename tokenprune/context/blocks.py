@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from tokenprune.context.clean import BLOCK_TAGS
-from tokenprune.context.text import sentence_pieces
+from tokenprune.context.text import count_words, sentence_pieces
 
 # Elements that stand as blocks of their own; <br> flows with the text around it.
 _STANDALONE_TAGS = BLOCK_TAGS - {"br"}
@@ -55,14 +55,12 @@ class _Container:
     pieces: list[_Piece]
 
 
-def _words(text: str | None) -> int:
-    return len(text.split()) if text else 0
-
-
 def _subtree_words(root: etree._Element) -> dict[etree._Element, int]:
     words: dict[etree._Element, int] = {}
     for element in reversed(list(root.iter(etree.Element))):  # children before parents
-        words[element] = _words(element.text) + sum(words[child] + _words(child.tail) for child in element)
+        words[element] = count_words(element.text) + sum(
+            words[child] + count_words(child.tail) for child in element
+        )
     return words
 
 
@@ -156,10 +154,11 @@ class BlockTree:
         run_words = 0
         for value in self._content(element):
             if isinstance(value, str):
-                if _MAY_END_SENTENCE.search(value):
-                    pieces = [(text, _words(text), ends) for text, ends in sentence_pieces(value, limit)]
+                size = count_words(value)
+                if size > limit or _MAY_END_SENTENCE.search(value):
+                    pieces = [(text, count_words(text), ends) for text, ends in sentence_pieces(value, limit)]
                 else:
-                    pieces = [(value, _words(value), False)]
+                    pieces = [(value, size, False)]
             elif words[value] > self.limits.get(value, limit) or element is self.root or value.tag == "body":
                 pieces = []
                 self._close_run(index, path, run)
@@ -268,15 +267,7 @@ class BlockTree:
     def container_markup(self, container: int) -> str:
         """The container's own tags (what it costs in HTML output beyond its blocks)."""
         element = self.containers[container].element
-        try:
-            shell = etree.Element(element.tag, dict(element.attrib))
-        except ValueError:
-            # libxml2's HTML parser accepts tag or attribute names that lxml refuses to create
-            # (`<a<div>`): strip a copy instead
-            shell = copy.copy(element)
-            for child in list(shell):
-                shell.remove(child)
-            shell.text = shell.tail = None
+        shell = etree.Element(element.tag, dict(element.attrib))
         return etree.tostring(shell, method="html", encoding="unicode")
 
     def block_html(self, block: int) -> str:

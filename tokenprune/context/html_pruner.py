@@ -10,7 +10,7 @@ import numpy as np
 
 from tokenprune.context.blocks import MIN_MAX_WORDS, BlockTree
 from tokenprune.context.clean import clean, decode_html
-from tokenprune.context.packing import check_budget, pack
+from tokenprune.context.packing import check_budget, check_flag, check_fraction, pack
 from tokenprune.context.render import check_output, render
 from tokenprune.context.scorers import Scorer, resolve_scorer
 from tokenprune.context.tokens import TokenCounter, token_counter
@@ -143,9 +143,9 @@ class HtmlPruner:
     """Clean a page, split it into blocks, keep the blocks most relevant to the query within ``budget``
     tokens (counted with ``tokenizer``), and re-serialise them with their ancestors.
 
-    ``scorer``: "bm25", "embedding", "hybrid", a cross-encoder, or a Scorer. ``threshold``: blocks
-    less relevant than this are never kept (0 fills the budget). Without a query the page is kept
-    from the top.
+    ``scorer``: "bm25", "embedding", "hybrid", a cross-encoder, or a Scorer. ``threshold`` (0 to 1):
+    blocks less relevant than this are never kept (0 fills the budget). Without a query the page is
+    kept from the top. ``keep_hidden`` keeps elements hidden with ``hidden``, ``aria-hidden`` or CSS.
     """
 
     budget: int
@@ -155,13 +155,19 @@ class HtmlPruner:
     main_content: bool = False
     max_words: int = 256
     threshold: float = 0.0
+    keep_hidden: bool = False
     counter: TokenCounter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.budget = check_budget(self.budget)
         check_output(self.output)
-        if isinstance(self.max_words, bool) or not isinstance(self.max_words, int) or self.max_words < 1:
+        if isinstance(self.max_words, bool) or not isinstance(self.max_words, int):
+            raise TypeError(f"max_words must be a positive int, got {type(self.max_words).__name__}")
+        if self.max_words < 1:
             raise ValueError(f"max_words must be a positive int, got {self.max_words!r}")
+        self.threshold = check_fraction("threshold", self.threshold)
+        self.main_content = check_flag("main_content", self.main_content)
+        self.keep_hidden = check_flag("keep_hidden", self.keep_hidden)
         self.counter = token_counter(self.tokenizer)
         self.scorer = resolve_scorer(self.scorer)
 
@@ -171,7 +177,7 @@ class HtmlPruner:
             html = decode_html(html)
         elif not isinstance(html, str):
             raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
-        root = clean(html, main_content=self.main_content)
+        root = clean(html, main_content=self.main_content, keep_hidden=self.keep_hidden)
         max_words = default_max_words(self.budget, self.max_words)
         document = HtmlDocument.from_root(root, self.output, self.counter, max_words)
         # Split finer where a block would take over half the budget, so the best blocks can still fit.

@@ -128,11 +128,11 @@ def select_blocks(tree: BlockTree, extracted: str) -> set[int] | None:
     return kept
 
 
-def main_content_root(html: str | bytes) -> etree._Element:
+def main_content_root(html: str | bytes, keep_hidden: bool = False) -> etree._Element:
     """The cleaned page cut down to its main content. When trafilatura's extraction is not on the
     cleaned page, its own HTML output is cleaned instead; when it finds nothing, the whole page."""
     text = decode_html(html) if isinstance(html, bytes) else html
-    root = clean_tree(parse_html(text))
+    root = clean_tree(parse_html(text), keep_hidden)
     extracted = extract_text(text)
     if extracted:
         tree = BlockTree(root, max_words=BLOCK_WORDS)
@@ -141,5 +141,5 @@ def main_content_root(html: str | bytes) -> etree._Element:
             return tree.assemble(kept)
         extracted_html = main_content_html(text)
         if extracted_html is not None:
-            return clean_tree(parse_html(extracted_html))
+            return clean_tree(parse_html(extracted_html), keep_hidden)
     return root

@@ -44,6 +44,21 @@ def check_budget(budget: object) -> int:
     return int(budget)
 
 
+def check_fraction(name: str, value: object) -> float:
+    """A number in [0, 1] (relevance thresholds and similarities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def pack(
     documents: list[PackableDocument],
     relevance: list[np.ndarray],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenprune.context.html_pruner import check_query, relevance_or_order
-from tokenprune.context.packing import check_budget, pack
+from tokenprune.context.packing import check_budget, check_flag, check_fraction, pack
 from tokenprune.context.scorers import resolve_scorer
 from tokenprune.context.text import join_sentences, near_duplicates, sentence_spans
 from tokenprune.context.tokens import TokenCounter, token_counter
@@ -125,8 +125,9 @@ class PassagePruner:
 
     def __post_init__(self) -> None:
         self.budget = check_budget(self.budget)
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        self.threshold = check_fraction("threshold", self.threshold)
+        self.duplicate_threshold = check_fraction("duplicate_threshold", self.duplicate_threshold)
+        self.keep_titles = check_flag("keep_titles", self.keep_titles)
         self.counter = token_counter(self.tokenizer)
         self.scorer = resolve_scorer(self.scorer)
 

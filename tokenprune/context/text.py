@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 # A sentence ends at . ! ? or … (with closing quotes/brackets) followed by space and a word that does
@@ -15,6 +16,34 @@ _ABBREVIATION = re.compile(
     r"|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|U\.S|U\.K)|\b[A-Z])\.$"
 )
 _WORD = re.compile(r"\w+")
+# Longer runs of non-space characters (base64 blobs, minified code) count as one word per this many
+# characters, so that blocks can still be cut inside them.
+MAX_WORD_CHARACTERS = 32
+_COUNT_CHUNK = 1 << 20
+_SPACE = re.compile(r"\s")
+_ABBREVIATION_WINDOW = 12  # covers the longest abbreviation with the character before it
+
+
+def count_words(text: str | None) -> int:
+    """Whitespace-separated words, a word over ``MAX_WORD_CHARACTERS`` counting once per that many."""
+    if not text:
+        return 0
+    if len(text) > _COUNT_CHUNK:  # a giant text node: count a chunk at a time, never all words at once
+        total, start = 0, 0
+        while start < len(text):
+            space = _SPACE.search(text, start + _COUNT_CHUNK)
+            end = space.start() if space else len(text)
+            total += _count(text[start:end])
+            start = end
+        return total
+    return _count(text)
+
+
+def _count(text: str) -> int:
+    words = text.split()
+    if not words or max(map(len, words)) <= MAX_WORD_CHARACTERS:
+        return len(words)
+    return sum(-(-len(word) // MAX_WORD_CHARACTERS) for word in words)
 
 
 def _sentence_ends(text: str) -> list[int]:
@@ -24,9 +53,10 @@ def _sentence_ends(text: str) -> list[int]:
     start = 0
     for boundary in _BOUNDARY.finditer(text):
         after_punctuation = boundary.group(1) is not None and "\n" not in boundary.group()
-        if after_punctuation and (
-            boundary.group(1).islower() or _ABBREVIATION.search(text[start : boundary.start()])
-        ):
+        # Only the end of the sentence so far can be an abbreviation (searching all of it would be
+        # quadratic in a run of abbreviations).
+        tail = text[max(start, boundary.start() - _ABBREVIATION_WINDOW) : boundary.start()]
+        if after_punctuation and (boundary.group(1).islower() or _ABBREVIATION.search(tail)):
             continue
         ends.append(boundary.end())
         start = boundary.end()
@@ -76,12 +106,18 @@ def join_sentences(text: str, spans: list[tuple[int, int]], kept: list[int]) -> 
     return "".join(parts)
 
 
-_WORD_AND_SPACE = re.compile(r"\S+\s*")
+@functools.lru_cache(maxsize=64)
+def _words_run(max_words: int) -> re.Pattern:
+    """Up to ``max_words`` words with the whitespace after them (a longer word counting as several)."""
+    return re.compile(rf"(?:\S{{1,{MAX_WORD_CHARACTERS}}}\s*){{1,{max_words}}}")
+
+
 _SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*\s*$""")
 
 
 def sentence_pieces(text: str, max_words: int) -> list[tuple[str, bool]]:
-    """Cut text into sentences (those over ``max_words`` words into runs of at most that many words), each
+    """Cut text into sentences (those over ``max_words`` words into runs of at most that many words, as
+    :func:`count_words` counts them), each
     with whether it ends a sentence. The pieces concatenate back to ``text`` exactly, so block boundaries
     can fall between sentences without changing the text."""
     pieces: list[tuple[str, bool]] = []
@@ -91,13 +127,13 @@ def sentence_pieces(text: str, max_words: int) -> list[tuple[str, bool]]:
         if not sentence:
             continue
         ends = end < len(text) or bool(_SENTENCE_END.search(sentence))
-        if len(sentence.split()) <= max_words:
+        if count_words(sentence) <= max_words:
             pieces.append((sentence, ends))
             continue
-        words = _WORD_AND_SPACE.findall(sentence)
-        lead = sentence[: len(sentence) - len(sentence.lstrip())]  # findall skips leading whitespace
-        cuts = ["".join(words[i : i + max_words]) for i in range(0, len(words), max_words)]
-        cuts[0] = lead + cuts[0]
+        # Runs of words matched whole: a list of every word of a giant text node would take many
+        # times its size.
+        cuts = _words_run(max_words).findall(sentence)
+        cuts[0] = sentence[: len(sentence) - len(sentence.lstrip())] + cuts[0]  # findall skips leading space
         pieces.extend((cut, ends and i == len(cuts) - 1) for i, cut in enumerate(cuts))
     return pieces
 

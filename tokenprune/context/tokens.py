@@ -39,13 +39,28 @@ def _from_path(path: Path) -> TokenCounter:
     if path.is_file():
         from tokenizers import Tokenizer
 
-        return _from_object(Tokenizer.from_file(str(path)), name=str(path))
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:  # tokenizers raises a bare Exception for unreadable files
+            raise ValueError(f"cannot load tokenizer file {str(path)!r}: {error}") from error
+        return _from_object(tokenizer, name=str(path))
     if path.is_dir():
-        if (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        has_json = (path / "tokenizer.json").is_file()
+        if has_json and not (path / "tokenizer_config.json").is_file():
             return _from_path(path / "tokenizer.json")
+        if not any(
+            (path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "config.json")
+        ):
+            raise ValueError(
+                f"no tokenizer in directory {str(path)!r} (no tokenizer.json, tokenizer_config.json or config.json)"
+            )
         from transformers import AutoTokenizer
 
-        return _from_object(AutoTokenizer.from_pretrained(str(path), local_files_only=True), name=str(path))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, ImportError) as error:
+            raise ValueError(f"cannot load a tokenizer from {str(path)!r}: {error}") from error
+        return _from_object(tokenizer, name=str(path))
     raise ValueError(
         f"tokenizer path {str(path)!r} does not exist (expected a tokenizer.json or a directory)"
     )

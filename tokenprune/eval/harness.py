@@ -58,9 +58,23 @@ class Result:
         return self.per_type if by == "type" else self.per_region
 
 
+# in "tower+pre" pipelines, the in-tower stage keeps this fraction of the image (or the budget, if
+# larger) and the next stage selects the final budget among its survivors
+TOWER_KEEP = 0.5
+
+
 def visual_pruner(name: str, budget: float, depth: int):
     """A registered visual pruner at `budget`; FastV and Feather layers are chosen relative to the LM
-    depth."""
+    depth. "tower+pre" (e.g. "tome+divprune") composes an in-tower pruner keeping TOWER_KEEP of the
+    image with a later-stage pruner that takes it to `budget`."""
+    if "+" in name:
+        first, _, second = name.partition("+")
+        if registry.pruner_entry(first).stage != "in_tower" or "+" in second:
+            raise ValueError(f"{name!r}: a composed name is an in-tower pruner + one later-stage pruner")
+        share = max(TOWER_KEEP, budget)
+        # a pre-LLM fraction is of the tokens it receives; in-LLM fractions are of the whole image
+        rest = budget / share if registry.pruner_entry(second).stage == "pre_llm" else budget
+        return tp.compose(visual_pruner(first, share, depth), visual_pruner(second, rest, depth))
     supported = registry.pruner_names(drops="visual")
     if name not in supported:
         raise ValueError(f"unknown visual pruner {name!r}; supported: {', '.join(supported)}")
@@ -85,8 +99,10 @@ def prompt_pruner(name: str, budget: float, depth: int, filter_layer: int | None
 
 def describe(pruner) -> str:
     """The settings that differ between runs, for the report."""
+    if isinstance(pruner, tp.Composed):
+        return "; ".join(filter(None, (describe(stage) for stage in pruner.stages)))
     for attribute in ("layer", "layers_at", "schedule", "filter_layer"):
-        if hasattr(pruner, attribute):
+        if hasattr(pruner, attribute) and not callable(getattr(pruner, attribute)):
             return f"{attribute}={getattr(pruner, attribute)}"
     return ""
 

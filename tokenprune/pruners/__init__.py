@@ -7,6 +7,9 @@ from tokenprune.pruners.base import (
     PreLLMPruner,
     Pruner,
     Selection,
+    TowerPruner,
+    TowerStep,
+    TowerTokens,
     VisualTokens,
 )
 from tokenprune.pruners.baselines import RandomPrune, UniformPrune
@@ -19,6 +22,7 @@ from tokenprune.pruners.fopru import FoPru
 from tokenprune.pruners.prefill import GemFilter, LazySkip, PrefillPruner, PromptContext
 from tokenprune.pruners.recycle import Recycle
 from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup
+from tokenprune.pruners.tower import ToMe, ZeroTPrune
 from tokenprune.pruners.views import SplitByArea, ViewTokens
 from tokenprune.pruners.visionzip import VisionZip
 
@@ -47,8 +51,13 @@ __all__ = [
     "Selection",
     "SplitByArea",
     "TokenGroup",
+    "ToMe",
+    "TowerPruner",
+    "TowerStep",
+    "TowerTokens",
     "UniformPrune",
     "ViewTokens",
     "VisionZip",
     "VisualTokens",
+    "ZeroTPrune",
 ]

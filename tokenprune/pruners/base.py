@@ -149,3 +149,75 @@ class LayerPruner(Pruner):
             raise ValueError(f"{self.name}: layers must be strictly increasing, got {list(layers)}")
         if layers and not (layers[0] >= 1 and layers[-1] < num_layers):
             raise ValueError(f"{self.name}: layers must lie in [1, {num_layers - 1}], got {list(layers)}")
+
+
+@dataclass
+class TowerTokens:
+    """The tokens of a batch of images entering vision-tower block `layer` of `depth` (the blocks that
+    feed the features the language model reads).
+
+    keys: (B, N, d) the block's keys averaged over heads (rotated where the tower rotates them).
+    attention: (B, H, N, N) the block's attention probabilities (rows sum to 1, proportional to token
+    sizes), present when the pruner's `needs` name it. sizes: (B, N) how many patches each token
+    stands for (tokens merged earlier count more). The first `protected` tokens ([CLS]) are never
+    removed.
+    """
+
+    layer: int
+    depth: int
+    keys: torch.Tensor
+    sizes: torch.Tensor
+    protected: int = 0
+    attention: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.keys.shape[1]
+
+
+@dataclass
+class TowerStep:
+    """What one in-tower step does to a batch of N tokens: `kept` (B, K) ascending token indices that
+    continue, and `into` (B, N) the slot in `kept` each token goes to (its own slot for a kept token,
+    another kept token's slot for a merged one, -1 for a dropped one). Merged tokens are averaged,
+    weighted by their sizes."""
+
+    kept: torch.Tensor
+    into: torch.Tensor
+
+
+class TowerPruner(Pruner):
+    """Removes or merges image tokens between the blocks of the vision tower; later blocks run
+    shorter and the language model receives the survivors.
+
+    budget: patch tokens (not counting [CLS]) left after the last step, per image. layers: tower
+    blocks (0-based) before which a step runs; None takes the method's default for the tower depth.
+    """
+
+    stage: ClassVar[str] = "in_tower"
+    #: what the adapter must provide in TowerTokens besides keys and sizes: {"attention"}
+    needs: ClassVar[frozenset[str]] = frozenset()
+    layers: tuple[int, ...] | None
+
+    def default_layers(self, depth: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def tower_layers(self, depth: int) -> tuple[int, ...]:
+        """The blocks this pruner steps before, in a tower whose first `depth` blocks feed the features."""
+        layers = tuple(self.layers) if self.layers is not None else self.default_layers(depth)
+        if not layers or any(b <= a for a, b in zip(layers, layers[1:])):
+            raise ValueError(f"{self.name}: layers must be non-empty and strictly increasing, got {layers}")
+        if not (layers[0] >= 0 and layers[-1] < depth):
+            raise ValueError(
+                f"{self.name}: layers must lie in [0, {depth - 1}] (the blocks before the selected "
+                f"features), got {list(layers)}"
+            )
+        return layers
+
+    def schedule(self, available: int, depth: int) -> tuple[tuple[int, int], ...]:
+        """(block, patch tokens left after its step) for an image of `available` patch tokens; the
+        last count is the budget."""
+        raise NotImplementedError
+
+    def step(self, tokens: TowerTokens, keep: int) -> TowerStep:
+        """Reduce the unprotected tokens of every image to `keep`."""
+        raise NotImplementedError

@@ -1,0 +1,306 @@
+"""End-to-end prefill (vision tower included) of in-tower pruning, pre-LLM pruning and the two composed,
+at the same number of image tokens reaching the language model, on geometries whose tower/LLM FLOP
+ratio is that of Qwen2.5-VL-7B and of LLaVA-1.5-7B.
+
+Both geometries are LLaVA-style (a CLIP-shaped tower whose patch tokens the LLM reads, random weights).
+Token counts are the real models' (1,024 image tokens for a ~1,000-merged-token Qwen2.5-VL image, 576
+for LLaVA-1.5, plus 60 text tokens); widths are scaled down, and the tower depth is the one whose
+tower/LLM FLOP ratio comes closest to the real model's (printed above each table). For every config it
+prints the median prefill time, the tower's share, speedup vs unpruned, the FLOP-ideal speedup counting
+the tower's FLOPs at the token counts it actually ran (pruned blocks are cheaper), speedup / ideal and
+selection time. Runs are interleaved (`tokenprune.timing`); one thread, process CPU time.
+
+    python benchmarks/tower_prefill.py [--runs 3] [--threads 1] [--budgets 0.1,0.25] [--quick]
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, replace
+
+import common
+import torch
+
+import tokenprune as tp
+from tokenprune.timing import medians
+from tokenprune.zoo import builders
+
+IMAGE_TOKEN = 32000
+
+
+def clip_block_flops(n: int, d: int, ffn: int) -> float:
+    return 2 * n * (4 * d * d + 2 * d * ffn) + 4 * n * n * d
+
+
+def llm_layer_flops(n: int, d: int, ffn: int, heads: int, kv_heads: int) -> float:
+    kv = d * kv_heads // heads
+    return 2 * n * (2 * d * d + 2 * d * kv + 3 * d * ffn) + 2 * n * n * d  # causal: half of QK^T, AV
+
+
+def qwen25_vl_7b_ratio() -> float:
+    """Tower/LLM FLOPs of Qwen2.5-VL-7B on an image of 4,092 patches (1,023 merged tokens) + 60 text
+    tokens: 32 blocks of width 1,280 (gated MLP 3,420; 112 px windows of 64 patches except in 4 blocks),
+    the 2x2 merger, then 28 LLM layers of width 3,584 (28 heads, 4 KV heads, MLP 18,944)."""
+    n, d = 4092, 1280
+    tower = 32 * 2 * n * (4 * d * d + 3 * d * 3420) + 4 * 4 * n * n * d + 28 * 4 * n * 64 * d
+    tower += 2 * 1023 * ((4 * d) ** 2 + 4 * d * 3584)
+    return tower / (28 * llm_layer_flops(1023 + 60, 3584, 18944, 28, 4))
+
+
+def llava15_7b_ratio() -> float:
+    """Tower/LLM FLOPs of LLaVA-1.5-7B: CLIP ViT-L/14-336 (24 blocks of width 1,024, 577 tokens), the
+    two-layer projector to 4,096, then 32 LLM layers of width 4,096 (MLP 11,008) on 576 + 60 tokens."""
+    tower = 24 * clip_block_flops(577, 1024, 4096) + 2 * 576 * (1024 * 4096 + 4096 * 4096)
+    return tower / (32 * llm_layer_flops(576 + 60, 4096, 11008, 32, 32))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    name: str
+    target_ratio: float
+    image_size: int
+    vision_hidden: int
+    vision_heads: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_ffn: int
+    patch_size: int = 14
+    vision_layers: int = 0  # 0: the depth matching target_ratio
+    vocab: int = 32064
+    text_tokens: int = 60
+
+    @property
+    def patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def vision_ffn(self) -> int:
+        return 4 * self.vision_hidden
+
+    def tower_flops(self, tokens_per_block: list[int]) -> float:
+        """The tower's blocks at the token counts they ran ([CLS] included) and the projector on the
+        image tokens the LLM receives."""
+        blocks = sum(clip_block_flops(n, self.vision_hidden, self.vision_ffn) for n in tokens_per_block)
+        return blocks + 2 * self.patches * (self.vision_hidden * self.text_hidden + self.text_hidden**2)
+
+    def llm_flops(self, image_tokens: int) -> float:
+        n = image_tokens + self.text_tokens
+        layer = llm_layer_flops(n, self.text_hidden, self.text_ffn, self.text_heads, self.text_kv_heads)
+        return self.text_layers * layer + 2 * self.text_hidden * self.vocab
+
+    def ratio(self) -> float:
+        return self.tower_flops([self.patches + 1] * self.vision_layers) / self.llm_flops(self.patches)
+
+    def with_matching_depth(self) -> Geometry:
+        if self.vision_layers:
+            return self
+        depths = [replace(self, vision_layers=depth) for depth in range(2, 64)]
+        return min(depths, key=lambda g: abs(g.ratio() - self.target_ratio))
+
+
+QWEN = Geometry(
+    "Qwen2.5-VL-7B ratio",
+    qwen25_vl_7b_ratio(),
+    image_size=448,
+    vision_hidden=256,
+    vision_heads=4,
+    text_hidden=512,
+    text_layers=12,
+    text_heads=8,
+    text_kv_heads=2,
+    text_ffn=1536,
+)
+LLAVA = Geometry(
+    "LLaVA-1.5-7B ratio",
+    llava15_7b_ratio(),
+    image_size=336,
+    vision_hidden=128,
+    vision_heads=4,
+    text_hidden=768,
+    text_layers=16,
+    text_heads=12,
+    text_kv_heads=12,
+    text_ffn=2048,
+)
+QUICK = replace(
+    QWEN, name="quick", image_size=112, vision_hidden=64, text_hidden=128, text_layers=4, text_ffn=256,
+    text_tokens=20,
+)  # fmt: skip
+
+
+def build_model(g: Geometry):
+    return builders.llava(
+        vision=dict(
+            hidden=g.vision_hidden,
+            ffn=g.vision_ffn,
+            layers=g.vision_layers,
+            heads=g.vision_heads,
+            image_size=g.image_size,
+            patch_size=g.patch_size,
+        ),
+        text=dict(
+            hidden=g.text_hidden,
+            ffn=g.text_ffn,
+            layers=g.text_layers,
+            heads=g.text_heads,
+            kv_heads=g.text_kv_heads,
+            vocab=g.vocab,
+            max_positions=4096,
+        ),
+        image_token=IMAGE_TOKEN,
+    )
+
+
+def build_inputs(g: Geometry) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    before = g.text_tokens // 4
+    text = torch.randint(3, 32000, (g.text_tokens,), generator=generator)
+    ids = torch.cat([text[:before], torch.full((g.patches,), IMAGE_TOKEN), text[before:]])[None]
+    return {
+        "input_ids": ids,
+        "pixel_values": torch.randn(1, 3, g.image_size, g.image_size, generator=generator),
+        "logits_to_keep": 1,
+    }
+
+
+def flops_of(g: Geometry, records) -> float:
+    """FLOPs of a prefill that left `records` ([]: unpruned): each tower block at the tokens it ran,
+    the LLM at the image tokens the last stage kept."""
+    blocks = [g.patches + 1] * g.vision_layers
+    for r in records:
+        if r.stage == "in_tower":
+            blocks[r.layer :] = [r.tokens_after + 1] * (g.vision_layers - r.layer)
+    image_tokens = records[-1].tokens_after if records else g.patches
+    return g.tower_flops(blocks) + g.llm_flops(image_tokens)
+
+
+def tower_layers(g: Geometry) -> tuple[int, ...]:
+    """Early blocks for the in-tower steps: the 2nd, 3rd and 4th (the first block's attention is
+    still mostly positional)."""
+    return tuple(range(1, min(4, g.vision_layers - 1)))
+
+
+def pruners_for(fraction: float, g: Geometry) -> dict[str, object]:
+    """Every config keeps `final` image tokens for the LLM; composed configs let the tower keep
+    `TOWER_SHARE` times that."""
+    final = round(fraction * g.patches)
+    kept_in_tower = min(g.patches, TOWER_SHARE * final)
+    depth = g.vision_layers - 1  # LLaVA reads the second-to-last block
+    early = tower_layers(g)
+    configs = {
+        "DivPrune": tp.DivPrune(final),
+        "VisionZip": tp.VisionZip(final),
+        "Uniform": tp.UniformPrune(final),
+        "ZeroTPrune": tp.ZeroTPrune(final, layers=early),
+        "ToMe": tp.ToMe(final, layers=tuple(range(1, depth))),
+        f"ZeroTPrune {TOWER_SHARE}x + DivPrune": tp.compose(
+            tp.ZeroTPrune(kept_in_tower, layers=early), tp.DivPrune(final)
+        ),
+        f"ZeroTPrune {TOWER_SHARE}x + Uniform": tp.compose(
+            tp.ZeroTPrune(kept_in_tower, layers=early), tp.UniformPrune(final)
+        ),
+        f"ToMe {TOWER_SHARE}x + Uniform": tp.compose(
+            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.UniformPrune(final)
+        ),
+        f"ToMe {TOWER_SHARE}x, decreasing r + Uniform": tp.compose(
+            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth)), inflect=-0.5), tp.UniformPrune(final)
+        ),
+        f"ToMe {TOWER_SHARE}x + DivPrune": tp.compose(
+            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.DivPrune(final)
+        ),
+    }
+    return {name: pruner for name, pruner in configs.items() if reachable(pruner, g.patches, depth)}
+
+
+def reachable(pruner, patches: int, depth: int) -> bool:
+    """Whether the in-tower stage can keep its budget in this tower (ToMe merges at most half of a
+    block's tokens)."""
+    stage = (
+        tp.compose(pruner).at("in_tower") if not isinstance(pruner, tp.Composed) else pruner.at("in_tower")
+    )
+    try:
+        return stage is None or bool(stage.schedule(patches, depth))
+    except ValueError as refused:
+        print(f"skipped: {refused}")
+        return False
+
+
+TOWER_SHARE = 2
+
+
+def bench(g: Geometry, budgets: list[float], rounds: int, clock) -> tuple[dict, list[dict]]:
+    model, inputs = build_model(g), build_inputs(g)
+    configs = common.pruned_configs(budgets, lambda budget: pruners_for(budget, g))
+    seconds, recorded = common.prefill_timings(
+        model, lambda: model(**inputs), configs, rounds, clock, tower=model.model.vision_tower
+    )
+    prefill = medians(seconds)
+    base_time, base_flops = prefill["unpruned"], flops_of(g, [])
+    base = {"prefill_s": base_time, "tower_s": statistics.median(recorded["unpruned"].tower)}
+    rows = []
+    for key, runs in recorded.items():
+        if key == "unpruned":
+            continue
+        name, budget = key.rsplit("@", 1)
+        ideal = base_flops / flops_of(g, runs.records)
+        speedup = base_time / prefill[key]
+        rows.append(
+            {
+                "geometry": g.name,
+                "pruner": name,
+                "budget": float(budget),
+                "tokens": runs.records[-1].tokens_after,
+                "prefill_s": prefill[key],
+                "tower_s": statistics.median(runs.tower),
+                "speedup": speedup,
+                "ideal": ideal,
+                "ratio": speedup / ideal,
+                "selection_pct": 100 * statistics.median(runs.selection) / base_time,
+            }
+        )
+    return base, rows
+
+
+def table(g: Geometry, base: dict, rows: list[dict]) -> str:
+    lines = [
+        "| pruner | budget | tokens | prefill (s) | tower (s) | speedup | FLOP-ideal | speedup/ideal | selection % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| unpruned | 1.0 | {g.patches} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} | 1.00 | 1.00 | 1.00 | 0.00 |",
+    ]
+    lines += [
+        f"| {r['pruner']} | {r['budget']} | {r['tokens']} | {r['prefill_s']:.3f} | {r['tower_s']:.3f} | "
+        f"{r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | {r['selection_pct']:.2f} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = common.benchmark_parser(__doc__, runs=3, budgets="0.1,0.25", results="tower_prefill.json")
+    parser.add_argument("--only", choices=["qwen", "llava"], help="run one geometry only")
+    args = parser.parse_args()
+    clock = common.use_threads(args.threads)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    geometries = (
+        [QUICK]
+        if args.quick
+        else [g for k, g in (("qwen", QWEN), ("llava", LLAVA)) if args.only in (None, k)]
+    )
+    results = []
+    for g in geometries:
+        g = g.with_matching_depth()
+        base, rows = bench(g, budgets, args.runs, clock)
+        print(
+            f"\n{g.name}: tower/LLM FLOPs {g.ratio():.3f} (real model {g.target_ratio:.3f}); {g.patches} image "
+            f"+ {g.text_tokens} text tokens; tower {g.vision_layers}x{g.vision_hidden}, LLM "
+            f"{g.text_layers}x{g.text_hidden}; {common.run_conditions(args.threads, args.runs)}"
+        )
+        print(table(g, base, rows))
+        results.append({"geometry": {**g.__dict__, "ratio": g.ratio()}, "unpruned": base, "rows": rows})
+    common.write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
