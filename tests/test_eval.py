@@ -149,3 +149,81 @@ def test_bad_budgets_are_rejected():
     cli.add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args(["vlm", "--budgets", "0,1.5"])
+
+
+@pytest.fixture(scope="module")
+def vlm2():
+    torch.manual_seed(0)
+    processor = models.vlm2_processor()
+    return models.build_vlm2(processor.tokenizer).eval(), processor
+
+
+def _record(stage: str, after: int, layer: int | None = None, before: int = 256):
+    from tokenprune.stats import PruneRecord
+
+    return PruneRecord(stage, "X", 0, 0, before, after, tuple(range(after)), None, 0.0, layer)
+
+
+def test_tokens_seen_averages_over_decoder_layers():
+    assert harness.tokens_seen([], 256, depth=4) == (256.0, 256)
+    assert harness.tokens_seen([_record("pre_llm", 26)], 256, depth=4) == (26.0, 26)
+    # in-LLM pruning at layer 2 of 4: two layers see 256, two see 64; a decode step's record repeats
+    fastv = [_record("llm", 64, layer=2), _record("llm", 64, layer=2, before=1)]
+    assert harness.tokens_seen(fastv, 256, depth=4) == ((256 * 2 + 64 * 2) / 4, 64)
+    staged = [_record("pre_llm", 128), _record("llm", 64, layer=1, before=128), _record("llm", 32, layer=3)]
+    assert harness.tokens_seen(staged, 256, depth=4) == ((128 + 64 + 64 + 32) / 4, 32)
+
+
+def test_pareto_front_keeps_exactly_the_undominated_results():
+    import random
+
+    rng = random.Random(0)
+    results = [
+        harness.Result(f"p{i}", 0.1, round(rng.random(), 1), tokens=float(rng.randint(1, 10)))
+        for i in range(40)
+    ]
+    front = harness.pareto_front(results + [harness.Result("uncounted", 0.1, 1.0)])
+    assert front and all(r.tokens is not None for r in front)
+    assert [r.tokens for r in front] == sorted(r.tokens for r in front)
+    for r in results:
+        better = [o for o in results if o.tokens <= r.tokens and o.accuracy >= r.accuracy and o != r]
+        strictly = [o for o in better if o.tokens < r.tokens or o.accuracy > r.accuracy]
+        assert (r in front) == (not strictly)
+    assert harness.varying_budgets(
+        [harness.Result("fixed", 0.1, 1.0, kept=[26, 26]), harness.Result("auto", 0.1, 1.0, kept=[20, 31])]
+    ) == [harness.Result("auto", 0.1, 1.0, kept=[20, 31])]
+
+
+def test_toy2_questions_count_the_tokens_each_config_keeps(vlm2):
+    model, processor = vlm2
+    examples = data.vlm_examples(processor, "toy2", limit=5)
+    assert [e.kind for e in examples] == ["color_at", "shape_at", "where", "count", "total"]
+    assert all(e.tokens == 256 for e in examples)
+    assert [e.region is None for e in examples] == [False, False, False, True, True]
+    decode = lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    configs = [
+        ("unpruned", None, None),
+        ("divprune", 1.0, tp.DivPrune(1.0)),
+        ("uniform", 0.1, tp.UniformPrune(0.1)),
+        ("fastv", 0.25, harness.visual_pruner("fastv", 0.25, depth=4)),
+    ]
+    results = harness.evaluate(model, decode, examples, configs, progress=False, depth=4)
+    assert [r.tokens for r in results] == [256.0, 256.0, 26.0, (2 * 256 + 2 * 64) / 4]
+    assert [r.kept for r in results] == [[256] * 5, [256] * 5, [26] * 5, [64] * 5]
+    assert results[1].accuracy == results[0].accuracy
+
+
+def test_cli_on_toy2_reports_tokens_and_the_pareto_front(tmp_path, vlm2, monkeypatch, capsys):
+    loaded = []
+    monkeypatch.setattr(cli, "_load_vlm", lambda model, device: loaded.append(model) or vlm2)
+    args = _cli_args("vlm", tmp_path, data="toy2", pruners=("divprune", "uniform"), budgets=(0.1,), limit=2)
+    assert cli.run(args) == 0
+    assert loaded == ["toy-vlm-2"]
+    report = json.loads((tmp_path / "accuracy_vs_budget_vlm_toy2.json").read_text())
+    assert [r["tokens"] for r in report["results"]] == [256.0, 26.0, 26.0]
+    assert (tmp_path / "accuracy_vs_tokens_vlm_toy2.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "| pruner | budget | tokens | accuracy |" in printed and "Pareto front" in printed
+    assert cli.resolve_model("vlm", "toy", "toy") == "toy-vlm"
+    assert cli.resolve_model("vlm", "toy", "q.jsonl") == "toy-vlm"
+    assert cli.resolve_model("vlm", "some/model", "toy2") == "some/model"

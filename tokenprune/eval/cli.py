@@ -35,9 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "task", choices=tuple(TASK_DROPS), help="vlm: visual pruners; lm: prompt (prefill) pruners"
     )
     parser.add_argument(
-        "--model", default="toy", help="checkpoint path or hub id; 'toy' = the committed toy-vlm / toy-lm"
+        "--model",
+        default="toy",
+        help="checkpoint path or hub id; 'toy' = the committed toy-vlm (toy-vlm-2 with --data toy2) / toy-lm",
     )
-    parser.add_argument("--data", default="toy", help="'toy' (held-out generated questions) or a JSONL file")
+    parser.add_argument(
+        "--data",
+        default="toy",
+        help="'toy' or 'toy2' (held-out generated questions; vlm toy2: the cluttered 256-token scenes) or a JSONL file",
+    )
     parser.add_argument(
         "--pruners",
         type=_names,
@@ -69,12 +75,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+# the committed model that answers each generated question set
+TOY_MODELS = {("vlm", "toy"): "toy-vlm", ("vlm", "toy2"): "toy-vlm-2", ("lm", "toy"): "toy-lm"}
+
+
+def resolve_model(task: str, model: str, data: str) -> str:
+    """`model`, or for "toy" the name of the committed model trained on `data`'s questions."""
+    if model != "toy":
+        return model
+    if (task, data) in TOY_MODELS:
+        return TOY_MODELS[task, data]
+    return TOY_MODELS[task, "toy"]
+
+
 def _load_vlm(model: str, device: str):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from tokenprune import zoo
 
-    path = zoo.path("toy-vlm") if model == "toy" else model
+    path = zoo.path(model) if model in zoo.MODELS else model
     return AutoModelForImageTextToText.from_pretrained(path).to(device).eval(), AutoProcessor.from_pretrained(
         path
     )
@@ -85,7 +104,7 @@ def _load_lm(model: str, device: str):
 
     from tokenprune import zoo
 
-    path = zoo.path("toy-lm") if model == "toy" else model
+    path = zoo.path(model) if model in zoo.MODELS else model
     return AutoModelForCausalLM.from_pretrained(path).to(device).eval(), AutoTokenizer.from_pretrained(path)
 
 
@@ -94,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         raise SystemExit(f"--limit must be >= 1, got {args.limit}")
+    name = resolve_model(args.task, args.model, args.data)
     if args.task == "vlm":
-        model, processor = _load_vlm(args.model, args.device)
+        model, processor = _load_vlm(name, args.device)
         tokenizer = processor.tokenizer
         examples = data.vlm_examples(
             processor, args.data, args.limit, args.prompt, args.max_new_tokens, args.device
@@ -104,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         names, budgets = args.pruners or pruner_names("vlm"), args.budgets or (0.1, 0.25, 0.5)
         build = harness.visual_pruner
     else:
-        model, tokenizer = _load_lm(args.model, args.device)
+        model, tokenizer = _load_lm(name, args.device)
         examples = data.lm_examples(tokenizer, args.data, args.limit, args.lengths, args.device)
         depth = model.config.num_hidden_layers
         names, budgets = args.pruners or pruner_names("lm"), args.budgets or (0.1, 0.3, 0.5)
@@ -119,14 +139,26 @@ def run(args: argparse.Namespace) -> int:
         examples,
         configs,
         progress=not args.no_progress,
+        depth=depth,
     )
     print(harness.markdown(results))
     if any(r.per_region for r in results):
         print("\nBy image region of the answer:\n")
         print(harness.markdown(results, by="region"))
-    stem = f"accuracy_vs_budget_{args.task}"
-    meta = {"task": args.task, "model": str(args.model), "data": args.data, "questions": len(examples)}
+    if any(r.tokens is not None for r in results):
+        print("\nPareto front (fewest mean tokens per decoder layer for the accuracy):\n")
+        print(harness.front_markdown(results))
+    if harness.varying_budgets(results):
+        print("\nTokens kept per question, where the budget varies:\n")
+        print(harness.budgets_markdown(results))
+    suffix = "" if args.data == "toy" else f"_{Path(args.data).stem}"
+    stem, title = f"accuracy_vs_budget_{args.task}{suffix}", f"{args.task}: {name}, {len(examples)} questions"
+    meta = {"task": args.task, "model": name, "data": args.data, "questions": len(examples)}
     harness.write_json(results, args.out / f"{stem}.json", meta)
-    harness.plot(results, args.out / f"{stem}.png", f"{args.task}: {args.model}, {len(examples)} questions")
-    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.png')}")
+    harness.plot(results, args.out / f"{stem}.png", title)
+    written = [args.out / f"{stem}.json", args.out / f"{stem}.png"]
+    if any(r.tokens is not None for r in results):
+        written.append(args.out / f"accuracy_vs_tokens_{args.task}{suffix}.png")
+        harness.plot_tokens(results, written[-1], title)
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0

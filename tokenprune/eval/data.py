@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from tokenprune.eval.harness import Example
 
 TOY_VLM_PROMPT = "<image> {question}"
 HELD_OUT_SEED = 1000
+TOY_SCENES = {"toy": "scenes", "toy2": "scenes2"}  # --data name: generator module of tokenprune.zoo
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -32,12 +34,12 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
 def vlm_examples(
     processor, data: str, limit: int, prompt: str = TOY_VLM_PROMPT, max_new_tokens: int = 4, device="cpu"
 ) -> list[Example]:
-    """`data` = "toy" (held-out generated scenes, question types in turn) or a JSONL file of
-    {"image": path (relative to the file), "question", "answer", "type"?, "region"?} rows. `region`
-    names where in the image the answer lies (the toy's: the grid row of the asked object)."""
-    if data == "toy":
-        from tokenprune.zoo import scenes
-
+    """`data` = "toy" or "toy2" (held-out generated scenes of `zoo.scenes` or `zoo.scenes2`, question
+    types in turn) or a JSONL file of {"image": path (relative to the file), "question", "answer",
+    "type"?, "region"?} rows. `region` names where in the image the answer lies (the toys': the grid
+    row of the asked object)."""
+    if data in TOY_SCENES:
+        scenes = importlib.import_module(f"tokenprune.zoo.{TOY_SCENES[data]}")
         picked = scenes.samples(HELD_OUT_SEED, limit)
         images = scenes.render([s.scene for s in picked])
         rows = [
@@ -57,6 +59,7 @@ def vlm_examples(
         rows = read_jsonl(path, ("image", "question", "answer"))[:limit]
         for row in rows:
             row["image"] = Image.open(path.parent / row["image"]).convert("RGB")
+    image_token_id = getattr(processor, "image_token_id", None)
     examples = []
     for row in rows:
         inputs = processor(
@@ -69,6 +72,7 @@ def vlm_examples(
                 row.get("type", "all"),
                 max_new_tokens,
                 row.get("region"),
+                None if image_token_id is None else int((inputs["input_ids"] == image_token_id).sum()),
             )
         )
     return examples
@@ -96,6 +100,7 @@ def lm_examples(
                 str(row["answer"]),
                 row.get("type", "all"),
                 max(1, answer_tokens),
+                tokens=inputs["input_ids"].shape[1],
             )
         )
     return examples

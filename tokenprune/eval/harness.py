@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import tokenprune as tp
@@ -28,6 +29,7 @@ class Example:
     kind: str
     max_new_tokens: int
     region: str | None = None
+    tokens: int | None = None  # the tokens pruners choose from: image tokens (vlm) or prompt (lm)
 
 
 # how per-question accuracy is grouped: Result.per_type and Result.per_region
@@ -46,6 +48,9 @@ class Result:
     per_type: dict[str, float] = field(default_factory=dict)
     per_region: dict[str, float] = field(default_factory=dict)
     setting: str = ""
+    # prunable tokens a decoder layer processes, averaged over layers and questions (`tokens_seen`)
+    tokens: float | None = None
+    kept: list[int] = field(default_factory=list)  # per question: tokens left after the last pruning
 
     def breakdown(self, by: str) -> dict[str, float]:
         if by not in BREAKDOWNS:
@@ -122,14 +127,38 @@ def is_answered(model, decode: Callable[[torch.Tensor], str], example: Example) 
     return is_correct(decode(output[0, length:]), example.answer)
 
 
+def tokens_seen(records: Iterable, before: int, depth: int) -> tuple[float, int]:
+    """From one prefill's pruning records (batch 1): the prunable tokens each of the `depth` decoder
+    layers processes, averaged over the layers, and the tokens left after the last pruning step.
+    Pre-LLM and select-then-prefill pruning applies to every layer; in-LLM pruning from its layer on.
+    Forwards after the prefill (decoding) add no new selection: only each step's first record counts."""
+    first: dict[tuple, int] = {}
+    for r in records:
+        first.setdefault((r.stage, r.layer, r.group), r.tokens_after)
+    upfront = [n for (stage, _, _), n in first.items() if stage != "llm"]
+    count = sum(upfront) if upfront else before
+    from_layer: dict[int, int] = {}
+    for (stage, layer, _), n in first.items():
+        if stage == "llm":
+            from_layer[layer] = from_layer.get(layer, 0) + n
+    per_layer = []
+    for layer in range(depth):
+        count = from_layer.get(layer, count)
+        per_layer.append(count)
+    return sum(per_layer) / depth, count
+
+
 def evaluate(
     model,
     decode: Callable[[torch.Tensor], str],
     examples: list[Example],
     configs: Iterable[tuple[str, float | None, object]],
     progress: bool = True,
+    depth: int = 1,
 ) -> list[Result]:
-    """Run every (name, budget, pruner) config (pruner None = unpruned) over `examples`.
+    """Run every (name, budget, pruner) config (pruner None = unpruned) over `examples`; with
+    `Example.tokens` known, `Result.tokens` and `Result.kept` count what each config kept over the
+    model's `depth` decoder layers.
 
     Time to answer comes from `tokenprune.timing.interleaved`, one round per question: every config
     answers it in turn (after one untimed answer each), so load that changes during a long evaluation
@@ -141,12 +170,18 @@ def evaluate(
     pruners = {key: pruner for key, (_, _, pruner) in zip(keys, configs)}
     bar = tqdm(total=len(configs) * (len(examples) + 1), disable=not progress, unit="answer")
     answered: dict[str, list[bool]] = {key: [] for key in keys}
+    seen: dict[str, list[tuple[float, int]]] = {key: [] for key in keys}
+    handles: dict[str, object] = {}
 
     def answering(key: str) -> Callable[[], None]:
         questions = iter([examples[0], *examples])  # the warm-up answers the first question
 
         def answer_next() -> None:
-            answered[key].append(is_answered(model, decode, next(questions)))
+            example = next(questions)
+            answered[key].append(is_answered(model, decode, example))
+            if example.tokens is not None:
+                records = handles[key].stats if handles.get(key) is not None else ()
+                seen[key].append(tokens_seen(records, example.tokens, depth))
             bar.update()
 
         return answer_next
@@ -154,9 +189,11 @@ def evaluate(
     @contextmanager
     def pruned(key: str):
         if pruners[key] is None:
+            handles[key] = None
             yield
             return
-        with tp.apply(model, pruners[key]):
+        with tp.apply(model, pruners[key]) as handle:
+            handles[key] = handle
             yield
 
     seconds = timing.interleaved(
@@ -176,6 +213,8 @@ def evaluate(
                 by_region.setdefault(example.region, []).append(ok)
         flat = [ok for oks in correct.values() for ok in oks]
         setting = "" if pruner is None else describe(pruner)
+        # every question, the warm-up's included, knows its token count, or none is reported
+        counted = seen[key][1:] if len(seen[key]) == len(examples) + 1 else []
         results.append(
             Result(
                 name,
@@ -185,6 +224,8 @@ def evaluate(
                 per_type=_shares(correct),
                 per_region=_shares(by_region),
                 setting=setting,
+                tokens=sum(mean for mean, _ in counted) / len(counted) if counted else None,
+                kept=[last for _, last in counted],
             )
         )
     if results and results[0].pruner == "unpruned":
@@ -203,12 +244,15 @@ def _shares(correct: dict[str, list[bool]]) -> dict[str, float]:
 def markdown(results: list[Result], by: str = "type") -> str:
     """The results as a markdown table, accuracy broken down `by` question type or answer region."""
     kinds = sorted({kind for r in results for kind in r.breakdown(by)})
-    head = ["pruner", "budget", "accuracy", "% of unpruned", "speedup (min-max)", *kinds, "setting"]
+    counted = any(r.tokens is not None for r in results)
+    head = ["pruner", "budget", *(["tokens"] if counted else []), "accuracy", "% of unpruned"]
+    head += ["speedup (min-max)", *kinds, "setting"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [
             r.pruner,
             "-" if r.budget is None else f"{r.budget:g}",
+            *([("-" if r.tokens is None else f"{r.tokens:.1f}")] if counted else []),
             f"{r.accuracy:.3f}",
             "-" if r.relative is None else f"{100 * r.relative:.1f}%",
             _speedup_cell(r),
@@ -219,9 +263,53 @@ def markdown(results: list[Result], by: str = "type") -> str:
     return "\n".join(lines)
 
 
+def pareto_front(results: list[Result]) -> list[Result]:
+    """The results no other result matches in accuracy with as few tokens (and beats in one of them),
+    by tokens; results without a token count are left out."""
+    counted = [r for r in results if r.tokens is not None]
+
+    def dominated(r: Result) -> bool:
+        return any(
+            o.tokens <= r.tokens
+            and o.accuracy >= r.accuracy
+            and (o.tokens < r.tokens or o.accuracy > r.accuracy)
+            for o in counted
+        )
+
+    return sorted((r for r in counted if not dominated(r)), key=lambda r: (r.tokens, -r.accuracy))
+
+
+def varying_budgets(results: list[Result]) -> list[Result]:
+    """The results whose kept token count differs between questions (adaptive budgets)."""
+    return [r for r in results if len(set(r.kept)) > 1]
+
+
+def budgets_markdown(results: list[Result]) -> str:
+    """Distribution over the questions of the tokens left after the last pruning step, one row per
+    result whose count varies."""
+    head = ["pruner", "budget", "mean", "min", "25 %", "median", "75 %", "max"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in varying_budgets(results):
+        q = np.percentile(r.kept, [0, 25, 50, 75, 100])
+        cells = [r.pruner, "-" if r.budget is None else f"{r.budget:g}", f"{np.mean(r.kept):.1f}"]
+        lines.append("| " + " | ".join(cells + [f"{v:g}" for v in q]) + " |")
+    return "\n".join(lines)
+
+
+def front_markdown(results: list[Result]) -> str:
+    head = ["tokens", "accuracy", "pruner", "budget"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in pareto_front(results):
+        budget = "-" if r.budget is None else f"{r.budget:g}"
+        lines.append(f"| {r.tokens:.1f} | {r.accuracy:.3f} | {r.pruner} | {budget} |")
+    return "\n".join(lines)
+
+
 def _speedup_cell(r: Result) -> str:
     if r.speedup is None:
         return "-"
+    if r.speedup_range is None:  # results written before ranges were recorded
+        return f"{r.speedup:.2f}x"
     low, high = r.speedup_range
     return f"{r.speedup:.2f}x ({low:.2f}-{high:.2f})"
 
@@ -272,6 +360,61 @@ def plot(results: list[Result], path: Path, title: str) -> None:
     axes.flat[0].legend(fontsize=7)
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.3 * rows)))  # room for the title
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_tokens(results: list[Result], path: Path, title: str) -> None:
+    """Accuracy vs mean tokens kept (one line per pruner, the Pareto front dashed) and, when some
+    result's budget varies per question, the distribution of its kept tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counted = [r for r in results if r.tokens is not None]
+    adaptive = varying_budgets(counted)
+    figure, axes = plt.subplots(1, 1 + bool(adaptive), figsize=(6.5 + 5 * bool(adaptive), 4.6), squeeze=False)
+    ax = axes[0, 0]
+    colours = plt.get_cmap("tab20").colors
+    for index, name in enumerate(dict.fromkeys(r.pruner for r in counted)):
+        points = sorted((r.tokens, r.accuracy) for r in counted if r.pruner == name)
+        style = (
+            {"marker": "*", "markersize": 12, "color": "black"}
+            if name == "unpruned"
+            else {"marker": "osD^v"[index % 5], "color": colours[index % len(colours)]}
+        )
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=name, **style)
+    front = pareto_front(counted)
+    ax.step(
+        [r.tokens for r in front],
+        [r.accuracy for r in front],
+        where="post",
+        color="grey",
+        linestyle="--",
+        linewidth=2.5,
+        alpha=0.6,
+        label="Pareto front",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("mean visual tokens per decoder layer")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    if adaptive:
+        ax = axes[0, 1]
+        bins = np.arange(0, max(max(r.kept) for r in adaptive) + 2) - 0.5  # one bin per count
+        for r in adaptive:
+            label = r.pruner if r.budget is None else f"{r.pruner} {r.budget:g}"
+            ax.hist(r.kept, bins=bins, alpha=0.5, label=label)
+        ax.set_xlabel("tokens kept per question")
+        ax.set_ylabel("questions")
+        ax.set_title("chosen budgets")
+        ax.legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -1,7 +1,8 @@
 """Reference models trained in this repository, so pruning can be measured without downloads.
 
 `toy-vlm`: a `LlavaForConditionalGeneration` (CLIP tower + Llama) answering questions about
-procedural scenes (see `scenes`); `toy-lm`: a `LlamaForCausalLM` doing long-context key-value
+procedural scenes (see `scenes`); `toy-vlm-2`: the same architecture at 256 image tokens, on cluttered
+scenes that separate pruners (see `scenes2`); `toy-lm`: a `LlamaForCausalLM` doing long-context key-value
 retrieval (see `retrieval`). Both load with `from_pretrained(zoo.path(name))`.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS = Path(__file__).parent / "weights"
-MODELS = ("toy-vlm", "toy-lm")
+MODELS = ("toy-vlm", "toy-vlm-2", "toy-lm")
 
 
 def path(name: str) -> Path:
@@ -21,7 +22,7 @@ def path(name: str) -> Path:
 
 
 def load_vlm(name: str = "toy-vlm"):
-    """(model, processor) of the committed toy VLM, in eval mode."""
+    """(model, processor) of a committed toy VLM ("toy-vlm" or "toy-vlm-2"), in eval mode."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     model = LlavaForConditionalGeneration.from_pretrained(path(name)).eval()

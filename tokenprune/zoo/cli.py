@@ -1,7 +1,7 @@
 """`tokenprune zoo`: export a reference model for vLLM, or retrain one from scratch.
 
     tokenprune zoo export toy-vlm DIR         # a copy vLLM loads (tokenprune serve DIR ...)
-    tokenprune zoo train-vlm|train-lm --out DIR [--steps N] [--device cuda] [--threads N]
+    tokenprune zoo train-vlm|train-vlm2|train-lm --out DIR [--steps N] [--device cuda] [--threads N]
 
 `python -m tokenprune.zoo ...` takes the same arguments.
 """
@@ -12,14 +12,17 @@ import argparse
 import time
 from pathlib import Path
 
+# subcommand: the model it trains (`train.train_vlm`, `train.train_vlm2`, `train.train_lm`)
+TRAINERS = {"train-vlm": "toy-vlm", "train-vlm2": "toy-vlm-2", "train-lm": "toy-lm"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
     export = commands.add_parser("export", help="write a reference model in the layout vLLM loads")
     export.add_argument("name", choices=("toy-vlm",))
     export.add_argument("out", type=Path, help="directory for the copy")
-    for name in ("train-vlm", "train-lm"):
-        train = commands.add_parser(name, help=f"retrain the {name[len('train-') :]} reference model")
+    for name in TRAINERS:
+        train = commands.add_parser(name, help=f"retrain the {TRAINERS[name]} reference model")
         train.add_argument(
             "--out", type=Path, required=True, help="directory for the checkpoint (save_pretrained)"
         )
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     steps = {} if args.steps is None else {"steps": args.steps}
-    trainer = train.train_vlm if args.zoo_command == "train-vlm" else train.train_lm
+    trainer = getattr(train, args.zoo_command.replace("-", "_"))
     trainer(args.out, device=args.device, log=lambda m: print(m, flush=True), **steps)
     print(f"done in {time.perf_counter() - started:.0f}s; checkpoint in {args.out}", flush=True)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenprune.zoo import builders, retrieval, scenes
+from tokenprune.zoo import builders, retrieval, scenes, scenes2
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 IMAGE_TOKEN = "<image>"
@@ -36,14 +36,17 @@ def vlm_tokenizer():
     return word_tokenizer(scenes.WORDS, extra_special=(IMAGE_TOKEN,))
 
 
+def vlm2_tokenizer():
+    return word_tokenizer(scenes2.WORDS, extra_special=(IMAGE_TOKEN,))
+
+
 def lm_tokenizer():
     return word_tokenizer(retrieval.WORDS)
 
 
-def vlm_processor(tokenizer=None):
+def vlm_processor(tokenizer=None, size: int = scenes.IMAGE_SIZE):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    size = scenes.IMAGE_SIZE
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
@@ -57,7 +60,7 @@ def vlm_processor(tokenizer=None):
     )
 
 
-def build_vlm(tokenizer, image_size: int = scenes.IMAGE_SIZE):
+def build_vlm(tokenizer, image_size: int = scenes.IMAGE_SIZE, max_positions: int = 256):
     """A LLaVA-1.5-shaped model: CLIP tower (`image_size` px images in 12 px patches + CLS; 96 px = 8x8
     patches), MLP projector, 4-layer Llama."""
     from transformers import LlavaForConditionalGeneration
@@ -72,7 +75,7 @@ def build_vlm(tokenizer, image_size: int = scenes.IMAGE_SIZE):
             patch_size=PATCH_SIZE,
             projection_dim=64,
         ),
-        text=text_sizes(tokenizer, hidden=96, heads=4, layers=4, max_positions=256),
+        text=text_sizes(tokenizer, hidden=96, heads=4, layers=4, max_positions=max_positions),
         image_token=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -80,6 +83,16 @@ def build_vlm(tokenizer, image_size: int = scenes.IMAGE_SIZE):
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlavaForConditionalGeneration(config)
+
+
+def vlm2_processor(tokenizer=None):
+    return vlm_processor(tokenizer or vlm2_tokenizer(), scenes2.IMAGE_SIZE)
+
+
+def build_vlm2(tokenizer):
+    """toy-vlm-2: toy-vlm's architecture over 192 px images (16x16 = 256 patch tokens + CLS) and
+    prompts of up to 512 tokens."""
+    return build_vlm(tokenizer, image_size=scenes2.IMAGE_SIZE, max_positions=512)
 
 
 def build_lm(tokenizer):
