@@ -19,13 +19,10 @@ import statistics
 from dataclasses import dataclass, replace
 
 import common
-import torch
+from visual_prefill import build_inputs, build_model
 
 import tokenprune as tp
 from tokenprune.timing import medians
-from tokenprune.zoo import builders
-
-IMAGE_TOKEN = 32000
 
 
 def clip_block_flops(n: int, d: int, ffn: int) -> float:
@@ -128,41 +125,6 @@ QUICK = replace(
     QWEN, name="quick", image_size=112, vision_hidden=64, text_hidden=128, text_layers=4, text_ffn=256,
     text_tokens=20,
 )  # fmt: skip
-
-
-def build_model(g: Geometry):
-    return builders.llava(
-        vision=dict(
-            hidden=g.vision_hidden,
-            ffn=g.vision_ffn,
-            layers=g.vision_layers,
-            heads=g.vision_heads,
-            image_size=g.image_size,
-            patch_size=g.patch_size,
-        ),
-        text=dict(
-            hidden=g.text_hidden,
-            ffn=g.text_ffn,
-            layers=g.text_layers,
-            heads=g.text_heads,
-            kv_heads=g.text_kv_heads,
-            vocab=g.vocab,
-            max_positions=4096,
-        ),
-        image_token=IMAGE_TOKEN,
-    )
-
-
-def build_inputs(g: Geometry) -> dict:
-    generator = torch.Generator().manual_seed(0)
-    before = g.text_tokens // 4
-    text = torch.randint(3, 32000, (g.text_tokens,), generator=generator)
-    ids = torch.cat([text[:before], torch.full((g.patches,), IMAGE_TOKEN), text[before:]])[None]
-    return {
-        "input_ids": ids,
-        "pixel_values": torch.randn(1, 3, g.image_size, g.image_size, generator=generator),
-        "logits_to_keep": 1,
-    }
 
 
 def flops_of(g: Geometry, records) -> float:
