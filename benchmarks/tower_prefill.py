@@ -15,14 +15,12 @@ selection time. Runs are interleaved (`tokenprune.timing`); one thread, process 
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, replace
 
 import common
 from visual_prefill import build_inputs, build_model
 
 import tokenprune as tp
-from tokenprune.timing import medians
 
 
 def clip_block_flops(n: int, d: int, ffn: int) -> float:
@@ -198,31 +196,8 @@ def bench(g: Geometry, budgets: list[float], rounds: int, clock) -> tuple[dict, 
     seconds, recorded = common.prefill_timings(
         model, lambda: model(**inputs), configs, rounds, clock, tower=model.model.vision_tower
     )
-    prefill = medians(seconds)
-    base_time, base_flops = prefill["unpruned"], flops_of(g, [])
-    base = {"prefill_s": base_time, "tower_s": statistics.median(recorded["unpruned"].tower)}
-    rows = []
-    for key, runs in recorded.items():
-        if key == "unpruned":
-            continue
-        name, budget = key.rsplit("@", 1)
-        ideal = base_flops / flops_of(g, runs.records)
-        speedup = base_time / prefill[key]
-        rows.append(
-            {
-                "geometry": g.name,
-                "pruner": name,
-                "budget": float(budget),
-                "tokens": runs.records[-1].tokens_after,
-                "prefill_s": prefill[key],
-                "tower_s": statistics.median(runs.tower),
-                "speedup": speedup,
-                "ideal": ideal,
-                "ratio": speedup / ideal,
-                "selection_pct": 100 * statistics.median(runs.selection) / base_time,
-            }
-        )
-    return base, rows
+    base, rows = common.summarize(seconds, recorded, lambda records: flops_of(g, records), None)
+    return base, [{"geometry": g.name, **row} for row in rows]
 
 
 def table(g: Geometry, base: dict, rows: list[dict]) -> str:
