@@ -299,11 +299,12 @@ def prefill_timings(
 
 
 def summarize(
-    seconds: dict[str, list[float]], recorded: dict[str, PrefillRuns], flops_of, tower_flops: float
+    seconds: dict[str, list[float]], recorded: dict[str, PrefillRuns], flops_of, tower_flops: float | None
 ) -> tuple[dict, list[dict]]:
     """Medians per config ("name@budget" keys, "unpruned" the reference) against the unpruned run
-    (the Qwen2.5-VL and LLaVA-NeXT tables). `flops_of(records)` counts a prefill's FLOPs from its
-    pruning records ([]: unpruned); `tower_flops` is the part of them spent in the timed tower."""
+    (the prefill tables). `flops_of(records)` counts a prefill's FLOPs from its pruning records ([]:
+    unpruned); `tower_flops` is the part of them spent in the timed tower, None where pruning inside
+    the tower changes that part (no tower-aware columns then)."""
     prefill = medians(seconds)
     base_time = prefill["unpruned"]
     base_tower = statistics.median(recorded["unpruned"].tower)
@@ -315,25 +316,24 @@ def summarize(
         name, budget = key.rsplit("@", 1)
         flops = flops_of(runs.records)
         ideal = base_flops / flops
-        # best case when the tower costs what it measured unpruned and the rest scales with its FLOPs
-        rest = (flops - tower_flops) / (base_flops - tower_flops)
-        tower_aware = base_time / (base_tower + (base_time - base_tower) * rest)
         speedup = base_time / prefill[key]
-        rows.append(
-            {
-                "pruner": name,
-                "budget": float(budget),
-                "tokens": runs.records[-1].tokens_after,
-                "prefill_s": prefill[key],
-                "tower_s": statistics.median(runs.tower),
-                "speedup": speedup,
-                "ideal": ideal,
-                "ratio": speedup / ideal,
-                "tower_aware_ideal": tower_aware,
-                "tower_aware_ratio": speedup / tower_aware,
-                "selection_pct": 100 * statistics.median(runs.selection) / base_time,
-            }
-        )
+        row = {
+            "pruner": name,
+            "budget": float(budget),
+            "tokens": runs.records[-1].tokens_after,
+            "prefill_s": prefill[key],
+            "tower_s": statistics.median(runs.tower),
+            "speedup": speedup,
+            "ideal": ideal,
+            "ratio": speedup / ideal,
+        }
+        if tower_flops is not None:
+            # best case when the tower costs what it measured unpruned and the rest scales with its FLOPs
+            rest = (flops - tower_flops) / (base_flops - tower_flops)
+            tower_aware = base_time / (base_tower + (base_time - base_tower) * rest)
+            row |= {"tower_aware_ideal": tower_aware, "tower_aware_ratio": speedup / tower_aware}
+        row["selection_pct"] = 100 * statistics.median(runs.selection) / base_time
+        rows.append(row)
     return {"prefill_s": base_time, "tower_s": base_tower}, rows
 
 

@@ -338,26 +338,53 @@ def visual_prefill(
     return {"unpruned": unpruned, "rows": rows}
 
 
+def bench_prefill(
+    models: Models,
+    key: str,
+    bench,
+    g,
+    sizes: Sizes,
+    device: Device,
+    *,
+    tower,
+    candidates: int,
+    budgets: tuple,
+) -> dict:
+    """`visual_prefill` of the model a prefill benchmark module (`bench`) builds at geometry `g`, with
+    that module's inputs and FLOP counts; `tower(model)` is the vision tower to time."""
+    model, built = models.get(key, lambda: bench.build_model(g))
+    result = visual_prefill(
+        model,
+        device.to(bench.build_inputs(g)),
+        tower=tower(model),
+        depth=g.text_layers,
+        candidates=candidates,
+        budgets=budgets,
+        rounds=sizes.rounds,
+        device=device,
+        flops_of=lambda records: bench.flops_of(g, records),
+        tower_flops=bench.vision_flops(g),
+    )
+    return {**built, **result}
+
+
 def llava_step(models: Models, sizes: Sizes, device: Device) -> Step:
     g = sizes.llava
     configs = 1 + len(visual_pruner_names()) * len(sizes.llava_budgets)
     estimate = BUILD_S + seconds_for(llava_bench.flops_of(g, []), configs * (1 + sizes.rounds), FORWARD_S)
 
     def run() -> dict:
-        model, built = models.get("llava", lambda: llava_bench.build_model(g))
-        result = visual_prefill(
-            model,
-            device.to(llava_bench.build_inputs(g)),
-            tower=model.model.vision_tower,
-            depth=g.text_layers,
+        return bench_prefill(
+            models,
+            "llava",
+            llava_bench,
+            g,
+            sizes,
+            device,
+            tower=lambda model: model.model.vision_tower,
             candidates=g.patches,
             budgets=sizes.llava_budgets,
-            rounds=sizes.rounds,
-            device=device,
-            flops_of=lambda records: llava_bench.flops_of(g, records),
-            tower_flops=llava_bench.vision_flops(g),
         )
-        return {**built, **result}
 
     title = (
         f"LLaVA-1.5 ({g.vision_layers}x{g.vision_hidden} CLIP tower, {g.text_layers}x{g.text_hidden} Llama): "
@@ -386,20 +413,17 @@ def qwen_step(models: Models, sizes: Sizes, device: Device, g: qwen_bench.Geomet
     )
 
     def run() -> dict:
-        model, built = models.get("qwen", lambda: qwen_bench.build_model(g))
-        result = visual_prefill(
-            model,
-            device.to(qwen_bench.build_inputs(g)),
-            tower=model.model.visual,
-            depth=g.text_layers,
+        return bench_prefill(
+            models,
+            "qwen",
+            qwen_bench,
+            g,
+            sizes,
+            device,
+            tower=lambda model: model.model.visual,
             candidates=g.merged,
             budgets=sizes.qwen_budgets,
-            rounds=sizes.rounds,
-            device=device,
-            flops_of=lambda records: qwen_bench.flops_of(g, records),
-            tower_flops=qwen_bench.vision_flops(g),
         )
-        return {**built, **result}
 
     title = (
         f"Qwen2.5-VL ({g.vision_layers}x{g.vision_hidden} tower, {g.text_layers}x{g.text_hidden} LLM), "

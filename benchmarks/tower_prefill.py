@@ -15,17 +15,12 @@ selection time. Runs are interleaved (`tokenprune.timing`); one thread, process 
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, replace
 
 import common
-import torch
+from visual_prefill import build_inputs, build_model
 
 import tokenprune as tp
-from tokenprune.timing import medians
-from tokenprune.zoo import builders
-
-IMAGE_TOKEN = 32000
 
 
 def clip_block_flops(n: int, d: int, ffn: int) -> float:
@@ -130,41 +125,6 @@ QUICK = replace(
 )  # fmt: skip
 
 
-def build_model(g: Geometry):
-    return builders.llava(
-        vision=dict(
-            hidden=g.vision_hidden,
-            ffn=g.vision_ffn,
-            layers=g.vision_layers,
-            heads=g.vision_heads,
-            image_size=g.image_size,
-            patch_size=g.patch_size,
-        ),
-        text=dict(
-            hidden=g.text_hidden,
-            ffn=g.text_ffn,
-            layers=g.text_layers,
-            heads=g.text_heads,
-            kv_heads=g.text_kv_heads,
-            vocab=g.vocab,
-            max_positions=4096,
-        ),
-        image_token=IMAGE_TOKEN,
-    )
-
-
-def build_inputs(g: Geometry) -> dict:
-    generator = torch.Generator().manual_seed(0)
-    before = g.text_tokens // 4
-    text = torch.randint(3, 32000, (g.text_tokens,), generator=generator)
-    ids = torch.cat([text[:before], torch.full((g.patches,), IMAGE_TOKEN), text[before:]])[None]
-    return {
-        "input_ids": ids,
-        "pixel_values": torch.randn(1, 3, g.image_size, g.image_size, generator=generator),
-        "logits_to_keep": 1,
-    }
-
-
 def flops_of(g: Geometry, records) -> float:
     """FLOPs of a prefill that left `records` ([]: unpruned): each tower block at the tokens it ran,
     the LLM at the image tokens the last stage kept."""
@@ -236,31 +196,8 @@ def bench(g: Geometry, budgets: list[float], rounds: int, clock) -> tuple[dict, 
     seconds, recorded = common.prefill_timings(
         model, lambda: model(**inputs), configs, rounds, clock, tower=model.model.vision_tower
     )
-    prefill = medians(seconds)
-    base_time, base_flops = prefill["unpruned"], flops_of(g, [])
-    base = {"prefill_s": base_time, "tower_s": statistics.median(recorded["unpruned"].tower)}
-    rows = []
-    for key, runs in recorded.items():
-        if key == "unpruned":
-            continue
-        name, budget = key.rsplit("@", 1)
-        ideal = base_flops / flops_of(g, runs.records)
-        speedup = base_time / prefill[key]
-        rows.append(
-            {
-                "geometry": g.name,
-                "pruner": name,
-                "budget": float(budget),
-                "tokens": runs.records[-1].tokens_after,
-                "prefill_s": prefill[key],
-                "tower_s": statistics.median(runs.tower),
-                "speedup": speedup,
-                "ideal": ideal,
-                "ratio": speedup / ideal,
-                "selection_pct": 100 * statistics.median(runs.selection) / base_time,
-            }
-        )
-    return base, rows
+    base, rows = common.summarize(seconds, recorded, lambda records: flops_of(g, records), None)
+    return base, [{"geometry": g.name, **row} for row in rows]
 
 
 def table(g: Geometry, base: dict, rows: list[dict]) -> str:

@@ -160,15 +160,23 @@ def test_copy_batch_targets_the_repeat_of_random_retrieval_words():
         assert target.nonzero().flatten().tolist() == list(range(half + 2, 2 * half + 1))
 
 
-def test_processor_matches_the_training_pixels_and_prompt():
-    processor = models.vlm_processor()
-    s = scenes.sample(0, 1)
-    image = scenes.render([s.scene])[0]
-    inputs = processor(text=train.vlm_prompt(s.question), images=scenes.to_pil(image), return_tensors="pt")
-    batch = train.vlm_batch(processor.tokenizer, 0, 1, 1, "cpu")
+def assert_processor_matches_training(processor, scene_module, vlm_batch) -> dict:
+    """The processor's pixels and prompt ids for a scene module's first sample equal those of the
+    training batch `vlm_batch` builds; returns the processor's inputs."""
+    s = scene_module.sample(0, 1)
+    image = scene_module.render([s.scene])[0]
+    inputs = processor(
+        text=train.vlm_prompt(s.question), images=scene_module.to_pil(image), return_tensors="pt"
+    )
+    batch = vlm_batch(processor.tokenizer, 0, 1, 1, "cpu")
     torch.testing.assert_close(inputs["pixel_values"], batch["pixel_values"], atol=1e-5, rtol=0)
     prompt_length = inputs["input_ids"].shape[1]
     assert inputs["input_ids"][0].tolist() == batch["input_ids"][0, :prompt_length].tolist()
+    return inputs
+
+
+def test_processor_matches_the_training_pixels_and_prompt():
+    assert_processor_matches_training(models.vlm_processor(), scenes, train.vlm_batch)
 
 
 def test_further_questions_are_askable_and_answered_from_the_same_scene():
@@ -366,13 +374,7 @@ def test_toy_vlm_2_vocabulary_extends_toy_vlm_and_processor_matches_training():
     old, new = models.vlm_tokenizer(), models.vlm2_tokenizer()
     assert new.get_vocab().items() >= old.get_vocab().items()  # toy-vlm's token ids carry over
     processor = models.vlm2_processor()
-    s = scenes2.sample(0, 1)
-    image = scenes2.render([s.scene])[0]
-    inputs = processor(text=train.vlm_prompt(s.question), images=scenes2.to_pil(image), return_tensors="pt")
-    batch = train.vlm2_batch(processor.tokenizer, 0, 1, 1, "cpu")
-    torch.testing.assert_close(inputs["pixel_values"], batch["pixel_values"], atol=1e-5, rtol=0)
-    prompt_length = inputs["input_ids"].shape[1]
-    assert inputs["input_ids"][0].tolist() == batch["input_ids"][0, :prompt_length].tolist()
+    inputs = assert_processor_matches_training(processor, scenes2, train.vlm2_batch)
     assert int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()) == 256
 
 

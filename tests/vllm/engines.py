@@ -9,6 +9,8 @@ import gc
 import numpy as np
 from PIL import Image
 
+from tokenprune.zoo import scenes
+
 LLAVA = "TokenPruneLlavaForConditionalGeneration"
 QWEN2_5_VL = "TokenPruneQwen2_5_VLForConditionalGeneration"
 QWEN2_VL = "TokenPruneQwen2VLForConditionalGeneration"
@@ -114,3 +116,17 @@ def record_selections(llm) -> list[dict]:
 
     [recorder] = llm.apply_model(install)
     return recorder.calls
+
+
+# prompts, images and answers of the reference model's scenes (tokenprune.zoo.scenes samples)
+def prompt(sample) -> str:
+    return f"<image> {sample.question}"
+
+
+def picture(sample):
+    return scenes.to_pil(scenes.render([sample.scene])[0])
+
+
+def answer(token_ids, eos: int) -> list[int]:
+    token_ids = list(token_ids)
+    return token_ids[: token_ids.index(eos)] if eos in token_ids else token_ids

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engines import LLAVA, make_llm, overrides, shutdown
+from engines import LLAVA, answer, make_llm, overrides, picture, prompt, shutdown
 
 import tokenprune as tp
 from tokenprune import zoo
@@ -16,19 +16,6 @@ from tokenprune.zoo.export import export_vllm
 
 BUDGET = 16  # of 64 image tokens
 SAMPLES = [scenes.sample(11, i) for i in range(5)]
-
-
-def prompt(sample) -> str:
-    return f"<image> {sample.question}"
-
-
-def picture(sample):
-    return scenes.to_pil(scenes.render([sample.scene])[0])
-
-
-def answer(token_ids, eos: int) -> list[int]:
-    token_ids = list(token_ids)
-    return token_ids[: token_ids.index(eos)] if eos in token_ids else token_ids
 
 
 def test_zerotprune_answers_equal_the_transformers_adapter(tmp_path_factory):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engines import LLAVA, make_llm, overrides, record_selections, shutdown
+from engines import LLAVA, answer, make_llm, overrides, picture, prompt, record_selections, shutdown
 
 import tokenprune as tp
 from tokenprune import zoo
@@ -15,19 +15,6 @@ from tokenprune.zoo.export import export_vllm
 
 BUDGET = 16  # of 64 image tokens (96 px images, 12 px patches)
 SAMPLES = [scenes.sample(7, i) for i in range(6)]  # one of each question type and more
-
-
-def prompt(sample) -> str:
-    return f"<image> {sample.question}"
-
-
-def picture(sample):
-    return scenes.to_pil(scenes.render([sample.scene])[0])
-
-
-def answer(token_ids, eos: int) -> list[int]:
-    token_ids = list(token_ids)
-    return token_ids[: token_ids.index(eos)] if eos in token_ids else token_ids
 
 
 @pytest.fixture(scope="module")
