@@ -16,6 +16,7 @@ from test_tower import masked_reference
 
 import tokenprune as tp
 from tokenprune.adapters.transformers import compat
+from tokenprune.pruners.views import SplitByArea
 
 SIDE = 6  # patches per crop side
 PATCHES = SIDE * SIDE
@@ -167,9 +168,10 @@ def test_each_prompt_of_a_padded_batch_is_pruned_as_alone(models, family, pruner
         tp.ZeroTPrune(0.5),
         tp.ToMe(0.5),
         tp.compose(tp.ToMe(20), tp.DivPrune(9)),
+        tp.compose(tp.ToMe(20), SplitByArea(tp.DivPrune(9))),
         tp.compose(tp.ZeroTPrune(18), tp.VisionZip(7)),
     ],
-    ids=["zerotprune", "tome", "tome+divprune", "zerotprune+visionzip"],
+    ids=["zerotprune", "tome", "tome+divprune", "tome+splitbyarea", "zerotprune+visionzip"],
 )
 def test_the_language_model_receives_the_recorded_tokens_at_their_unpruned_positions(models, family, pruner):
     """Per image: tower steps chain (each step's input is the previous one's survivors), a composed
@@ -228,8 +230,12 @@ def test_the_language_model_receives_the_recorded_tokens_at_their_unpruned_posit
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
     "pruner",
-    [tp.compose(tp.ZeroTPrune(0.5), tp.UniformPrune(10)), tp.ToMe(0.5, positions="reindex")],
-    ids=["zerotprune+uniform-keep", "tome-reindex"],
+    [
+        tp.compose(tp.ZeroTPrune(0.5), tp.UniformPrune(10)),
+        tp.ToMe(0.5, positions="reindex"),
+        tp.compose(tp.ToMe(20), tp.UniformPrune(12), tp.FastV(6, layer=2)),
+    ],
+    ids=["zerotprune+uniform-keep", "tome-reindex", "three-stages"],
 )
 def test_cached_generate_equals_recomputing_the_pruned_prompt(models, family, pruner):
     # a seed whose continuations hold neither the image token nor an early end of sequence, which
