@@ -10,7 +10,7 @@ EXTRAS := dev,models,embedding,context,langchain,eval,demo,ray
 PINS := .ci/constraints
 # the model-adapter tests, also run at the oldest supported transformers
 ADAPTER_TESTS := tests/test_contract.py tests/test_llava.py tests/test_llava_next.py tests/test_qwen_vl.py \
-	tests/test_prefill_skip.py tests/test_transformers_compat.py tests/test_tower.py
+	tests/test_prefill_skip.py tests/test_transformers_compat.py tests/test_tower.py tests/test_tower_anyres.py
 
 .PHONY: test test-main test-oldest test-browser chromium test-vllm test-newest lock demo lint bench fuzz clean
 

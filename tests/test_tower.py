@@ -180,17 +180,18 @@ def tower_blocks(model):
     return getattr(tower, "vision_model", tower).encoder.layers
 
 
-def masked_reference(model, pixel_values, dropped_from: dict[int, torch.Tensor]):
+def masked_reference(model, pixel_values, dropped_from: dict[int, torch.Tensor], features=None, protected=1):
     """The unpruned tower with the dropped patches masked out as keys (-inf) from the block that
-    drops them on; dropped_from[block]: (images, patches) bool, cumulative."""
+    drops them on; dropped_from[block]: (images, patches) bool, cumulative, behind `protected`
+    leading tokens. features(model, pixel_values): what to return (default: image_features)."""
     hooks, masks = [], {}
     current = None
     for index in range(len(tower_blocks(model))):
         if index in dropped_from:
             current = dropped_from[index]
         if current is not None:
-            bias = torch.zeros(len(current), 1 + TOKENS)
-            bias[:, 1:] = bias[:, 1:].masked_fill(current, float("-inf"))
+            bias = torch.zeros(len(current), protected + current.shape[1])
+            bias[:, protected:] = bias[:, protected:].masked_fill(current, float("-inf"))
             masks[index] = bias[:, None, None, :]
 
     def hook_for(index):
@@ -202,7 +203,7 @@ def masked_reference(model, pixel_values, dropped_from: dict[int, torch.Tensor])
     for index in masks:
         hooks.append(tower_blocks(model)[index].register_forward_pre_hook(hook_for(index), with_kwargs=True))
     try:
-        return image_features(model, pixel_values)
+        return (features or image_features)(model, pixel_values)
     finally:
         for hook in hooks:
             hook.remove()

@@ -15,20 +15,28 @@ into one canvas and unpadded to the image's aspect ratio (h x w tokens, row-majo
 
 Images that `generate()` encodes before prefill (`mm_encoder_outputs`) are handled the same way:
 the layout is read from the features, not from `image_sizes`, which generate() does not pass on.
+
+In-tower pruning runs on the tower's batch of crops (base view and crops of every image), each crop
+pruned to the same count. A hook on the projector scatters each crop's surviving tokens back to
+their patches (zeros elsewhere), so the model packs, unpads and adds newlines as usual; the crops'
+survivor masks are laid out like the scores above, and the pre-LLM step drops the pruned positions
+(newlines are kept). Survivors the model's unpadding cuts away never reach the language model.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tokenprune.adapters.transformers import compat
-from tokenprune.adapters.transformers.base import text_rows
+from tokenprune.adapters.transformers.base import SelectionLog, drop_unselected, text_rows
 from tokenprune.adapters.transformers.decoder import TokenGroups
 from tokenprune.adapters.transformers.multimodal import MultimodalAdapter
 from tokenprune.adapters.transformers.sequence import pack
+from tokenprune.adapters.transformers.tower import TowerEngine
 from tokenprune.adapters.transformers.vision import (
     cls_attention_hook,
     feature_layer_index,
@@ -38,6 +46,8 @@ from tokenprune.pruners.base import VISION_NEEDS
 from tokenprune.pruners.views import ViewTokens
 
 AUX = ("attention", "keys", "pre_projection")
+# per crop and in-tower step, which patches survived it: laid out like the scores
+SURVIVORS = "survivors"
 # feature channels compared when matching encoded crops to an image's features
 LAYOUT_CHANNELS = 8
 
@@ -47,6 +57,14 @@ def same_tokens(a: torch.Tensor, b: torch.Tensor) -> bool:
     moves tokens, which changes every channel, so a few identify the layout at a fraction of the cost."""
     a, b = a[..., :LAYOUT_CHANNELS], b[..., :LAYOUT_CHANNELS]
     return a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5)
+
+
+def scatter_patches(value: torch.Tensor, origins: torch.Tensor, patches: int) -> torch.Tensor:
+    """Per-crop values of the survivors (c, K, ...) at their patch indices `origins` (c, K) among
+    `patches`, zeros elsewhere: (c, patches, ...)."""
+    out = value.new_zeros(value.shape[0], patches, *value.shape[2:])
+    index = origins.to(value.device).view(*origins.shape, *([1] * (value.dim() - 2)))
+    return out.scatter(1, index.expand_as(value), value)
 
 
 def with_channel(value: torch.Tensor) -> torch.Tensor:
@@ -75,7 +93,8 @@ def stitch(
 class Media:
     """One image or video as placed in the prompt. newline: (L,) which of its L placeholders are
     newline tokens; features: (L, D) what the model puts there; aux: per candidate token (newlines
-    removed) vision-tower "attention" (N,), "keys" (N, d), "pre_projection" (N, D_vision)."""
+    removed) vision-tower "attention" (N,), "keys" (N, d), "pre_projection" (N, D_vision). tower:
+    per in-tower step, (tower block, (N,) which tokens survived it, seconds)."""
 
     token_id: int
     newline: torch.Tensor
@@ -83,6 +102,7 @@ class Media:
     views: tuple[tuple[int, ...], ...]
     features: torch.Tensor
     aux: dict
+    tower: tuple[tuple[int, torch.Tensor, float], ...] = ()
 
     @property
     def count(self) -> int:
@@ -99,7 +119,7 @@ class AnyresAdapter(MultimodalAdapter):
     multimodal model (which then receives `inputs_embeds`, or the encodings as `mm_encoder_outputs`),
     in-LLM selection through the LayerPruningEngine on the text model."""
 
-    supported_stages = ("pre_llm", "llm")
+    supported_stages = ("in_tower", "pre_llm", "llm")
     video_input: str | None = None  # the video pixel input, for families that take video
 
     def __init__(self, model, pruner, stats) -> None:
@@ -113,12 +133,34 @@ class AnyresAdapter(MultimodalAdapter):
         self.has_cls = strategy == "default"
         self.side = config.vision_config.image_size // config.vision_config.patch_size
         self._captures: list[dict] = []
+        self.tower = self._tower_engine(pruner.at("in_tower"))
+
+    def _tower_engine(self, pruner) -> TowerEngine | None:
+        if pruner is None:
+            return None
+        tower = self.vlm.vision_tower
+        vision_model = getattr(tower, "vision_model", tower)
+        blocks = vision_model.encoder.layers
+        depth = feature_layer_index(self.model.config.vision_feature_layer, len(blocks)) + 1
+        protected = int(hasattr(vision_model.embeddings, "class_embedding"))
+        return TowerEngine(pruner, blocks, depth, self.side * self.side, protected)
+
+    def _scores_tower(self) -> bool:
+        return self.pre is not None and bool(self.pre.needs & VISION_NEEDS)
+
+    def install(self) -> None:
+        # first, so that hooks capturing tower internals for a pre-LLM stage see the pruned tokens
+        if self.tower is not None:
+            self.tower.install(self)
+        super().install()
+        if self.tower is not None and not self._scores_tower():
+            self._install_vision_capture()
 
     def _install_vision_capture(self) -> None:
         """Each run of the tower (here, or in generate()'s encoding before prefill) records the
         scores of the feature layer and the projector's input and output; a prefill consumes them."""
         self.hook_before(self.vlm.vision_tower, lambda module, args, kwargs: self._captures.append({}))
-        if self.pre.needs & {"attention", "keys"}:
+        if self.pre is not None and self.pre.needs & {"attention", "keys"}:
             tower = self.vlm.vision_tower
             layers = getattr(tower, "vision_model", tower).encoder.layers
             layer = layers[feature_layer_index(self.model.config.vision_feature_layer, len(layers))]
@@ -128,9 +170,25 @@ class AnyresAdapter(MultimodalAdapter):
             )
         self.hook_after(self.vlm.multi_modal_projector, self._capture_projection)
 
-    def _capture_projection(self, module, args, kwargs, output) -> None:
-        if self._captures:
-            self._captures[-1].update(pre_projection=args[0], projected=output)
+    def _capture_projection(self, module, args, kwargs, output):
+        if not self._captures:
+            return None
+        capture = self._captures[-1]
+        capture.update(pre_projection=args[0], projected=output)
+        if self.tower is None:
+            return None
+        # the crops' survivors back at their patches, so that the model packs full crop grids
+        run = self.tower.take_run(len(output))
+        patches = self.side * self.side
+        for name in (*AUX, "projected"):
+            if name in capture:
+                capture[name] = scatter_patches(capture[name], run.origins, patches)
+        survived = torch.zeros(len(output), patches, len(run.steps), device=output.device)
+        for s, (_, _, kept, _) in enumerate(run.steps):
+            survived[..., s].scatter_(1, kept.to(output.device), 1.0)
+        capture[SURVIVORS] = survived
+        capture["tower_steps"] = [(layer, seconds) for layer, _, _, seconds in run.steps]
+        return capture["projected"]
 
     # -- family specifics ------------------------------------------------------------------------
     def _encode_images(self, module, kwargs):
@@ -163,7 +221,7 @@ class AnyresAdapter(MultimodalAdapter):
         media = self._media(module, encoded, captures)
         placed = self._place(input_ids, media)
         cleared = {"pixel_values": None, **({self.video_input: None} if self.video_input else {})}
-        if self.pre is None:
+        if self.pre is None and self.tower is None:
             self._groups = TokenGroups.whole(
                 [[positions[~media[i].newline] for i, positions in per] for per in placed],
                 [[media[i].grid for i, _ in per] for per in placed],
@@ -196,11 +254,17 @@ class AnyresAdapter(MultimodalAdapter):
         return {kind: output for kind, output in encoded.items() if output is not None}
 
     def _media(self, module, encoded: dict, captures: list[dict]) -> list[Media]:
-        needs_capture = self.pre is not None and bool(self.pre.needs & VISION_NEEDS)
+        needs_capture = self._scores_tower() or self.tower is not None
         if needs_capture and len(captures) < len(encoded):
+            name = (self.tower.pruner if self.tower is not None else self.pre).name
             raise ValueError(
-                f"{self.pre.name} needs vision-tower internals captured while the images were encoded; "
+                f"{name} needs vision-tower internals captured while the images were encoded; "
                 "encode them while the pruner is applied (pass pixel values)"
+            )
+        if self.tower is not None and "video" in encoded:
+            raise ValueError(
+                "in-tower pruning on LLaVA-OneVision supports images: the model pools each video "
+                "frame's whole patch grid, which a pruned frame no longer has"
             )
         captures = captures[-len(encoded) :] if needs_capture else [None] * len(encoded)
         media: list[Media] = []
@@ -235,12 +299,21 @@ class AnyresAdapter(MultimodalAdapter):
                     f"image {i}: its {len(f)} features do not have the anyres layout tokenprune knows"
                 )
             aux: dict = {}
+            tower: tuple = ()
             if capture is not None:
                 start = first_crops[i]
-                end = first_crops[i + 1] if i + 1 < len(features) else capture["projected"].shape[0]
+                crops = capture["projected"].shape[0]
+                end = first_crops[i + 1] if i + 1 < len(features) else crops
                 aux.update(self._image_aux(f[~newline], views, capture, start, end))
+                if SURVIVORS in aux:
+                    survived = aux.pop(SURVIVORS) > 0.5
+                    share = (end - start) / crops  # the step's time split by crops
+                    tower = tuple(
+                        (layer, survived[:, s], seconds * share)
+                        for s, (layer, seconds) in enumerate(capture["tower_steps"])
+                    )
             grid = views[0] if len(views) == 1 else (1, count)
-            media.append(Media(self.model.config.image_token_id, newline, grid, views, f, aux))
+            media.append(Media(self.model.config.image_token_id, newline, grid, views, f, aux, tower))
         return media
 
     def _base_crops(self, features: list[torch.Tensor], capture: dict) -> list[int]:
@@ -260,11 +333,17 @@ class AnyresAdapter(MultimodalAdapter):
         return found
 
     def _image_aux(self, tokens, views, capture, start: int, end: int) -> dict:
-        aux = {name: with_channel(capture[name][start:end]) for name in AUX if name in capture}
+        aux = {name: with_channel(capture[name][start:end]) for name in (*AUX, SURVIVORS) if name in capture}
         base = self.side * self.side
         if len(views) == 1:
             return without_attention_channel({name: value[0] for name, value in aux.items()})
         layout = self._canvas_layout(capture["projected"][start + 1 : end], views[1], tokens[base:])
+        if SURVIVORS in aux and layout[2] != layout[3]:
+            raise ValueError(
+                f"in-tower pruning cannot follow this image: the model resizes its {layout[2]} crop "
+                f"canvas to {layout[3]} (vision_aspect_ratio {self.model.config.vision_aspect_ratio!r}), "
+                "which blends pruned patches into kept ones; prune before the LLM instead"
+            )
         return without_attention_channel(
             {name: torch.cat([value[0], stitch(value[1:], *layout)]) for name, value in aux.items()}
         )
@@ -318,6 +397,19 @@ class AnyresAdapter(MultimodalAdapter):
         return placed
 
     # -- pre-LLM selection -------------------------------------------------------------------------
+    def _tower_survivors(self, item: Media, sample: int, group: int) -> torch.Tensor | None:
+        """The indices (in the image's own order) of its tokens that left the tower, after recording
+        each in-tower step; None without an in-tower stage."""
+        if not item.tower:
+            return None
+        before = item.count
+        for layer, survived, seconds in item.tower:
+            kept = survived.nonzero().squeeze(1)
+            log = SelectionLog(self.stats, "in_tower", self.tower.pruner.name, layer)
+            log.add(sample, group, before, kept, item.grid, seconds)
+            before = len(kept)
+        return kept
+
     @staticmethod
     def _embeds(module, input_ids: torch.Tensor, media: list[Media]) -> torch.Tensor:
         """The prompt's input embeddings with the media features at their placeholders."""
@@ -341,18 +433,33 @@ class AnyresAdapter(MultimodalAdapter):
             for g, (i, positions) in enumerate(per):
                 item = media[i]
                 candidates = positions[~item.newline]
-                tokens = ViewTokens(
-                    features=item.features[~item.newline],
-                    grid=item.grid,
-                    attention=item.aux.get("attention"),
-                    keys=item.aux.get("keys"),
-                    pre_projection=item.aux.get("pre_projection"),
-                    project=module.multi_modal_projector,
-                    views=item.views,
-                )
-                kept = self.select_visual(tokens, candidates, keep, embeds, b, g, item.grid, text_mask)
+                features, aux, views = item.features[~item.newline], item.aux, item.views
+                survivors = self._tower_survivors(item, b, g)
+                if survivors is not None:
+                    drop_unselected(keep, b, candidates, survivors)
+                    candidates, features = candidates[survivors], features[survivors]
+                    aux = {name: value[survivors] for name, value in aux.items()}
+                    # each view's survivors, in order, as one row
+                    bounds = torch.tensor([math.prod(v) for v in views], device=survivors.device).cumsum(0)
+                    counts = torch.bucketize(survivors, bounds, right=True).bincount(minlength=len(views))
+                    views = tuple((int(n),) for n in counts if n)
+                if self.pre is None:
+                    kept = torch.arange(len(candidates), device=candidates.device)
+                else:
+                    tokens = ViewTokens(
+                        features=features,
+                        grid=item.grid if survivors is None else (len(features),),
+                        attention=aux.get("attention"),
+                        keys=aux.get("keys"),
+                        pre_projection=aux.get("pre_projection"),
+                        project=module.multi_modal_projector,
+                        views=views,
+                    )
+                    kept = self.select_visual(
+                        tokens, candidates, keep, embeds, b, g, item.grid, text_mask, origins=survivors
+                    )
                 sample_positions.append(candidates[kept])
-                sample_origins.append(kept)
+                sample_origins.append(kept if survivors is None else survivors[kept])
             kept_positions.append(sample_positions)
             kept_origins.append(sample_origins)
         packed = pack(embeds, keep, kwargs.get("attention_mask"), kwargs.get("position_ids"), self.reindex)
