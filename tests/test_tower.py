@@ -195,8 +195,9 @@ def test_head_averaged_keys_equal_the_mean_of_the_blocks_keys(model):
 
 def test_block_attention_equals_the_softmax_of_scaled_logits_plus_bias():
     generator = torch.Generator().manual_seed(4)
-    queries, keys = torch.randn(2, 2, 3, 9, 5, generator=generator).unbind(0)
-    bias = torch.rand(2, 9, generator=generator).log()
+    # 2 x 3 x 50 rows: more than one block of SOFTMAX_ROWS
+    queries, keys = torch.randn(2, 2, 3, 50, 5, generator=generator).unbind(0)
+    bias = torch.rand(2, 50, generator=generator).log()
     for key_bias in (None, bias):
         logits = queries @ keys.transpose(-1, -2) * 0.4
         expected = torch.softmax(logits if key_bias is None else logits + key_bias[:, None, None], dim=-1)

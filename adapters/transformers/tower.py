@@ -25,6 +25,10 @@ class TowerRun:
     origins: torch.Tensor
 
 
+# rows of logits per softmax call in block_attention: a cache-sized temporary
+SOFTMAX_ROWS = 256
+
+
 def clip_queries_keys(block, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Queries and keys (B, H, N, d) of a transformers CLIP/SigLIP encoder block, and its scale."""
     attention = block.self_attn
@@ -48,14 +52,14 @@ def clip_mean_keys(block, hidden: torch.Tensor) -> torch.Tensor:
 
 def block_attention(queries: torch.Tensor, keys: torch.Tensor, scale: float, bias: torch.Tensor | None):
     """The attention probabilities (B, H, N, N) recomputed from q/k with the additive key `bias`
-    (B, N), in float32. The softmax runs in place on the logits: one N x N buffer instead of three
-    (allocating large buffers costs as much as filling them)."""
+    (B, N), in float32. The softmax overwrites the logits a block of rows at a time: one N x N
+    buffer instead of three (allocating large buffers costs about as much as filling them)."""
     logits = torch.matmul(queries.float() * scale, keys.float().transpose(-1, -2))
     if bias is not None:
         logits += bias[:, None, None, :]
-    logits -= logits.amax(dim=-1, keepdim=True)
-    logits.exp_()
-    return logits.div_(logits.sum(dim=-1, keepdim=True))
+    for rows in logits.view(-1, logits.shape[-1]).split(SOFTMAX_ROWS):
+        rows.copy_(torch.softmax(rows, dim=-1))
+    return logits
 
 
 class TowerEngine:
