@@ -148,7 +148,7 @@ def pruners_for(fraction: float, patches: int, depth: int) -> dict[str, object]:
     first `depth` blocks feed the features; "<in-tower> kx + <pre-LLM>" lets the tower keep k times
     `final`. The paper's ZeroTPrune steps before the 2nd-4th blocks (the first block's attention is
     still mostly positional), ToMe merges before every block (inflect < 0: more merges in early blocks,
-    ToMe's decreasing schedule). "ZeroTPrune 4x at block 0" is one step
+    ToMe's decreasing schedule) or every other block (half the steps, each merging twice as many). "ZeroTPrune 4x at block 0" is one step
     before the first block, all heads fused, one PageRank iteration: on toy-vlm it ranks the objects
     where the paper's settings do not (docs/reference-models.md)."""
     final = round(fraction * patches)
@@ -163,6 +163,7 @@ def pruners_for(fraction: float, patches: int, depth: int) -> dict[str, object]:
     zerotprune = partial(tp.ZeroTPrune, layers=early)
     at_block_0 = partial(tp.ZeroTPrune, layers=(0,), head_variance=None, iterations=1)
     decreasing = partial(tp.ToMe, inflect=-0.5)
+    every_other = partial(tp.ToMe, layers=tuple(range(0, depth, 2)))
     configs = {
         "DivPrune": tp.DivPrune(final),
         "VisionZip": tp.VisionZip(final),
@@ -174,6 +175,7 @@ def pruners_for(fraction: float, patches: int, depth: int) -> dict[str, object]:
         "ToMe 2x + Uniform": composed(2, tp.ToMe, tp.UniformPrune(final)),
         "ToMe 2x, inflect -0.5 + Uniform": composed(2, decreasing, tp.UniformPrune(final)),
         "ToMe 2x + DivPrune": composed(2, tp.ToMe, tp.DivPrune(final)),
+        "ToMe 2x, every other block + DivPrune": composed(2, every_other, tp.DivPrune(final)),
         "ToMe 4x, inflect -0.3 + DivPrune": composed(4, partial(tp.ToMe, inflect=-0.3), tp.DivPrune(final)),
         "ZeroTPrune 4x at block 0 + DivPrune": composed(4, at_block_0, tp.DivPrune(final)),
     }
