@@ -8,19 +8,24 @@ for LLaVA-1.5, plus 60 text tokens); widths are scaled down, and the tower depth
 tower/LLM FLOP ratio comes closest to the real model's (printed above each table). For every config it
 prints the median prefill time, the tower's share, speedup vs unpruned, the FLOP-ideal speedup counting
 the tower's FLOPs at the token counts it actually ran (pruned blocks are cheaper), speedup / ideal and
-selection time. Runs are interleaved (`tokenprune.timing`); one thread, process CPU time.
+selection time, and each config's speedup over the fastest pre-LLM pruner alone at its budget. Runs are
+interleaved (`tokenprune.timing`); one thread, process CPU time. `--toy N` adds the same configs'
+accuracy on N held-out toy-vlm questions (budgets as fractions of its 64 image tokens).
 
-    python benchmarks/tower_prefill.py [--runs 3] [--threads 1] [--budgets 0.1,0.25] [--quick]
+    python benchmarks/tower_prefill.py [--only qwen|llava] [--runs 3] [--threads 1] [--budgets 0.1,0.25]
+        [--toy 200] [--quick]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import common
 from visual_prefill import build_inputs, build_model
 
 import tokenprune as tp
+from tokenprune.compose import as_composed
 
 
 def clip_block_flops(n: int, d: int, ffn: int) -> float:
@@ -74,11 +79,12 @@ class Geometry:
     def vision_ffn(self) -> int:
         return 4 * self.vision_hidden
 
-    def tower_flops(self, tokens_per_block: list[int]) -> float:
+    def tower_flops(self, tokens_per_block: list[int], projected: int | None = None) -> float:
         """The tower's blocks at the token counts they ran ([CLS] included) and the projector on the
-        image tokens the LLM receives."""
+        `projected` image tokens the tower returned (default: all patches)."""
         blocks = sum(clip_block_flops(n, self.vision_hidden, self.vision_ffn) for n in tokens_per_block)
-        return blocks + 2 * self.patches * (self.vision_hidden * self.text_hidden + self.text_hidden**2)
+        projected = self.patches if projected is None else projected
+        return blocks + 2 * projected * (self.vision_hidden * self.text_hidden + self.text_hidden**2)
 
     def llm_flops(self, image_tokens: int) -> float:
         n = image_tokens + self.text_tokens
@@ -127,59 +133,63 @@ QUICK = replace(
 
 def flops_of(g: Geometry, records) -> float:
     """FLOPs of a prefill that left `records` ([]: unpruned): each tower block at the tokens it ran,
-    the LLM at the image tokens the last stage kept."""
-    blocks = [g.patches + 1] * g.vision_layers
+    the projector at the tokens the tower returned, the LLM at the image tokens the last stage kept."""
+    blocks, projected = [g.patches + 1] * g.vision_layers, g.patches
     for r in records:
         if r.stage == "in_tower":
             blocks[r.layer :] = [r.tokens_after + 1] * (g.vision_layers - r.layer)
+            projected = r.tokens_after
     image_tokens = records[-1].tokens_after if records else g.patches
-    return g.tower_flops(blocks) + g.llm_flops(image_tokens)
+    return g.tower_flops(blocks, projected) + g.llm_flops(image_tokens)
 
 
-def tower_layers(g: Geometry) -> tuple[int, ...]:
-    """Early blocks for the in-tower steps: the 2nd, 3rd and 4th (the first block's attention is
-    still mostly positional)."""
-    return tuple(range(1, min(4, g.vision_layers - 1)))
+def pruners_for(fraction: float, patches: int, depth: int) -> dict[str, object]:
+    """Every config keeps `final` image tokens for the LLM, in a tower of `patches` patch tokens whose
+    first `depth` blocks feed the features; "<in-tower> kx + <pre-LLM>" lets the tower keep k times
+    `final`. The paper's ZeroTPrune steps before the 2nd-4th blocks (the first block's attention is
+    still mostly positional), ToMe merges before every block (inflect < 0: more merges in early blocks,
+    ToMe's decreasing schedule) or every other block (half the steps, each merging twice as many). "ZeroTPrune 4x at block 0" is one step
+    before the first block, all heads fused, one PageRank iteration: on toy-vlm it ranks the objects
+    where the paper's settings do not (docs/reference-models.md)."""
+    final = round(fraction * patches)
 
+    def composed(times: int, tower, pre):
+        """`tower(kept)` keeping `times` x `final` tokens, then `pre`; None where the tower would keep
+        the whole image (the config would be `pre` alone)."""
+        kept = times * final
+        return tp.compose(tower(kept), pre) if kept < patches else None
 
-def pruners_for(fraction: float, g: Geometry) -> dict[str, object]:
-    """Every config keeps `final` image tokens for the LLM; composed configs let the tower keep
-    `TOWER_SHARE` times that."""
-    final = round(fraction * g.patches)
-    kept_in_tower = min(g.patches, TOWER_SHARE * final)
-    depth = g.vision_layers - 1  # LLaVA reads the second-to-last block
-    early = tower_layers(g)
+    early = tuple(range(1, min(4, depth)))
+    zerotprune = partial(tp.ZeroTPrune, layers=early)
+    at_block_0 = partial(tp.ZeroTPrune, layers=(0,), head_variance=None, iterations=1)
+    decreasing = partial(tp.ToMe, inflect=-0.5)
+    every_other = partial(tp.ToMe, layers=tuple(range(0, depth, 2)))
     configs = {
         "DivPrune": tp.DivPrune(final),
         "VisionZip": tp.VisionZip(final),
         "Uniform": tp.UniformPrune(final),
-        "ZeroTPrune": tp.ZeroTPrune(final, layers=early),
-        "ToMe": tp.ToMe(final, layers=tuple(range(1, depth))),
-        f"ZeroTPrune {TOWER_SHARE}x + DivPrune": tp.compose(
-            tp.ZeroTPrune(kept_in_tower, layers=early), tp.DivPrune(final)
-        ),
-        f"ZeroTPrune {TOWER_SHARE}x + Uniform": tp.compose(
-            tp.ZeroTPrune(kept_in_tower, layers=early), tp.UniformPrune(final)
-        ),
-        f"ToMe {TOWER_SHARE}x + Uniform": tp.compose(
-            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.UniformPrune(final)
-        ),
-        f"ToMe {TOWER_SHARE}x, decreasing r + Uniform": tp.compose(
-            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth)), inflect=-0.5), tp.UniformPrune(final)
-        ),
-        f"ToMe {TOWER_SHARE}x + DivPrune": tp.compose(
-            tp.ToMe(kept_in_tower, layers=tuple(range(1, depth))), tp.DivPrune(final)
-        ),
+        "ZeroTPrune": zerotprune(final),
+        "ToMe": tp.ToMe(final),
+        "ZeroTPrune 2x + DivPrune": composed(2, zerotprune, tp.DivPrune(final)),
+        "ZeroTPrune 2x + Uniform": composed(2, zerotprune, tp.UniformPrune(final)),
+        "ToMe 2x + Uniform": composed(2, tp.ToMe, tp.UniformPrune(final)),
+        "ToMe 2x, inflect -0.5 + Uniform": composed(2, decreasing, tp.UniformPrune(final)),
+        "ToMe 2x + DivPrune": composed(2, tp.ToMe, tp.DivPrune(final)),
+        "ToMe 2x, every other block + DivPrune": composed(2, every_other, tp.DivPrune(final)),
+        "ToMe 4x, inflect -0.3 + DivPrune": composed(4, partial(tp.ToMe, inflect=-0.3), tp.DivPrune(final)),
+        "ZeroTPrune 4x at block 0 + DivPrune": composed(4, at_block_0, tp.DivPrune(final)),
     }
-    return {name: pruner for name, pruner in configs.items() if reachable(pruner, g.patches, depth)}
+    return {
+        name: pruner
+        for name, pruner in configs.items()
+        if pruner is not None and reachable(pruner, patches, depth)
+    }
 
 
 def reachable(pruner, patches: int, depth: int) -> bool:
     """Whether the in-tower stage can keep its budget in this tower (ToMe merges at most half of a
     block's tokens)."""
-    stage = (
-        tp.compose(pruner).at("in_tower") if not isinstance(pruner, tp.Composed) else pruner.at("in_tower")
-    )
+    stage = as_composed(pruner).at("in_tower")
     try:
         return stage is None or bool(stage.schedule(patches, depth))
     except ValueError as refused:
@@ -187,36 +197,111 @@ def reachable(pruner, patches: int, depth: int) -> bool:
         return False
 
 
-TOWER_SHARE = 2
-
-
 def bench(g: Geometry, budgets: list[float], rounds: int, clock) -> tuple[dict, list[dict]]:
     model, inputs = build_model(g), build_inputs(g)
-    configs = common.pruned_configs(budgets, lambda budget: pruners_for(budget, g))
+    depth = g.vision_layers - 1  # LLaVA reads the second-to-last block
+    configs = common.pruned_configs(budgets, lambda budget: pruners_for(budget, g.patches, depth))
     seconds, recorded = common.prefill_timings(
         model, lambda: model(**inputs), configs, rounds, clock, tower=model.model.vision_tower
     )
     base, rows = common.summarize(seconds, recorded, lambda records: flops_of(g, records), None)
+    in_tower = {key for key, pruner in configs.items() if pruner is not None and is_in_tower(pruner)}
+    fastest = {}  # per budget: the best speedup of a pre-LLM pruner alone
+    for row in rows:
+        if f"{row['pruner']}@{row['budget']}" not in in_tower:
+            fastest[row["budget"]] = max(fastest.get(row["budget"], 0.0), row["speedup"])
+    for row in rows:
+        row["vs_pre_llm"] = row["speedup"] / fastest[row["budget"]]
     return base, [{"geometry": g.name, **row} for row in rows]
+
+
+def is_in_tower(pruner) -> bool:
+    return as_composed(pruner).at("in_tower") is not None
 
 
 def table(g: Geometry, base: dict, rows: list[dict]) -> str:
     lines = [
-        "| pruner | budget | tokens | prefill (s) | tower (s) | speedup | FLOP-ideal | speedup/ideal | selection % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| unpruned | 1.0 | {g.patches} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} | 1.00 | 1.00 | 1.00 | 0.00 |",
+        "| pruner | budget | tokens | prefill (s) | tower (s) | speedup | vs fastest pre-LLM | FLOP-ideal "
+        "| speedup/ideal | selection % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| unpruned | 1.0 | {g.patches} | {base['prefill_s']:.3f} | {base['tower_s']:.3f} | 1.00 | - | 1.00 | "
+        "1.00 | 0.00 |",
     ]
     lines += [
         f"| {r['pruner']} | {r['budget']} | {r['tokens']} | {r['prefill_s']:.3f} | {r['tower_s']:.3f} | "
-        f"{r['speedup']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | {r['selection_pct']:.2f} |"
+        f"{r['speedup']:.2f} | {r['vs_pre_llm']:.2f} | {r['ideal']:.2f} | {r['ratio']:.2f} | "
+        f"{r['selection_pct']:.2f} |"
         for r in rows
     ]
+    return "\n".join(lines)
+
+
+def toy_accuracy(budgets: list[float], questions: int) -> list[dict]:
+    """Accuracy of the configs on `questions` held-out toy-vlm questions (through the evaluation
+    harness), at `budgets` of its image tokens; configs its two-block tower cannot reach are left out."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from tokenprune import zoo
+    from tokenprune.eval import data, harness
+
+    path = zoo.path("toy-vlm")
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    examples = data.vlm_examples(processor, "toy", questions)
+    vision = model.config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    depth = model.config.vision_feature_layer % vision.num_hidden_layers + 1
+    configs = [("unpruned", None, None)] + [
+        (name, budget, pruner)
+        for budget in budgets
+        for name, pruner in pruners_for(budget, patches, depth).items()
+    ]
+    results = harness.evaluate(
+        model,
+        lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True),
+        examples,
+        configs,
+        progress=False,
+        depth=model.config.text_config.num_hidden_layers,
+    )
+    best = {}  # per budget: the best accuracy of a pre-LLM pruner alone
+    for (_, budget, pruner), result in zip(configs, results):
+        if pruner is not None and not is_in_tower(pruner):
+            best[budget] = max(best.get(budget, 0.0), result.accuracy)
+    return [
+        {
+            "pruner": result.pruner,
+            "budget": result.budget,
+            "tokens": patches if result.budget is None else round(result.budget * patches),
+            "accuracy": result.accuracy,
+            "of_unpruned": result.relative,
+            "of_best_pre_llm": result.accuracy / best[result.budget] if result.budget in best else None,
+        }
+        for result in results
+    ]
+
+
+def toy_table(rows: list[dict]) -> str:
+    lines = [
+        "| pruner | budget | tokens | accuracy | % of unpruned | % of best pre-LLM |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        best = "-" if r["of_best_pre_llm"] is None else f"{100 * r['of_best_pre_llm']:.1f}%"
+        budget = "-" if r["budget"] is None else r["budget"]
+        lines.append(
+            f"| {r['pruner']} | {budget} | {r['tokens']} | {r['accuracy']:.3f} | {100 * r['of_unpruned']:.1f}% "
+            f"| {best} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = common.benchmark_parser(__doc__, runs=3, budgets="0.1,0.25", results="tower_prefill.json")
     parser.add_argument("--only", choices=["qwen", "llava"], help="run one geometry only")
+    parser.add_argument(
+        "--toy", type=int, default=0, metavar="N", help="also the configs' accuracy on N toy-vlm questions"
+    )
     args = parser.parse_args()
     clock = common.use_threads(args.threads)
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -236,6 +321,11 @@ def main() -> None:
         )
         print(table(g, base, rows))
         results.append({"geometry": {**g.__dict__, "ratio": g.ratio()}, "unpruned": base, "rows": rows})
+    if args.toy:
+        rows = toy_accuracy(budgets, args.toy)
+        print(f"\ntoy-vlm, {args.toy} held-out questions (budgets: fractions of its 64 image tokens):")
+        print(toy_table(rows))
+        results.append({"toy-vlm": rows})
     common.write_json(args.out, results)
 
 

@@ -4,11 +4,14 @@ tower (full budget, masking reference, batches, exact budgets, errors)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import tokenprune as tp
 from tiny_models import llava_inputs, tiny_llava
+from tokenprune.adapters.transformers.tower import block_attention, clip_mean_keys, clip_queries_keys
 from tokenprune.pruners.base import TowerTokens
 from tokenprune.pruners.tower import bipartite_soft_matching, fuse_heads, merge_tokens, weighted_pagerank
 
@@ -178,6 +181,27 @@ def image_features(model, pixel_values):
 def tower_blocks(model):
     tower = model.model.vision_tower
     return getattr(tower, "vision_model", tower).encoder.layers
+
+
+def test_head_averaged_keys_equal_the_mean_of_the_blocks_keys(model):
+    """The folded projection against the block's own per-head keys, with a nonzero key bias."""
+    block = copy.deepcopy(tower_blocks(model)[0])
+    with torch.no_grad():
+        block.self_attn.k_proj.bias.normal_(generator=torch.Generator().manual_seed(1))
+        hidden = torch.randn(2, 7, block.self_attn.embed_dim, generator=torch.Generator().manual_seed(2))
+        _, keys, _ = clip_queries_keys(block, hidden)
+        torch.testing.assert_close(clip_mean_keys(block, hidden), keys.mean(dim=1))
+
+
+def test_block_attention_equals_the_softmax_of_scaled_logits_plus_bias():
+    generator = torch.Generator().manual_seed(4)
+    # 2 x 3 x 50 rows: more than one block of SOFTMAX_ROWS
+    queries, keys = torch.randn(2, 2, 3, 50, 5, generator=generator).unbind(0)
+    bias = torch.rand(2, 50, generator=generator).log()
+    for key_bias in (None, bias):
+        logits = queries @ keys.transpose(-1, -2) * 0.4
+        expected = torch.softmax(logits if key_bias is None else logits + key_bias[:, None, None], dim=-1)
+        torch.testing.assert_close(block_attention(queries, keys, 0.4, key_bias), expected)
 
 
 def masked_reference(model, pixel_values, dropped_from: dict[int, torch.Tensor], features=None, protected=1):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tokenprune.adapters.transformers.base import SelectionLog
+from tokenprune.adapters.transformers.tower import block_attention
 from tokenprune.pruners.base import TowerPruner, TowerTokens
 from tokenprune.stats import RunStats
 
@@ -43,7 +44,7 @@ def group_attention(block, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.T
     rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
     q, k = rotary(q, k, cos, sin)
     q, k = q.transpose(0, 1).float(), k.transpose(0, 1).float()  # (H, L, d)
-    probabilities = torch.softmax(q @ k.transpose(-1, -2) * attention.scaling, dim=-1)
+    probabilities = block_attention(q, k, attention.scaling, None)
     heads, groups = probabilities.shape[0], length // unit
     probabilities = probabilities.view(heads, groups, unit, groups, unit).sum(-1).mean(2)
     keys = k.mean(0).view(groups, unit, -1).mean(1)

@@ -25,6 +25,10 @@ class TowerRun:
     origins: torch.Tensor
 
 
+# rows of logits per softmax call in block_attention: a cache-sized temporary
+SOFTMAX_ROWS = 256
+
+
 def clip_queries_keys(block, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Queries and keys (B, H, N, d) of a transformers CLIP/SigLIP encoder block, and its scale."""
     attention = block.self_attn
@@ -35,22 +39,37 @@ def clip_queries_keys(block, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.
     return queries, keys, attention.scale
 
 
+def clip_mean_keys(block, hidden: torch.Tensor) -> torch.Tensor:
+    """The keys (B, N, d) of a transformers CLIP/SigLIP encoder block averaged over its heads, projected
+    with the head-averaged key weights (averaging is linear): 1/heads of the key projection's work."""
+    attention = block.self_attn
+    heads, width = attention.num_heads, attention.head_dim
+    projection = attention.k_proj
+    weight = projection.weight.view(heads, width, -1).mean(0)
+    bias = None if projection.bias is None else projection.bias.view(heads, width).mean(0)
+    return torch.nn.functional.linear(block.layer_norm1(hidden), weight, bias)
+
+
 def block_attention(queries: torch.Tensor, keys: torch.Tensor, scale: float, bias: torch.Tensor | None):
     """The attention probabilities (B, H, N, N) recomputed from q/k with the additive key `bias`
-    (B, N), in float32."""
-    logits = torch.matmul(queries.float(), keys.float().transpose(-1, -2)) * scale
+    (B, N), in float32. The softmax overwrites the logits a block of rows at a time: one N x N
+    buffer instead of three (allocating large buffers costs about as much as filling them)."""
+    logits = torch.matmul(queries.float() * scale, keys.float().transpose(-1, -2))
     if bias is not None:
-        logits = logits + bias[:, None, None, :]
-    return torch.softmax(logits, dim=-1)
+        logits += bias[:, None, None, :]
+    for rows in logits.view(-1, logits.shape[-1]).split(SOFTMAX_ROWS):
+        rows.copy_(torch.softmax(rows, dim=-1))
+    return logits
 
 
 class TowerEngine:
     """Runs `pruner` inside an encoder whose first `depth` `blocks` feed the selected features, for
     images of `patches` patch tokens behind `protected` leading tokens ([CLS]).
 
-    `project(block, hidden)` gives a block's queries, keys and scale (transformers' CLIP/SigLIP
-    blocks by default); `masks`: whether the blocks take an additive attention mask as their second
-    argument (needed once tokens merge: proportional attention)."""
+    `project(block, hidden)` gives a block's queries, keys and scale, `mean_keys(block, hidden)` its
+    head-averaged keys, for pruners that need no attention (transformers' CLIP/SigLIP blocks by
+    default); `masks`: whether the blocks take an additive attention mask as their second argument
+    (needed once tokens merge: proportional attention)."""
 
     def __init__(
         self,
@@ -60,9 +79,11 @@ class TowerEngine:
         patches: int,
         protected: int,
         project=clip_queries_keys,
+        mean_keys=clip_mean_keys,
         masks: bool = True,
     ) -> None:
         self.project = project
+        self.mean_keys = mean_keys
         self.masks = masks
         self.pruner = pruner
         self.blocks = blocks
@@ -127,12 +148,13 @@ class TowerEngine:
     def _step(self, index: int, block, hidden: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
         with torch.no_grad():
-            bias = None if bool((self._sizes == 1).all()) else self._sizes.log()
-            queries, keys, scale = self.project(block, hidden)
-            attention = None
             if "attention" in self.pruner.needs:
+                bias = None if bool((self._sizes == 1).all()) else self._sizes.log()
+                queries, keys, scale = self.project(block, hidden)
                 attention = block_attention(queries, keys, scale, bias)
-            keys = keys.mean(dim=1)
+                keys = keys.mean(dim=1)
+            else:
+                attention, keys = None, self.mean_keys(block, hidden)
             tokens = TowerTokens(index, self.depth, keys, self._sizes, self.protected, attention)
             step = self.pruner.step(tokens, self.schedule[index])
             hidden, self._sizes = merge_tokens(hidden, self._sizes, step)

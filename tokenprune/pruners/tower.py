@@ -179,7 +179,8 @@ def bipartite_soft_matching(keys: torch.Tensor, merges: int, protected: int = 0)
         raise ValueError(f"ToMe cannot merge {merges} of {n - protected} tokens in one step (at most half)")
     if merges == 0:
         return _step_from_kept(torch.ones(batch, n, dtype=torch.bool, device=device), identity)
-    similarity = _cosine(keys[:, side_a], keys[:, side_b])
+    unit = torch.nn.functional.normalize(keys.float(), dim=-1)
+    similarity = unit[:, protected::2] @ unit[:, protected + 1 :: 2].transpose(-1, -2)
     best, partner = similarity.max(dim=-1)
     edges = best.argsort(dim=-1, descending=True, stable=True)[:, :merges]
     merged = side_a[edges]
@@ -250,11 +251,13 @@ def merge_tokens(
     if bool(((step.into >= 0).sum(1) == keep).all()):
         index = step.kept[..., None].expand(-1, -1, hidden.shape[-1])
         return hidden.gather(1, index), sizes.gather(1, step.kept)
-    weights = sizes * (step.into >= 0)
-    slot = step.into.clamp(min=0)
-    new_sizes = torch.zeros(batch, keep, dtype=sizes.dtype, device=sizes.device).scatter_add(1, slot, weights)
-    summed = torch.zeros(batch, keep, hidden.shape[-1], dtype=torch.float32, device=hidden.device)
-    summed.scatter_add_(
-        1, slot[..., None].expand(-1, -1, hidden.shape[-1]), hidden.float() * weights[..., None]
-    )
-    return (summed / new_sizes[..., None]).to(hidden.dtype), new_sizes
+    width = hidden.shape[-1]
+    weights = (sizes * (step.into >= 0)).flatten()
+    # rows added into the batch's (B * K) slots by one index per token, in token order
+    offsets = torch.arange(batch, device=step.into.device)[:, None] * keep
+    slot = (step.into.clamp(min=0) + offsets).flatten()
+    new_sizes = torch.zeros(batch * keep, dtype=sizes.dtype, device=sizes.device).index_add_(0, slot, weights)
+    summed = torch.zeros(batch * keep, width, dtype=torch.float32, device=hidden.device)
+    summed.index_add_(0, slot, hidden.float().flatten(0, 1) * weights[:, None])
+    merged = (summed / new_sizes[:, None]).view(batch, keep, width)
+    return merged.to(hidden.dtype), new_sizes.view(batch, keep)
