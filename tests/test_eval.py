@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -172,6 +173,13 @@ def test_tokens_seen_averages_over_decoder_layers():
     assert harness.tokens_seen(fastv, 256, depth=4) == ((256 * 2 + 64 * 2) / 4, 64)
     staged = [_record("pre_llm", 128), _record("llm", 64, layer=1, before=128), _record("llm", 32, layer=3)]
     assert harness.tokens_seen(staged, 256, depth=4) == ((128 + 64 + 64 + 32) / 4, 32)
+    # in-tower steps before blocks 0 and 1 on two groups (crops), then pre-LLM: the LLM sees the last
+    # step's count of each group
+    tower = [_record("in_tower", 128, layer=0), _record("in_tower", 64, layer=1)]
+    tower.insert(1, dataclasses.replace(_record("in_tower", 100, layer=0), group=1))
+    assert harness.tokens_seen(tower, 256, depth=4) == (64 + 100, 64 + 100)
+    pre = [_record("pre_llm", 26), dataclasses.replace(_record("pre_llm", 20), group=1)]
+    assert harness.tokens_seen(tower + pre, 256, depth=4) == (46.0, 46)
 
 
 def test_pareto_front_keeps_exactly_the_undominated_results():

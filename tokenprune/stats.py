@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class PruneRecord:
     """One pruned group of tokens (an image, a video, or a prompt) in one forward pass.
 
-    stage: "pre_llm", "prefill" or "llm" (then `layer` is the decoder layer it ran before);
+    stage: "in_tower" (then `layer` is the vision-tower block it ran before), "pre_llm", "prefill"
+    or "llm" (then `layer` is the decoder layer it ran before);
     method: the pruner's class name; seconds: time spent selecting (a step that selects several
     groups at once splits its time evenly between their records).
 

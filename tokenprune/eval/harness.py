@@ -130,13 +130,20 @@ def is_answered(model, decode: Callable[[torch.Tensor], str], example: Example) 
 def tokens_seen(records: Iterable, before: int, depth: int) -> tuple[float, int]:
     """From one prefill's pruning records (batch 1): the prunable tokens each of the `depth` decoder
     layers processes, averaged over the layers, and the tokens left after the last pruning step.
-    Pre-LLM and select-then-prefill pruning applies to every layer; in-LLM pruning from its layer on.
+    Pre-LLM and select-then-prefill pruning applies to every layer, or without them the last in-tower
+    step's output; in-LLM pruning from its layer on.
     Forwards after the prefill (decoding) add no new selection: only each step's first record counts."""
     first: dict[tuple, int] = {}
     for r in records:
         first.setdefault((r.stage, r.layer, r.group), r.tokens_after)
-    upfront = [n for (stage, _, _), n in first.items() if stage != "llm"]
-    count = sum(upfront) if upfront else before
+    # per group, the last step before the LLM: pre-LLM (or select-then-prefill) after in-tower steps,
+    # and of in-tower steps the last block's
+    entering: dict[int, tuple[tuple[int, int], int]] = {}
+    for (stage, layer, group), n in first.items():
+        if stage != "llm":
+            order = (0, layer or 0) if stage == "in_tower" else (1, 0)
+            entering[group] = max(entering.get(group, (order, n)), (order, n))
+    count = sum(n for _, n in entering.values()) if entering else before
     from_layer: dict[int, int] = {}
     for (stage, layer, _), n in first.items():
         if stage == "llm":
