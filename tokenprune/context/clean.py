@@ -57,6 +57,8 @@ _NON_SPACE = re.compile(r"\S")
 # libxml2 compares each attribute of a start tag with all earlier ones (quadratic in their number), so
 # the attributes of a start tag with more than _MAX_ATTRIBUTES are cut to those cleaning reads first.
 _MAX_ATTRIBUTES = 1000
+_LONG_ATTRIBUTE = 4096
+_TAG_SPACE = b" \t\n\r\f/"
 _LONG_START_TAG = re.compile(rb"<([A-Za-z][^\s/<>]*)([^<>]{8192,})")
 _ATTRIBUTE = re.compile(rb"""([^\s=<>"'/]+)(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s<>"']*))?""")
 _READ_ATTRIBUTES = KEPT_ATTRIBUTES | {"hidden", "aria-hidden", "style", "type"}
@@ -138,15 +140,47 @@ def _as_utf8(html: str | bytes) -> bytes:
     return _NOT_XML_TEXT.sub("", html).encode("utf-8")
 
 
-def _read_attributes_only(tag: re.Match) -> bytes:
-    if tag.group(2).count(b"=") <= _MAX_ATTRIBUTES:
-        return tag.group()
+def _cut_tag(data: bytes, tag: re.Match) -> bytes | None:
+    """A long start tag cut to the attributes cleaning reads, or None to leave it as it is: cut when it
+    has more than ``_MAX_ATTRIBUTES`` attributes, or an attribute cleaning drops whose value is
+    longer than ``_LONG_ATTRIBUTE`` (libxml2 holds several copies of a value while parsing it) where
+    the tag reads unambiguously (every value closed, ``>`` right after)."""
+    many = data.count(b"=", *tag.span(2)) > _MAX_ATTRIBUTES
     kept: dict[bytes, bytes] = {}
-    for attribute in _ATTRIBUTE.finditer(tag.group(2)):
+    long_dropped, clear, covered = False, True, tag.start(2)
+    for attribute in _ATTRIBUTE.finditer(data, *tag.span(2)):
         name = attribute.group(1).lower()
         if name.decode("ascii", "replace") in _READ_ATTRIBUTES:
             kept.setdefault(name, attribute.group())  # the first of duplicates wins, as in libxml2
+        elif not many:
+            long_dropped = long_dropped or attribute.end() - attribute.start() > _LONG_ATTRIBUTE
+        if not many:
+            clear = clear and not data[covered : attribute.start()].strip(_TAG_SPACE)
+        covered = attribute.end()
+    if not many and not (
+        long_dropped
+        and clear
+        and not data[covered : tag.end()].strip(_TAG_SPACE)
+        and data[tag.end() : tag.end() + 1] == b">"
+    ):
+        return None
     return b"<" + tag.group(1) + b" " + b" ".join(kept.values())
+
+
+def _cut_attributes(data: bytes) -> bytes:
+    """``data`` with its long start tags cut (``_cut_tag``). Matches are read in place: no copy of a
+    long tag, or of the page when no tag is cut."""
+    view = memoryview(data)
+    pieces: list = []
+    start = 0
+    for tag in _LONG_START_TAG.finditer(data):
+        cut = _cut_tag(data, tag)
+        if cut is not None:
+            pieces += [view[start : tag.start()], cut]
+            start = tag.end()
+    if not pieces:
+        return data
+    return b"".join([*pieces, view[start:]])
 
 
 def _parse_bytes(data: bytes) -> tuple[etree._Element | None, bool]:
@@ -217,11 +251,13 @@ def _make_xml_safe(root: etree._Element, strings: bool) -> None:
                 element.text = _NOT_XML_TEXT.sub("", element.text)
             if element.tail and _NOT_XML_TEXT.search(element.tail):
                 element.tail = _NOT_XML_TEXT.sub("", element.tail)
-        items = element.items()
-        if items and any(
-            name not in valid and not _is_attribute_name(name) or strings and _NOT_XML_TEXT.search(value)
-            for name, value in items
+        names = element.keys()  # values only when they may need fixing: they can be megabytes long
+        if names and any(
+            (name not in valid and not _is_attribute_name(name))
+            or (strings and _NOT_XML_TEXT.search(element.get(name)))
+            for name in names
         ):
+            items = element.items()
             element.attrib.clear()
             element.attrib.update(
                 {name: _NOT_XML_TEXT.sub("", value) for name, value in items if _is_attribute_name(name)}
@@ -247,7 +283,7 @@ def parse_html(html: str | bytes) -> etree._Element:
     libxml2 stops at a nesting depth of 2048 and drops everything after it, so over-deep pages are
     re-parsed with layout wrappers flattened, and as plain text if still too deep.
     """
-    data = _LONG_START_TAG.sub(_read_attributes_only, _as_utf8(html))
+    data = _cut_attributes(_as_utf8(html))
     root, too_deep = _parse_bytes(data)
     if too_deep:
         root, too_deep = _parse_bytes(_without_tags(_WRAPPER_TAG_MARKUP, data))
@@ -328,9 +364,9 @@ def _keep_attributes(element: etree._Element) -> None:
     attrib = element.attrib
     kept = {
         name: value
-        for name, value in attrib.items()
+        for name in attrib  # no value read of what is dropped (it can be megabytes long)
         if name in KEPT_ATTRIBUTES
-        and value.strip()
+        and (value := attrib[name]).strip()
         and not (name in ("colspan", "rowspan") and value.strip() == "1")
         and not (name == "href" and value.strip().lower().startswith(("javascript:", "#")))
     }

@@ -77,9 +77,15 @@ class HtmlDocument:
             if self.output == "html":
                 self._costs = self.count([self.tree.block_html(b) for b in blocks])
             else:  # +1: the line break that separates a block from its neighbours
-                texts = [render(self.tree.block_fragment(b), self.output) for b in blocks]
+                texts = [self._rendered(b) for b in blocks]
                 self._costs = [cost + 1 for cost in self.count(texts)]
         return self._costs[unit]
+
+    def _rendered(self, block: int) -> str:
+        """The block rendered alone; the block's own text where equal, so that the counts (keyed by
+        text) hold no second copy of the page's text."""
+        text = render(self.tree.block_fragment(block), self.output)
+        return self.tree.blocks[block].text if text == self.tree.blocks[block].text else text
 
     def unit_parents(self, unit: int) -> list[tuple[object, int]]:
         if self.output != "html":  # containers cost no markup outside HTML

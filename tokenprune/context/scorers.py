@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -17,6 +18,7 @@ _UNSEGMENTED = _UNSPACED + "\uac00-\ud7af"
 _UNSEGMENTED_RUN = re.compile(f"[{_UNSEGMENTED}]+")
 # bm25s's word pattern, plus single characters of those scripts (a one-character word such as "猫").
 _TOKEN_PATTERN = rf"(?u)\b\w\w+\b|[{_UNSEGMENTED}]"
+_BM25_CHUNK = 256  # texts tokenized at a time
 # Words for embedding windows: a character of a script without spaces counts as one.
 _UNIT = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
 
@@ -50,26 +52,43 @@ class BM25Scorer:
     stopwords: str | list[str] | None = "en"
 
     def relevance(self, query: str, texts: list[str]) -> np.ndarray:
+        """bm25s's scores (method "lucene", float32 as bm25s stores and sums them), computed from one
+        pass over the texts a chunk at a time that keeps only document lengths and the counts of the
+        query's terms: an index of every term of a large page would take more memory than the page."""
         import bm25s
 
-        corpus = bm25s.tokenize(
-            [lexical_terms(text) for text in texts],
-            token_pattern=_TOKEN_PATTERN,
-            stopwords=self.stopwords,
-            show_progress=False,
-        )
-        query_tokens = bm25s.tokenize(
-            lexical_terms(query),
-            token_pattern=_TOKEN_PATTERN,
-            stopwords=self.stopwords,
-            return_ids=False,
-            show_progress=False,
-        )
-        if not corpus.vocab or not query_tokens[0]:
-            return np.zeros(len(texts))
-        index = bm25s.BM25(k1=self.k1, b=self.b)
-        index.index(corpus, show_progress=False)
-        scores = np.asarray(index.get_scores(query_tokens[0]), dtype=float)
+        def tokens(batch: list[str]) -> list[list[str]]:
+            return bm25s.tokenize(
+                [lexical_terms(text) for text in batch],
+                token_pattern=_TOKEN_PATTERN,
+                stopwords=self.stopwords,
+                return_ids=False,
+                show_progress=False,
+            )
+
+        query_terms = tokens([query])[0]
+        wanted = set(query_terms)
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        found: dict[str, tuple[list[int], list[int]]] = {term: ([], []) for term in wanted}
+        for start in range(0, len(texts), _BM25_CHUNK):
+            for doc, words in enumerate(tokens(texts[start : start + _BM25_CHUNK]), start):
+                lengths[doc] = len(words)
+                for term in wanted.intersection(words):
+                    found[term][0].append(doc)
+                    found[term][1].append(words.count(term))
+        scores = np.zeros(len(texts), dtype=np.float32)
+        if not texts or not lengths.any():
+            return scores.astype(float)
+        average = lengths.mean()
+        for term in query_terms:  # in query order, repeats included, as bm25s sums them
+            docs, counts = found[term]
+            if not docs:
+                continue
+            idf = np.float32(math.log(1 + (len(texts) - len(docs) + 0.5) / (len(docs) + 0.5)))
+            tf = np.asarray(counts, dtype=np.float32)
+            tfc = tf / (self.k1 * ((1 - self.b) + self.b * lengths[docs] / average) + tf)
+            np.add.at(scores, np.asarray(docs), (np.float64(idf) * tfc).astype(np.float32))
+        scores = scores.astype(float)
         best = scores.max(initial=0.0)
         return scores / best if best > 0 else np.zeros(len(texts))
 
