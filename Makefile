@@ -49,8 +49,7 @@ test-newest:
 	.venv-newest/bin/pip install -q torch==2.13.0
 	.venv-newest/bin/pip install -q -e ".[$(EXTRAS)]"
 	.venv-newest/bin/pip install -q --upgrade transformers langchain-core gradio
-	.venv-newest/bin/python -c "import importlib.metadata as m; \
-		print(*(f'{p} {m.version(p)}' for p in ('transformers', 'langchain-core', 'gradio')), sep='\n')"
+	bash .ci/newest-report.sh transformers langchain-core gradio
 	HF_HUB_OFFLINE=1 .venv-newest/bin/python -m pytest -q tests --ignore=tests/vllm --ignore=tests/browser
 
 # Re-resolve the pinned versions from pyproject.toml (and the vLLM setup) and rewrite .ci/constraints/
