@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -330,13 +331,14 @@ def held_out_accuracy(model, batch: Callable[[int], dict[str, torch.Tensor]], ba
 
 
 def vlm2_batch(
-    tokenizer, seed: int, start: int, size: int, device, questions: int | None = 1
+    tokenizer, seed: int, start: int, size: int, device, questions: int | None = 1, repeats: int = 1
 ) -> dict[str, torch.Tensor]:
     """`vlm_batch` over the cluttered scenes of `scenes2` (256 image tokens); `questions` None asks every
-    distinct question about each image (`scenes2.all_questions`)."""
+    distinct question about each image (`scenes2.all_questions`), its `where` and `total` turns
+    `repeats` times (with `isolate_turns`, a repeat weighs that turn's loss as an extra copy would)."""
     picked = scenes2.samples(seed, size, start)
     turns = [
-        scenes2.all_questions(s, seed, index)
+        weighted_turns(scenes2.all_questions(s, seed, index), repeats)
         if questions is None
         else [(s.question, s.answer), *scenes2.more_questions(s, seed, index, questions - 1)]
         for index, s in enumerate(picked, start)
@@ -345,6 +347,13 @@ def vlm2_batch(
         **_turn_rows(tokenizer, scenes2.SIDE**2, turns, device),
         "pixel_values": pixel_values(scenes2.render([s.scene for s in picked], device)),
     }
+
+
+def weighted_turns(turns: list[tuple[str, str]], repeats: int) -> list[tuple[str, str]]:
+    """`turns`, then `repeats` - 1 more copies of each `where` and `total` turn: every image has about 5
+    `where` turns and one `total` among about 30, and these are the types the model learns last."""
+    weak = [t for t in turns if t[0].startswith("where ") or t[0] == "how many objects ?"]
+    return turns + weak * (repeats - 1)
 
 
 # Rows of a toy-vlm-2 batch whose image tokens are partly hidden (see `mask_object_scenes`)
@@ -396,14 +405,27 @@ def isolate_turns(batch: dict[str, torch.Tensor], prefix: int, eos_token_id: int
     batch["position_ids"] = positions
 
 
+class VLM2Stage(NamedTuple):
+    steps: int
+    lr: float
+    warmup: int
+    questions: int | None  # per image; None: every distinct question, each turn seeing only the image
+    repeats: int = 1  # times each `where` and `total` turn is asked (see `weighted_turns`)
+
+
 # toy-vlm-2 is fine-tuned from toy-vlm: trained from scratch at 256 image tokens, a step of 16 scenes
-# took 3.6 s on a shared 2-core CPU and the loss had barely moved after 25 steps. Stages of (steps, lr,
-# warmup, questions per image), each on new scenes with a new cosine schedule: ten questions per image
-# (held-out 38 % of first answers after 200 steps and still after 700), then every distinct question
-# about each image (about 30; 1.4x the tokens per row), each turn seeing only the image
-# (`isolate_turns`; without it, 46 % after 200 more steps).
-VLM2_STAGES = ((700, 1e-3, 50, 10), (700, 1e-3, 20, None), (600, 5e-4, 20, None))
-VLM2_STEPS = sum(stage[0] for stage in VLM2_STAGES)
+# took 3.6 s on a shared 2-core CPU and the loss had barely moved after 25 steps. Each stage runs on new
+# scenes with a new cosine schedule: ten questions per image (held-out 38 % of first answers after 200
+# steps and still after 700), then every distinct question about each image (about 30; 1.4x the tokens
+# per row), each turn seeing only the image (`isolate_turns`; without it, 46 % after 200 more steps);
+# the last stage weighs up the `where` and `total` turns, still the weakest after stage 3.
+VLM2_STAGES = (
+    VLM2Stage(700, 1e-3, 50, 10),
+    VLM2Stage(700, 1e-3, 20, None),
+    VLM2Stage(600, 5e-4, 20, None),
+    VLM2Stage(4000, 5e-4, 50, None, repeats=3),
+)
+VLM2_STEPS = sum(stage.steps for stage in VLM2_STAGES)
 
 
 def vlm2_start(tokenizer, device) -> torch.nn.Module:
@@ -432,19 +454,21 @@ def train_vlm2(
 ) -> float:
     """Fine-tune toy-vlm into toy-vlm-2 on `scenes2` into `out` (VLM2_STAGES, cut to `steps` in all);
     returns its held-out accuracy. Each earlier stage's result is kept in `out`/stage<n>, and a rerun
-    with it present starts from it."""
+    starts from the latest one present."""
     torch.manual_seed(TRAIN_SEED)
     processor = models.vlm2_processor()
     tokenizer = processor.tokenizer
     image_token_id = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
 
-    def batches(first: int, questions: int | None) -> Callable[[int], dict[str, torch.Tensor]]:
+    def batches(first: int, stage: VLM2Stage) -> Callable[[int], dict[str, torch.Tensor]]:
         def batch(step: int) -> dict[str, torch.Tensor]:
             start = first + step * batch_size
-            rows = vlm2_batch(tokenizer, TRAIN_SEED, start, batch_size, device, questions)
+            rows = vlm2_batch(
+                tokenizer, TRAIN_SEED, start, batch_size, device, stage.questions, stage.repeats
+            )
             picked = [s.scene for s in scenes2.samples(TRAIN_SEED, batch_size, start)]
             mask_object_scenes(rows, image_token_id, picked, TRAIN_SEED, start)
-            if questions is None:
+            if stage.questions is None:
                 isolate_turns(rows, 1 + scenes2.SIDE**2, tokenizer.eos_token_id)
             return rows
 
@@ -457,25 +481,38 @@ def train_vlm2(
 
         return save
 
+    def stage_dir(number: int) -> Path:
+        return out / f"stage{number}"
+
+    # the latest earlier stage whose result a previous run left (the last stage always trains)
+    resume = max(
+        (n for n in range(1, len(VLM2_STAGES)) if (stage_dir(n) / "model.safetensors").exists()),
+        default=0,
+    )
     model, done = None, 0
-    for number, (stage_steps, lr, warmup, questions) in enumerate(VLM2_STAGES, 1):
-        stage_steps = min(stage_steps, steps - done)
+    for number, stage in enumerate(VLM2_STAGES, 1):
+        stage_steps = min(stage.steps, steps - done)
         if stage_steps <= 0:
             break
         last = done + stage_steps >= steps or number == len(VLM2_STAGES)
-        where = out if last else out / f"stage{number}"
-        if not last and (where / "model.safetensors").exists():
-            from transformers import LlavaForConditionalGeneration
+        where = out if last else stage_dir(number)
+        if not last and number <= resume:
+            if number == resume:
+                from transformers import LlavaForConditionalGeneration
 
-            log(f"stage {number}: starting from {where}")
-            model = LlavaForConditionalGeneration.from_pretrained(where).to(device)
+                log(f"stage {number}: starting from {where}")
+                model = LlavaForConditionalGeneration.from_pretrained(where).to(device)
         else:
             model = vlm2_start(tokenizer, device) if model is None else model
-            asked = "ten questions per image" if questions else "every question about each image, alone"
-            log(f"stage {number}: {stage_steps} steps at lr {lr:g}, {asked}")
+            asked = (
+                "ten questions per image"
+                if stage.questions
+                else f"every question about each image, alone, where/total x{stage.repeats}"
+            )
+            log(f"stage {number}: {stage_steps} steps at lr {stage.lr:g}, {asked}")
             model.train()
-            schedule = Schedule(steps=stage_steps, lr=lr, warmup=warmup, checkpoint_every=100)
-            fit(model, batches(done * batch_size, questions), schedule, saver(model, where), log)
+            schedule = Schedule(steps=stage_steps, lr=stage.lr, warmup=stage.warmup, checkpoint_every=100)
+            fit(model, batches(done * batch_size, stage), schedule, saver(model, where), log)
         done += stage_steps
     accuracy = held_out_accuracy(model, lambda i: vlm2_batch(tokenizer, HELD_OUT_SEED, i * 100, 100, device))
     log(f"held-out accuracy (seed {HELD_OUT_SEED}, 400 questions): {accuracy:.4f}")
