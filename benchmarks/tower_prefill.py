@@ -239,14 +239,10 @@ def table(g: Geometry, base: dict, rows: list[dict]) -> str:
 def toy_accuracy(budgets: list[float], questions: int) -> list[dict]:
     """Accuracy of the configs on `questions` held-out toy-vlm questions (through the evaluation
     harness), at `budgets` of its image tokens; configs its two-block tower cannot reach are left out."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from tokenprune import zoo
     from tokenprune.eval import data, harness
 
-    path = zoo.path("toy-vlm")
-    model = AutoModelForImageTextToText.from_pretrained(path).eval()
-    processor = AutoProcessor.from_pretrained(path)
+    model, processor = zoo.load_vlm("toy-vlm")
     examples = data.vlm_examples(processor, "toy", questions)
     vision = model.config.vision_config
     patches = (vision.image_size // vision.patch_size) ** 2

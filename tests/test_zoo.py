@@ -408,6 +408,17 @@ def test_every_distinct_question_is_asked_once_with_the_sample_first():
                 assert int(answer) == sum(words[2] in (o.colour, o.shape) for o in s.scene.objects)
 
 
+def test_question_kind_reads_back_every_type_the_scenes_ask():
+    from tokenprune.zoo import scenes2
+
+    picked = scenes2.samples(5, 50)
+    assert {s.kind for s in picked} == set(scenes2.QUESTION_TYPES)
+    for s in picked:
+        assert scenes2.question_kind(s.question) == s.kind
+    with pytest.raises(ValueError, match="not a scenes2 question"):
+        scenes2.question_kind("is it raining ?")
+
+
 def test_weighted_turns_repeat_only_the_where_and_total_turns():
     from tokenprune.zoo import scenes2
 

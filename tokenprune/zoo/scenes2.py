@@ -168,6 +168,20 @@ def _question(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, s
     return "how many objects ?", str(len(scene.objects)), None
 
 
+def question_kind(question: str) -> str:
+    """The type (QUESTION_TYPES) of a question as `_question` and `all_questions` write it."""
+    for prefix, kind in (
+        ("what color is at ", "color_at"),
+        ("what shape is at ", "shape_at"),
+        ("where is the ", "where"),
+        ("how many objects ?", "total"),
+        ("how many ", "count"),
+    ):
+        if question.startswith(prefix):
+            return kind
+    raise ValueError(f"not a scenes2 question: {question!r}")
+
+
 def sample(seed: int, index: int, kind: str | None = None) -> Sample:
     """Sample `index` of split `seed`; `kind` fixes the question type (default: QUESTION_TYPES in turn)."""
     rng = np.random.default_rng([seed, index])

@@ -352,7 +352,7 @@ def vlm2_batch(
 def weighted_turns(turns: list[tuple[str, str]], repeats: int) -> list[tuple[str, str]]:
     """`turns`, then `repeats` - 1 more copies of each `where` and `total` turn: every image has about 5
     `where` turns and one `total` among about 30, and these are the types the model learns last."""
-    weak = [t for t in turns if t[0].startswith("where ") or t[0] == "how many objects ?"]
+    weak = [t for t in turns if scenes2.question_kind(t[0]) in ("where", "total")]
     return turns + weak * (repeats - 1)
 
 
