@@ -52,13 +52,14 @@ def clip_mean_keys(block, hidden: torch.Tensor) -> torch.Tensor:
 
 def block_attention(queries: torch.Tensor, keys: torch.Tensor, scale: float, bias: torch.Tensor | None):
     """The attention probabilities (B, H, N, N) recomputed from q/k with the additive key `bias`
-    (B, N), in float32. The softmax overwrites the logits a block of rows at a time: one N x N
-    buffer instead of three (allocating large buffers costs about as much as filling them)."""
+    (B, N), in float32. The softmax overwrites the logits in place, a block of rows at a time: one
+    N x N buffer instead of three (allocating large buffers costs about as much as filling them).
+    Each row's maximum and sum are taken before it is written, so writing over the input is exact."""
     logits = torch.matmul(queries.float() * scale, keys.float().transpose(-1, -2))
     if bias is not None:
         logits += bias[:, None, None, :]
     for rows in logits.view(-1, logits.shape[-1]).split(SOFTMAX_ROWS):
-        rows.copy_(torch.softmax(rows, dim=-1))
+        torch.softmax(rows, dim=-1, out=rows)
     return logits
 
 

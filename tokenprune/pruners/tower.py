@@ -23,11 +23,13 @@ def weighted_pagerank(attention: torch.Tensor, iterations: int, alive: torch.Ten
     stays 1 per head. At most `iterations` steps (fewer once converged). Returns (B, H, N) float32.
     """
     attention = attention.float()
-    if alive is None:
+    if alive is None:  # the whole graph: its rows already sum to 1
         alive = torch.ones(attention.shape[0], attention.shape[-1], device=attention.device)
-    alive = alive.float()[:, None, :]  # (B, 1, N)
-    # row sums over the living keys: the graph's row normalisation
-    rows = (attention @ alive.transpose(-1, -2)[:, None]).squeeze(-1).clamp_min(1e-12)  # (B, H, N)
+        rows = torch.ones(attention.shape[:-1], device=attention.device)
+    else:  # row sums over the living keys: the restricted graph's row normalisation
+        alive = alive.float()
+        rows = torch.einsum("bhij,bj->bhi", attention, alive).clamp_min(1e-12)  # (B, H, N)
+    alive = alive[:, None, :]  # (B, 1, N)
     scores = (alive / alive.sum(-1, keepdim=True)).expand(-1, attention.shape[1], -1)
     for _ in range(iterations):
         previous, scores = scores, alive * ((scores / rows).unsqueeze(-2) @ attention).squeeze(-2)
