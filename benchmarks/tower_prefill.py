@@ -105,13 +105,13 @@ QWEN = Geometry(
     "Qwen2.5-VL-7B ratio",
     qwen25_vl_7b_ratio(),
     image_size=448,
-    vision_hidden=256,
-    vision_heads=4,
-    text_hidden=512,
+    vision_hidden=512,
+    vision_heads=8,
+    text_hidden=1024,
     text_layers=12,
-    text_heads=8,
-    text_kv_heads=2,
-    text_ffn=1536,
+    text_heads=16,
+    text_kv_heads=4,
+    text_ffn=3072,
 )
 LLAVA = Geometry(
     "LLaVA-1.5-7B ratio",
@@ -126,7 +126,7 @@ LLAVA = Geometry(
     text_ffn=2048,
 )
 QUICK = replace(
-    QWEN, name="quick", image_size=112, vision_hidden=64, text_hidden=128, text_layers=4, text_ffn=256,
+    QWEN, name="quick", image_size=112, vision_hidden=64, vision_heads=4, text_hidden=128, text_heads=8, text_kv_heads=2, text_layers=4, text_ffn=256,
     text_tokens=20,
 )  # fmt: skip
 
