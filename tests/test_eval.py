@@ -240,7 +240,9 @@ def test_cli_on_toy2_reports_tokens_and_the_pareto_front(tmp_path, vlm2, monkeyp
 def test_adaptive_configs_keep_their_budget_on_average_over_the_calibration_images(vlm2):
     model, processor = vlm2
     calibration = data.vlm_examples(processor, "toy2", limit=6, seed=data.CALIBRATION_SEED)
-    assert [e.answer for e in calibration] != [e.answer for e in data.vlm_examples(processor, "toy2", limit=6)]
+    assert [e.answer for e in calibration] != [
+        e.answer for e in data.vlm_examples(processor, "toy2", limit=6)
+    ]
     configs = [
         ("cdpruner-adaptive", 0.1, harness.visual_pruner("cdpruner-adaptive", 0.1, depth=4)),
         ("divprune", 0.1, tp.DivPrune(0.1)),
