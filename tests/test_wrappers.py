@@ -11,7 +11,7 @@ import torch
 
 import tokenprune as tp
 from tokenprune.budget import resolve_budget
-from tokenprune.pruners.adaptive import Ranking, calibrate, mass_count, outlier_count
+from tokenprune.pruners.adaptive import Ranking, calibrate, cover_count, mass_count, outlier_count
 from tokenprune.pruners.base import VisualTokens
 from tokenprune.pruners.views import SplitByArea, ViewTokens
 
@@ -276,3 +276,22 @@ def test_calibrate_takes_the_largest_target_whose_mean_count_stays_within_the_bu
         calibrate(tp.Adaptive(tp.FoPru(8), rule="iqr"), samples, 4)
     with pytest.raises(ValueError, match="sample"):
         calibrate(adaptive, [], 4)
+
+
+@pytest.mark.parametrize(
+    ("rule", "target"), [("cover", 0.9), ("cover", 0.999), ("mass", 0.6), ("mass", 0.95)]
+)
+def test_cdpruner_ranking_stops_where_the_rule_is_met_with_the_same_count(rule, target):
+    for seed in range(4):
+        tokens = tokens_with_attention(40 + seed)
+        low = torch.randn(48, 3 + 4 * seed, generator=torch.Generator().manual_seed(seed)) @ torch.randn(
+            3 + 4 * seed, 16, generator=torch.Generator().manual_seed(seed + 9)
+        )
+        tokens.features = low + 0.1 * tokens.features
+        full = tp.CDPruner(1.0).rank(tokens, 40)
+        early = tp.CDPruner(1.0).rank(tokens, 40, until=(rule, target))
+        count = (mass_count if rule == "mass" else cover_count)(full, target)
+        assert len(early.order) == count
+        assert torch.equal(early.order, full.order[:count]) and torch.equal(early.gains, full.gains[:count])
+        adaptive = tp.Adaptive(tp.CDPruner(40), rule=rule, target=target)
+        assert adaptive.select(tokens).indices.tolist() == sorted(full.order[:count].tolist())

@@ -66,7 +66,8 @@ class Adaptive(PreLLMPruner):
     object unlike the rest is kept even when it is little of the total. Target 1 keeps the pruner's
     budget. rule="iqr": as many picks as there are outliers among all tokens' gains (PruMerge's
     interquartile rule). `pruner` must rank tokens
-    (a `rank(tokens, limit)` method: CDPruner, FoPru). Stats record the chosen count of every image.
+    (a `rank(tokens, limit, until)` method: CDPruner, FoPru; `until` = (rule, target) lets a ranker
+    stop where the rule is met). Stats record the chosen count of every image.
     """
 
     budget: int | float = field(init=False)
@@ -118,7 +119,10 @@ class Adaptive(PreLLMPruner):
         if self.rule != "iqr" and self.target == 1.0:
             return self.pruner.select(tokens)
         least, most = self.bounds(n)
-        ranking = self.pruner.rank(tokens, n if self.rule == "iqr" else most)
+        if self.rule == "iqr":
+            ranking = self.pruner.rank(tokens, n)
+        else:  # a ranker may stop where the rule is met
+            ranking = self.pruner.rank(tokens, most, until=(self.rule, self.target))
         return Selection(ranking.order[: self.count(ranking, least, most, self.target)].sort().values)
 
 
