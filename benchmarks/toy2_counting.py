@@ -68,12 +68,15 @@ def cover(scene: scenes2.Scene) -> list[torch.Tensor]:
     ]
 
 
-def count_error(model, processor, sample, image, pruner) -> int | None:
-    """The model's count minus the true one (None if it did not answer a number)."""
+def count_error(model, processor, sample, image, pruner, kept: list | None = None) -> int | None:
+    """The model's count minus the true one (None if it did not answer a number); appends the kept
+    token indices to `kept`."""
     inputs = processor(text=train.vlm_prompt(sample.question), images=image, return_tensors="pt")
     length = inputs["input_ids"].shape[1]
-    with torch.no_grad(), tp.apply(model, pruner):
+    with torch.no_grad(), tp.apply(model, pruner) as run:
         out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    if kept is not None:
+        kept.append(set(run.stats[0].kept_indices))
     words = normalise(processor.tokenizer.decode(out[0, length:], skip_special_tokens=True))
     return int(words[0]) - int(sample.answer) if words and words[0].isdigit() else None
 
@@ -137,14 +140,23 @@ def main() -> None:
             print(row(f"{what} + {background} background", errors))
             if background == 20:
                 by_large[what] = errors
+    touched_all = {}
     for name in ("divprune", "cdpruner"):
-        pruner = registry.build(name, args.budget)
+        pruner, kept = registry.build(name, args.budget), []
         print(
             row(
                 f"{name} {args.budget}",
-                [count_error(model, processor, *q, pruner) for q in zip(picked, images)],
+                [count_error(model, processor, *q, pruner, kept) for q in zip(picked, images)],
             )
         )
+        touched_all[name] = sum(
+            all(kept_set & set(torch.nonzero(c >= 0.1).flatten().tolist()) for c in shares)
+            for kept_set, shares in zip(kept, covers)
+        )
+    print(
+        "\nScenes where the pruner keeps a patch of every object (one it covers >= 10 %): "
+        + ", ".join(f"{n} {k} of {len(picked)}" for n, k in touched_all.items())
+    )
     large = [sum(o.size == "large" for o in s.scene.objects) for s in picked]
     print("\nMean error by large objects in the scene (+ 20 background patches):\n")
     print("| large objects | scenes | " + " | ".join(by_large) + " |\n|---|---|---|---|")
