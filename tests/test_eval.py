@@ -235,3 +235,26 @@ def test_cli_on_toy2_reports_tokens_and_the_pareto_front(tmp_path, vlm2, monkeyp
     assert cli.resolve_model("vlm", "toy", "toy") == "toy-vlm"
     assert cli.resolve_model("vlm", "toy", "q.jsonl") == "toy-vlm"
     assert cli.resolve_model("vlm", "some/model", "toy2") == "some/model"
+
+
+def test_adaptive_configs_keep_their_budget_on_average_over_the_calibration_images(vlm2):
+    model, processor = vlm2
+    calibration = data.vlm_examples(processor, "toy2", limit=6, seed=data.CALIBRATION_SEED)
+    assert [e.answer for e in calibration] != [
+        e.answer for e in data.vlm_examples(processor, "toy2", limit=6)
+    ]
+    configs = [
+        ("cdpruner-adaptive", 0.1, harness.visual_pruner("cdpruner-adaptive", 0.1, depth=4)),
+        ("divprune", 0.1, tp.DivPrune(0.1)),
+    ]
+    calibrated = harness.calibrated(model, calibration, configs)
+    adaptive = calibrated[0][2]
+    assert adaptive.pruner.budget == 1.0 and calibrated[1] == configs[1]
+    assert harness.describe(adaptive) == f"target={adaptive.target:.8g}"
+    seen = harness.visual_tokens(model, calibration, adaptive.needs)
+    assert len(seen) == 6 and all(t.text is not None and len(t) == 256 for t in seen)
+    counts = [len(adaptive.select(tokens).indices) for tokens in seen]
+    assert sum(counts) / len(counts) <= tp.DivPrune(0.1).keep_count(256) == 26
+    decode = lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    result = harness.evaluate(model, decode, calibration, calibrated[:1], progress=False, depth=4)[0]
+    assert result.kept == counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tokenprune.pruners.adaptive import Ranking, mass_count, outlier_count
+from tokenprune.budget import resolve_budget
+from tokenprune.pruners.adaptive import Ranking, calibrate, cover_count, mass_count, outlier_count
 from tokenprune.pruners.base import VisualTokens
 from tokenprune.pruners.views import SplitByArea, ViewTokens
 
@@ -236,3 +238,60 @@ def test_downsample_by_budget_takes_the_finest_pooling_that_fits(budget, factor,
     # anyres views share one factor, chosen for their total
     views = ViewTokens(features=torch.randn(16 + 32, 4), grid=(48,), views=((4, 4), (4, 8)))
     assert len(tp.Downsample(budget=12).select(views).indices) == 4 + 8
+
+
+@pytest.mark.parametrize("rule", ["cover", "mass"])
+def test_calibrate_takes_the_largest_target_whose_mean_count_stays_within_the_budget(rule):
+    """Against a search over every target at which some image's count changes, run through select."""
+    samples = []
+    for seed, rank in enumerate((2, 4, 8, 16, 48)):
+        tokens = tokens_with_attention(20 + seed)
+        generator = torch.Generator().manual_seed(seed)
+        low = torch.randn(48, rank, generator=generator) @ torch.randn(rank, 16, generator=generator)
+        tokens.features = low + 0.05 * tokens.features
+        samples.append(tokens)
+    adaptive = tp.Adaptive(tp.CDPruner(30), rule=rule, min_tokens=2)
+
+    def mean_count(target):
+        pruner = dataclasses.replace(adaptive, target=target)
+        return sum(len(pruner.select(tokens).indices) for tokens in samples) / len(samples)
+
+    targets = set()
+    for tokens in samples:
+        ranking = tp.CDPruner(30).rank(tokens, 30)
+        if rule == "mass":
+            targets.update((ranking.gains.double().cumsum(0) / ranking.total).clamp(max=1).tolist())
+        else:
+            targets.update((1 - ranking.uncovered.double()).tolist())
+    targets = sorted(t for t in targets if t > 0)
+    for budget in (4, 10, 0.25):
+        goal = sum(resolve_budget(budget, 48) for _ in samples) / len(samples)
+        chosen = calibrate(adaptive, samples, budget)
+        best = max((t for t in targets if mean_count(t) <= goal), default=targets[0])
+        assert mean_count(chosen.target) == mean_count(best) <= goal
+        counts = [len(chosen.select(tokens).indices) for tokens in samples]
+        assert len(set(counts)) > 1 and max(counts) <= 30
+    assert calibrate(adaptive, samples, 1).target == targets[0]  # below min_tokens: the smallest target
+    with pytest.raises(ValueError, match="iqr"):
+        calibrate(tp.Adaptive(tp.FoPru(8), rule="iqr"), samples, 4)
+    with pytest.raises(ValueError, match="sample"):
+        calibrate(adaptive, [], 4)
+
+
+@pytest.mark.parametrize(
+    ("rule", "target"), [("cover", 0.9), ("cover", 0.999), ("mass", 0.6), ("mass", 0.95)]
+)
+def test_cdpruner_ranking_stops_where_the_rule_is_met_with_the_same_count(rule, target):
+    for seed in range(4):
+        tokens = tokens_with_attention(40 + seed)
+        low = torch.randn(48, 3 + 4 * seed, generator=torch.Generator().manual_seed(seed)) @ torch.randn(
+            3 + 4 * seed, 16, generator=torch.Generator().manual_seed(seed + 9)
+        )
+        tokens.features = low + 0.1 * tokens.features
+        full = tp.CDPruner(1.0).rank(tokens, 40)
+        early = tp.CDPruner(1.0).rank(tokens, 40, until=(rule, target))
+        count = (mass_count if rule == "mass" else cover_count)(full, target)
+        assert len(early.order) == count
+        assert torch.equal(early.order, full.order[:count]) and torch.equal(early.gains, full.gains[:count])
+        adaptive = tp.Adaptive(tp.CDPruner(40), rule=rule, target=target)
+        assert adaptive.select(tokens).indices.tolist() == sorted(full.order[:count].tolist())

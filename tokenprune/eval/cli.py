@@ -51,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"vlm: {','.join(pruner_names('vlm'))}; lm: {','.join(pruner_names('lm'))}",
     )
     parser.add_argument(
-        "--budgets", type=_floats, default=None, help="fractions kept (vlm: 0.1,0.25,0.5; lm: 0.1,0.3,0.5)"
+        "--budgets",
+        type=_floats,
+        default=None,
+        help="fractions kept (vlm: 0.1,0.25,0.5; lm: 0.1,0.3,0.5); "
+        "for *-adaptive before the LLM, the mean over calibration images",
     )
     parser.add_argument("--limit", type=int, default=200, help="questions evaluated")
     parser.add_argument("--prompt", default="<image> {question}", help="vlm prompt template with {question}")
@@ -109,6 +113,7 @@ def _load_lm(model: str, device: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    import tokenprune as tp
     from tokenprune.eval import data, harness
 
     if args.limit < 1:
@@ -133,6 +138,22 @@ def run(args: argparse.Namespace) -> int:
             return harness.prompt_pruner(name, budget, depth, args.filter_layer)
 
     configs = [("unpruned", None, None)] + [(n, b, build(n, b, depth)) for n in names for b in budgets]
+    if args.task == "vlm" and any(isinstance(pruner, tp.Adaptive) for _, _, pruner in configs):
+        # the toys calibrate on scenes of another split; a JSONL file on its own images
+        calibration = (
+            data.vlm_examples(
+                processor,
+                args.data,
+                data.CALIBRATION_IMAGES,
+                args.prompt,
+                args.max_new_tokens,
+                args.device,
+                seed=data.CALIBRATION_SEED,
+            )
+            if args.data in data.TOY_SCENES
+            else examples
+        )
+        configs = harness.calibrated(model, calibration, configs)
     results = harness.evaluate(
         model,
         lambda ids: tokenizer.decode(ids, skip_special_tokens=True),

@@ -10,6 +10,9 @@ from tokenprune.eval.harness import Example
 
 TOY_VLM_PROMPT = "<image> {question}"
 HELD_OUT_SEED = 1000
+# unlabelled toy scenes the adaptive configurations calibrate their target on (`harness.calibrated`)
+CALIBRATION_SEED = 2000
+CALIBRATION_IMAGES = 64
 TOY_SCENES = {"toy": "scenes", "toy2": "scenes2"}  # --data name: generator module of tokenprune.zoo
 
 
@@ -32,15 +35,21 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
 
 
 def vlm_examples(
-    processor, data: str, limit: int, prompt: str = TOY_VLM_PROMPT, max_new_tokens: int = 4, device="cpu"
+    processor,
+    data: str,
+    limit: int,
+    prompt: str = TOY_VLM_PROMPT,
+    max_new_tokens: int = 4,
+    device="cpu",
+    seed: int = HELD_OUT_SEED,
 ) -> list[Example]:
-    """`data` = "toy" or "toy2" (held-out generated scenes of `zoo.scenes` or `zoo.scenes2`, question
-    types in turn) or a JSONL file of {"image": path (relative to the file), "question", "answer",
+    """`data` = "toy" or "toy2" (generated scenes of `zoo.scenes` or `zoo.scenes2` from split `seed`,
+    held-out by default, question types in turn) or a JSONL file of {"image": path (relative to the file), "question", "answer",
     "type"?, "region"?} rows. `region` names where in the image the answer lies (the toys': the grid
     row of the asked object)."""
     if data in TOY_SCENES:
         scenes = importlib.import_module(f"tokenprune.zoo.{TOY_SCENES[data]}")
-        picked = scenes.samples(HELD_OUT_SEED, limit)
+        picked = scenes.samples(seed, limit)
         images = scenes.render([s.scene for s in picked])
         rows = [
             {

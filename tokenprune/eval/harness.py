@@ -16,6 +16,7 @@ import torch
 
 import tokenprune as tp
 from tokenprune import registry, timing
+from tokenprune.pruners.base import PreLLMPruner, Selection
 
 
 @dataclass
@@ -101,10 +102,55 @@ def describe(pruner) -> str:
     """The settings that differ between runs, for the report."""
     if isinstance(pruner, tp.Composed):
         return "; ".join(filter(None, (describe(stage) for stage in pruner.stages)))
+    if isinstance(pruner, tp.Adaptive):
+        return f"target={pruner.target:.8g}"
     for attribute in ("layer", "layers_at", "schedule", "filter_layer"):
         if hasattr(pruner, attribute) and not callable(getattr(pruner, attribute)):
             return f"{attribute}={getattr(pruner, attribute)}"
     return ""
+
+
+@dataclass
+class _Recorder(PreLLMPruner):
+    """Keeps every token and records the VisualTokens a pre-LLM pruner needing `needs` would get."""
+
+    budget: float = 1.0
+    seen: list = field(default_factory=list)
+
+    def select(self, tokens):
+        self.seen.append(tokens)
+        return Selection(torch.arange(len(tokens), device=tokens.features.device))
+
+
+@torch.no_grad()
+def visual_tokens(model, examples: list[Example], needs: frozenset[str]) -> list:
+    """The VisualTokens (with what `needs` names) that a pre-LLM pruner gets for each image of
+    `examples` (one prefill each)."""
+    recorder = _Recorder()
+    recorder.needs = needs
+    with tp.apply(model, recorder):
+        for example in examples:
+            model(**example.inputs)
+    return recorder.seen
+
+
+def calibrated(model, examples: list[Example], configs: Iterable[tuple[str, float | None, object]]) -> list:
+    """`configs` with every `Adaptive` at budget b replaced by the same rule capped at the whole image,
+    its target calibrated (`adaptive.calibrate`) so that the images of `examples` (read without their
+    answers) keep b on average: the adaptive configurations then compare with fixed budgets at the
+    same mean token count."""
+    from tokenprune.pruners.adaptive import calibrate
+
+    configs, samples = list(configs), {}
+    out = []
+    for name, budget, pruner in configs:
+        if isinstance(pruner, tp.Adaptive) and budget is not None:
+            needs = frozenset(pruner.needs)
+            if needs not in samples:
+                samples[needs] = visual_tokens(model, examples, needs)
+            pruner = calibrate(pruner.with_budget(1.0), samples[needs], budget)
+        out.append((name, budget, pruner))
+    return out
 
 
 def normalise(text: str) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -65,7 +66,8 @@ class Adaptive(PreLLMPruner):
     object unlike the rest is kept even when it is little of the total. Target 1 keeps the pruner's
     budget. rule="iqr": as many picks as there are outliers among all tokens' gains (PruMerge's
     interquartile rule). `pruner` must rank tokens
-    (a `rank(tokens, limit)` method: CDPruner, FoPru). Stats record the chosen count of every image.
+    (a `rank(tokens, limit, until)` method: CDPruner, FoPru; `until` = (rule, target) lets a ranker
+    stop where the rule is met). Stats record the chosen count of every image.
     """
 
     budget: int | float = field(init=False)
@@ -97,20 +99,73 @@ class Adaptive(PreLLMPruner):
     def with_budget(self, budget: int | float) -> Adaptive:
         return replace(self, pruner=self.pruner.with_budget(budget))
 
+    def bounds(self, n: int) -> tuple[int, int]:
+        """The fewest and most tokens an image of `n` tokens may keep."""
+        most = self.keep_count(n)
+        return min(most, resolve_budget(self.min_tokens, n)), most
+
+    def count(self, ranking: Ranking, least: int, most: int, target: float) -> int:
+        """How many of `ranking`'s first picks the rule keeps at `target`, within [least, most]."""
+        if self.rule == "iqr":
+            count = outlier_count(ranking.gains)
+        elif target == 1.0:
+            count = most
+        else:
+            count = (mass_count if self.rule == "mass" else cover_count)(ranking, target)
+        return max(least, min(most, count))
+
     def select(self, tokens: VisualTokens) -> Selection:
         n = len(tokens)
-        most = self.keep_count(n)
         if self.rule != "iqr" and self.target == 1.0:
             return self.pruner.select(tokens)
-        least = min(most, resolve_budget(self.min_tokens, n))
+        least, most = self.bounds(n)
         if self.rule == "iqr":
             ranking = self.pruner.rank(tokens, n)
-            count = outlier_count(ranking.gains)
+        else:  # a ranker may stop where the rule is met
+            ranking = self.pruner.rank(tokens, most, until=(self.rule, self.target))
+        return Selection(ranking.order[: self.count(ranking, least, most, self.target)].sort().values)
+
+
+def calibrate(adaptive: Adaptive, samples: Sequence[VisualTokens], budget: int | float) -> Adaptive:
+    """`adaptive` with the largest target at which the images of `samples` keep on average at most
+    `budget` tokens (a count, or a fraction of each image's tokens), or its smallest useful target if
+    none does. ATP-LLaVA learns its pruning thresholds from data; this fits the one threshold of a
+    rule to unlabelled images (with their instructions, for question-aware rankers), so that `budget`
+    is a mean over images and each image keeps more or fewer as its scores call for, up to the wrapped
+    pruner's budget."""
+    if adaptive.rule == "iqr":
+        raise ValueError("rule='iqr' has no target to calibrate")
+    if not samples:
+        raise ValueError("calibrate needs at least one sample")
+    budget = validate_budget(budget)
+    goal = sum(resolve_budget(budget, len(tokens)) for tokens in samples) / len(samples)
+    images = []
+    for tokens in samples:
+        least, most = adaptive.bounds(len(tokens))
+        images.append((adaptive.pruner.rank(tokens, most), least, most))
+    # the mean count changes only at targets where some image's rule moves on by one pick
+    candidates = set()
+    for ranking, _, _ in images:
+        if adaptive.rule == "mass":
+            reached = ranking.gains.double().cumsum(0) / max(ranking.total, 1e-30)
         else:
-            ranking = self.pruner.rank(tokens, most)
-            count = (mass_count if self.rule == "mass" else cover_count)(ranking, self.target)
-        count = max(least, min(most, count))
-        return Selection(ranking.order[:count].sort().values)
+            reached = 1.0 - ranking.uncovered.double()
+        candidates.update(reached.clamp(max=1.0).tolist())
+    targets = sorted(t for t in candidates if t > 0.0) or [1.0]
+
+    def mean_count(target: float) -> float:
+        return sum(adaptive.count(r, least, most, target) for r, least, most in images) / len(images)
+
+    low, high = 0, len(targets) - 1  # the mean count does not decrease with the target
+    if mean_count(targets[low]) > goal:
+        return replace(adaptive, target=targets[low])
+    while low < high:
+        middle = (low + high + 1) // 2
+        if mean_count(targets[middle]) <= goal:
+            low = middle
+        else:
+            high = middle - 1
+    return replace(adaptive, target=targets[low])
 
 
 @dataclass

@@ -31,7 +31,13 @@ def instruction_relevance(features: torch.Tensor, text: torch.Tensor, negate: bo
 
 
 @torch.no_grad()
-def conditional_dpp_greedy(unit: torch.Tensor, quality: torch.Tensor, k: int, track: bool = True) -> Ranking:
+def conditional_dpp_greedy(
+    unit: torch.Tensor,
+    quality: torch.Tensor,
+    k: int,
+    track: bool = True,
+    until: tuple[str, float] | None = None,
+) -> Ranking:
     """Greedy MAP inference of the DPP with kernel L_ij = q_i <u_i, u_j> q_j (Chen et al., NeurIPS
     2018): each step picks the token with the largest conditional variance d_j^2 =
     det(L_{S+j}) / det(L_S) and updates every d^2 through one incremental Cholesky row.
@@ -42,7 +48,8 @@ def conditional_dpp_greedy(unit: torch.Tensor, quality: torch.Tensor, k: int, tr
     kernel L - L_{:,S} L_S^-1 L_{S,:} (the kernel's part the picks do not explain), total is trace(L),
     and uncovered[t] is the largest share of its own diagonal any token not yet picked keeps
     unexplained after pick t. Once the picks span every token (rank exhausted), the remaining picks
-    follow the residual order without updates.
+    follow the residual order without updates. `until` = (rule, target) of `Adaptive` ("cover" or
+    "mass", with `track`) stops after the first pick at which the rule is met, as the rule counts.
     """
     n = unit.shape[0]
     unit, quality = unit.float(), quality.float()
@@ -74,7 +81,18 @@ def conditional_dpp_greedy(unit: torch.Tensor, quality: torch.Tensor, k: int, tr
         if track:
             alive[j] = False
             uncovered[t] = (residual * inverse_diagonal).max().clamp(min=0) if t + 1 < n else 0.0
+            if until is not None and _met(until, gains[: t + 1], uncovered[t], total):
+                return Ranking(order[: t + 1], gains[: t + 1], total, uncovered[: t + 1])
     return Ranking(order, gains, total, uncovered)
+
+
+def _met(until: tuple[str, float], gains: torch.Tensor, uncovered: torch.Tensor, total: float) -> bool:
+    """Whether Adaptive's rule is met after these picks (the comparisons of `mass_count` and
+    `cover_count`)."""
+    rule, target = until
+    if rule == "mass":
+        return bool(gains.double().cumsum(0)[-1] / max(total, 1e-30) >= target)
+    return bool(uncovered <= 1.0 - target)
 
 
 @dataclass
@@ -111,10 +129,11 @@ class CDPruner(PreLLMPruner):
             return relevance
         return torch.exp(self.theta / (2 * (1 - self.theta)) * relevance)
 
-    def rank(self, tokens: VisualTokens, limit: int) -> Ranking:
-        """The first `limit` greedy picks and their gains."""
+    def rank(self, tokens: VisualTokens, limit: int, until: tuple[str, float] | None = None) -> Ranking:
+        """The first `limit` greedy picks and their gains; with `until` (Adaptive's rule and target),
+        only as many as the rule keeps."""
         unit = torch.nn.functional.normalize(tokens.features.float(), dim=-1)
-        return conditional_dpp_greedy(unit, self.quality(tokens), limit)
+        return conditional_dpp_greedy(unit, self.quality(tokens), limit, until=until)
 
     def select(self, tokens: VisualTokens) -> Selection:
         n = len(tokens)

@@ -28,9 +28,10 @@ class FoPru(PreLLMPruner):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
-    def rank(self, tokens: VisualTokens, limit: int) -> Ranking:
+    def rank(self, tokens: VisualTokens, limit: int, until: tuple[str, float] | None = None) -> Ranking:
         """The `limit` most significant tokens, most significant first, their significance the gains
-        (Adaptive's mass rule then keeps a share of the attention mass). Ranks as strategy="rank"."""
+        (Adaptive's mass rule then keeps a share of the attention mass). Ranks as strategy="rank".
+        `until` (Adaptive's rule and target) is not needed: one sort ranks them all."""
         if tokens.attention is None:
             raise ValueError("FoPru needs vision-tower attention; this adapter did not provide it")
         score = tokens.attention.float()
