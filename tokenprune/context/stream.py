@@ -1,0 +1,341 @@
+"""Cleaning a large page without ever holding its whole tree.
+
+libxml2's tree of a page of small elements takes ~18 bytes per byte of markup, so ``clean_html`` on a
+large page parses it incrementally instead and applies :func:`~tokenprune.context.clean.clean_tree`'s
+rules element by element as the parser completes them, with the same result. An element's cleaning
+depends on its own content, and its tail on the siblings that follow it up to the next one that is
+kept, so each child is final once the next kept sibling is complete. From the second final child of an
+element on, final children leave the tree: they are serialised (text escaped as in the full
+serialisation) onto a list of strings held for the element, and one placeholder stands in the tree
+for all of them. The placeholders are replaced when the whole page is written out.
+
+Pages whose cleaning needs the whole page first (noscript and template content can be revealed when
+it outweighs the rest of the page), pages with markup after ``</html>`` (the parser puts it back into
+elements already finished) and pages nested past libxml2's depth limit are cleaned as one tree
+(``None`` here).
+"""
+
+from __future__ import annotations
+
+import re
+
+from lxml import etree
+
+from tokenprune.context.clean import (
+    _PRESERVE_WHITESPACE,
+    DROPPED_TAGS,
+    _as_utf8,
+    _cut_attributes,
+    _drop_tree,
+    _is_empty,
+    _is_hidden,
+    _is_wrapper,
+    _keep_attributes,
+    _makes_invalid_characters,
+    _unwrap,
+    collapse_tail,
+    collapse_text,
+    make_names_safe,
+    xml_text,
+)
+from tokenprune.context.render import _TextWriter, check_output
+
+_FEED = 1 << 16  # bytes parsed at a time: the tree of a chunk is held until its events are handled
+# noscript and template content may be revealed (a decision over the whole page); template scripts
+# are recognised by their type (any type naming a template language, html, or with a character reference).
+_MAY_REVEAL = re.compile(
+    rb"<(?:noscript|template)\b|<script\b[^>]*?\btype\s*=\s*[\"']?\s*[^\"'\s>]*(?:html|te?mpl|handlebars|mustache|&)",
+    re.I,
+)
+_ROPE_TAG = "tokenprune-rope"  # a page's own elements of this name lose their id (not a kept attribute)
+_ROPE = re.compile(rf'<{_ROPE_TAG} id="(\d+)"(?:></{_ROPE_TAG}>|/>)')
+_SMALL = 1 << 16  # characters of ropes written into the element that holds them
+_JOIN = 512  # strings of a rope joined at a time
+_XML_CHUNK = 1 << 16  # characters of serialised XML re-parsed at a time when rendering text
+_STRIP, _HIDDEN, _EMPTY, _WRAPPER, _KEPT = range(5)
+
+
+class _Reopened(Exception):
+    pass
+
+
+class _Open:
+    """An element the walk has entered and not yet finished cleaning."""
+
+    __slots__ = ("element", "preserve", "inert", "kind", "previous", "last_kept", "group", "finals", "rope",
+                 "rope_id", "loose", "leading")  # fmt: skip
+
+    def __init__(self, element: etree._Element, preserve: bool, inert: bool, kind: int):
+        self.element = element
+        self.preserve = preserve
+        self.inert = inert  # inside (or itself) an element that is dropped whole
+        self.kind = kind  # _STRIP, _HIDDEN (dropped whole) or _KEPT (cleaned; decided at its end)
+        self.previous: etree._Element | None = None  # the last child that started
+        self.last_kept: tuple | None = None  # the last kept child, whose tail may still grow
+        self.group: list[tuple] = []  # (element, kind, preserve) of the children after it
+        self.finals = 0  # children whose cleaning is complete
+        self.rope: list[str] | None = None  # the serialised final children after the first
+        self.rope_id = -1
+        self.loose = 0  # strings at the end of the rope not yet joined
+        self.leading = True  # a hidden element: only dropped children so far
+
+
+class _Streamer:
+    def __init__(self, keep_hidden: bool, strings: bool, method: str):
+        self.keep_hidden = keep_hidden
+        self.strings = strings  # the page has character references lxml refuses in text
+        self.method = method
+        self.ropes: list[list[str]] = []
+        self.flat: list[bool] = []  # whether a rope's strings hold no placeholders
+        self.stack: list[_Open] = []
+        self.root: etree._Element | None = None
+
+    def run(self, data: bytes) -> bool:
+        """Clean the page; False where it must be cleaned as one tree (nested too deep, or empty)."""
+        parser = etree.HTMLPullParser(
+            events=("start", "end"), encoding="utf-8", huge_tree=True, remove_comments=True, remove_pis=True
+        )
+        view = memoryview(data)
+        try:
+            for start in range(0, len(data), _FEED):
+                parser.feed(bytes(view[start : start + _FEED]))
+                self._events(parser)
+            parser.close()
+            self._events(parser)
+        except (_Reopened, etree.XMLSyntaxError):  # the latter: no element at all
+            return False
+        if any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log):
+            return False
+        return self.root is not None and not self.stack
+
+    def _events(self, parser) -> None:
+        for event, element in parser.read_events():
+            if event == "start":
+                self._start(element)
+            else:
+                self._end(element)
+
+    # The parser may still be appending to the tail of the element that ended last and to the open
+    # elements' last children: only text and elements before those are edited.
+
+    def _start(self, element: etree._Element) -> None:
+        parent = self.stack[-1] if self.stack else None
+        if (parent is None and self.root is not None) or (
+            parent is not None and element.getparent() is not parent.element
+        ):
+            raise _Reopened  # markup after </html> goes back into finished elements
+        make_names_safe(element, self.strings)
+        if parent is None:
+            self.root = element
+            # the root is never dropped (and keeps its attributes when hidden)
+            self.stack.append(_Open(element, element.tag in _PRESERVE_WHITESPACE, False, _KEPT))
+            return
+        self._next_child(parent, element)
+        tag = element.tag
+        if tag in DROPPED_TAGS:
+            kind = _STRIP
+        elif not self.keep_hidden and _is_hidden(element):
+            kind = _HIDDEN
+        else:
+            kind = _KEPT
+        inert = parent.inert or kind != _KEPT
+        self.stack.append(_Open(element, tag in _PRESERVE_WHITESPACE or parent.preserve, inert, kind))
+
+    def _next_child(self, parent: _Open, element: etree._Element) -> None:
+        """A child starts: the text before it is complete."""
+        previous = parent.previous
+        if previous is None:
+            if self.strings:
+                parent.element.text = xml_text(parent.element.text)
+        else:
+            if self.strings:
+                previous.tail = xml_text(previous.tail)
+            if parent.inert:
+                self._forget(parent, previous)
+        parent.previous = element
+
+    def _forget(self, parent: _Open, child: etree._Element) -> None:
+        """Remove a child of an element dropped whole. Only a hidden element's text after its leading
+        dropped children (stripped before hidden elements go) matters: it decides whether a space
+        takes the element's place."""
+        if parent.kind == _HIDDEN and parent.leading:
+            if child.tag in DROPPED_TAGS:
+                parent.element.text = (parent.element.text or "") + (child.tail or "")
+            else:
+                parent.leading = False
+        parent.element.remove(child)
+
+    def _end(self, element: etree._Element) -> None:
+        current = self.stack.pop()
+        if element is not current.element:
+            raise _Reopened
+        last = current.previous
+        if last is None:
+            if self.strings:
+                element.text = xml_text(element.text)
+        else:
+            if self.strings:
+                last.tail = xml_text(last.tail)
+            if current.inert:
+                self._forget(current, last)
+        parent = self.stack[-1] if self.stack else None
+        if current.inert:
+            if not parent.inert:  # dropped whole, as its parent's cleaning decides
+                parent.group.append((element, current.kind, current.preserve))
+            return
+        if parent is not None or self.keep_hidden or not _is_hidden(element):
+            _keep_attributes(element)
+        self._settle(current, None)
+        if parent is None:  # the root: never dropped or unwrapped
+            collapse_text(element, current.preserve)
+            collapse_tail(element, current.preserve)
+            return
+        collapse_text(element, current.preserve)
+        kind = _EMPTY if _is_empty(element) else _WRAPPER if _is_wrapper(element) else _KEPT
+        record = (element, kind, current.preserve)
+        if kind == _KEPT:
+            self._settle(parent, record)
+        else:
+            parent.group.append(record)
+
+    def _settle(self, parent: _Open, kept: tuple | None) -> None:
+        """Clean the children between the last kept child and ``kept`` (None: the parent's end) in
+        clean_tree's order: strip, drop hidden, then in reverse document order drop empty elements and
+        unwrap wrappers; the last kept child's tail is then complete."""
+        group, parent.group = parent.group, []
+        for element, kind, _ in group:
+            if kind == _STRIP:
+                _strip(element)
+        for element, kind, _ in group:
+            if kind == _HIDDEN:
+                _drop_tree(element)
+        finals = []
+        for element, kind, preserve in reversed(group):
+            if kind in (_EMPTY, _WRAPPER):
+                collapse_text(element, preserve)
+                collapse_tail(element, preserve)
+                if _is_empty(element):
+                    _drop_tree(element)
+                elif _is_wrapper(element):
+                    finals.append(element[0])
+                    _unwrap(element)
+        if parent.last_kept is not None:
+            element, _, preserve = parent.last_kept
+            collapse_tail(element, preserve)
+            finals.append(element)
+        for element in reversed(finals):
+            self._final(parent, element)
+        parent.last_kept = kept
+
+    def _final(self, parent: _Open, child: etree._Element) -> None:
+        parent.finals += 1
+        if parent.finals == 1:
+            return  # stays: its parent's cleaning reads its first child
+        text = self._serialise(child)
+        if parent.rope is None:
+            parent.rope = [text]
+            parent.rope_id = len(self.ropes)
+            self.ropes.append(parent.rope)
+            self.flat.append(True)
+            placeholder = etree.Element(_ROPE_TAG, id=str(parent.rope_id))
+            parent.element.replace(child, placeholder)
+        else:
+            rope = parent.rope
+            rope.append(text)
+            parent.loose += 1
+            if parent.loose == _JOIN:  # each string joined once: fewer objects, no quadratic copying
+                rope[-_JOIN:] = ["".join(rope[-_JOIN:])]
+                parent.loose = 0
+            parent.element.remove(child)
+        if _ROPE.search(text):
+            self.flat[parent.rope_id] = False
+
+    def _serialise(self, element: etree._Element) -> str:
+        """The element with its tail, written out; the ropes in it are written in too where they are
+        small (a rope per small element would take more memory than the text)."""
+        text = etree.tostring(element, method=self.method, encoding="unicode", with_tail=True)
+        markers = list(_ROPE.finditer(text))
+        if not markers:
+            return text
+        ropes = [int(marker.group(1)) for marker in markers]
+        if not all(self.flat[i] for i in ropes) or sum(len(p) for i in ropes for p in self.ropes[i]) > _SMALL:
+            return text
+        pieces: list[str] = []
+        self._expand(text, pieces)
+        for i in ropes:
+            self.ropes[i] = None  # type: ignore[call-overload]
+        return "".join(pieces)
+
+    def html(self) -> str:
+        pieces: list[str] = []
+        self._expand(etree.tostring(self.root, method="html", encoding="unicode"), pieces)
+        return "".join(pieces)
+
+    def _expand(self, text: str, pieces: list[str]) -> None:
+        start = 0
+        for marker in _ROPE.finditer(text):
+            pieces.append(text[start : marker.start()])
+            for part in self.ropes[int(marker.group(1))]:
+                self._expand(part, pieces)
+            start = marker.end()
+        pieces.append(text[start:] if start else text)
+
+    def text(self, markdown: bool) -> str:
+        writer = _TextWriter(markdown=markdown)
+        self._walk(self.root, writer)
+        return writer.result()
+
+    def _walk(self, root: etree._Element, writer: _TextWriter) -> None:
+        walker = etree.iterwalk(root, events=("start", "end"))
+        for event, element in walker:
+            if not isinstance(element.tag, str):
+                continue
+            if element.tag == _ROPE_TAG and element.get("id") is not None and not len(element):
+                if event == "start":
+                    walker.skip_subtree()
+                    self._walk_rope(self.ropes[int(element.get("id"))], writer)
+                continue
+            (writer.start if event == "start" else writer.end)(element)
+
+    def _walk_rope(self, rope: list[str], writer: _TextWriter) -> None:
+        chunk: list[str] = []
+        size = 0
+        for index, text in enumerate(rope):
+            chunk.append(text)
+            size += len(text)
+            if size >= _XML_CHUNK or index == len(rope) - 1:
+                holder = etree.fromstring("<r>" + "".join(chunk) + "</r>", _XML_PARSER)
+                for child in holder:
+                    self._walk(child, writer)
+                chunk, size = [], 0
+
+
+_XML_PARSER = etree.XMLParser(huge_tree=True, resolve_entities=False)
+
+
+def _strip(element: etree._Element) -> None:
+    """Remove an element and its content, keeping its tail (``etree.strip_elements``)."""
+    if element.tail:
+        previous = element.getprevious()
+        if previous is None:
+            parent = element.getparent()
+            parent.text = (parent.text or "") + element.tail
+        else:
+            previous.tail = (previous.tail or "") + element.tail
+    element.getparent().remove(element)
+
+
+def stream_clean_html(html: str | bytes, output: str = "html", keep_hidden: bool = False) -> str | None:
+    """``clean_html(html, output, keep_hidden=keep_hidden)`` without the page's whole tree in memory;
+    None for a page that must be cleaned as one tree."""
+    check_output(output)
+    data = _cut_attributes(_as_utf8(html))
+    if _MAY_REVEAL.search(data):
+        return None
+    streamer = _Streamer(keep_hidden, _makes_invalid_characters(data), "html" if output == "html" else "xml")
+    if not streamer.run(data):
+        return None
+    root = streamer.root
+    if len(root) == 0 and not (root.text or "").strip():
+        return ""
+    return streamer.html() if output == "html" else streamer.text(markdown=output == "markdown")
