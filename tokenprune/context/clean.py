@@ -394,6 +394,8 @@ def _collapse(text: str) -> str:
     call over a giant text node of many lines would hold a piece per line."""
     if len(text) <= _TEXT_CHUNK:
         return _SPACES.sub(" ", text)
+    if not _SPACES.search(text):
+        return text
     pieces, start = [], 0
     while start < len(text):
         cut = _NON_SPACE.search(text, start + _TEXT_CHUNK)
@@ -409,17 +411,21 @@ def _collapse_whitespace(element: etree._Element, preserve: bool) -> None:
 
 
 def collapse_text(element: etree._Element, preserve: bool) -> None:
-    if not preserve and element.text is not None:
+    text = element.text
+    if not preserve and text is not None:
         starts_block = len(element) and element[0].tag in BLOCK_TAGS
-        element.text = None if starts_block and _is_blank(element.text) else _collapse(element.text)
+        collapsed = None if starts_block and _is_blank(text) else _collapse(text)
+        if collapsed is not text:  # an unchanged giant text is not copied back into the tree
+            element.text = collapsed
 
 
 def collapse_tail(element: etree._Element, preserve: bool) -> None:
-    if element.tail is not None:
-        if element.tag in BLOCK_TAGS and _is_blank(element.tail):
+    tail = element.tail
+    if tail is not None:
+        if element.tag in BLOCK_TAGS and _is_blank(tail):
             element.tail = None
-        elif not preserve:
-            element.tail = _collapse(element.tail)
+        elif not preserve and (collapsed := _collapse(tail)) is not tail:
+            element.tail = collapsed
 
 
 def _is_empty(element: etree._Element) -> bool:

@@ -9,10 +9,10 @@ element on, final children leave the tree: they are serialised (text escaped as 
 serialisation) onto a list of strings held for the element, and one placeholder stands in the tree
 for all of them. The placeholders are replaced when the whole page is written out.
 
-Pages whose cleaning needs the whole page first (noscript and template content can be revealed when
-it outweighs the rest of the page), pages with markup after ``</html>`` (the parser puts it back into
-elements already finished) and pages nested past libxml2's depth limit are cleaned as one tree
-(``None`` here).
+noscript and template content is revealed when it outweighs the rest of the page: pages that hold
+any are read twice, first to count the words. Pages with markup after ``</html>`` (the parser puts it
+back into elements already finished) and pages nested past libxml2's depth limit are cleaned as one
+tree (``None`` here).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lxml import etree
 from tokenprune.context.clean import (
     _PRESERVE_WHITESPACE,
     DROPPED_TAGS,
+    FALLBACK_TAGS,
     _as_utf8,
     _cut_attributes,
     _drop_tree,
@@ -32,21 +33,21 @@ from tokenprune.context.clean import (
     _is_wrapper,
     _keep_attributes,
     _makes_invalid_characters,
+    _template_content,
     _unwrap,
+    _visible_words,
     collapse_tail,
     collapse_text,
     make_names_safe,
     xml_text,
 )
 from tokenprune.context.render import _TextWriter, check_output
+from tokenprune.context.text import count_words
 
 _FEED = 1 << 16  # bytes parsed at a time: the tree of a chunk is held until its events are handled
-# noscript and template content may be revealed (a decision over the whole page); template scripts
-# are recognised by their type (any type naming a template language, html, or with a character reference).
-_MAY_REVEAL = re.compile(
-    rb"<(?:noscript|template)\b|<script\b[^>]*?\btype\s*=\s*[\"']?\s*[^\"'\s>]*(?:html|te?mpl|handlebars|mustache|&)",
-    re.I,
-)
+# Pages with noscript, template or script elements need a first pass: their content may be revealed
+# when it outweighs the rest of the page (a script is a template by a type the parser may decode).
+_MAY_REVEAL = re.compile(rb"<(?:noscript|template|script)\b", re.I)
 _ROPE_TAG = "tokenprune-rope"  # a page's own elements of this name lose their id (not a kept attribute)
 _ROPE = re.compile(rf'<{_ROPE_TAG} id="(\d+)"(?:></{_ROPE_TAG}>|/>)')
 _SMALL = 1 << 16  # characters of ropes written into the element that holds them
@@ -63,7 +64,7 @@ class _Open:
     """An element the walk has entered and not yet finished cleaning."""
 
     __slots__ = ("element", "preserve", "inert", "kind", "previous", "last_kept", "group", "finals", "rope",
-                 "rope_id", "loose", "leading")  # fmt: skip
+                 "rope_id", "loose", "leading", "reveal")  # fmt: skip
 
     def __init__(self, element: etree._Element, preserve: bool, inert: bool, kind: int):
         self.element = element
@@ -78,11 +79,15 @@ class _Open:
         self.rope_id = -1
         self.loose = 0  # strings at the end of the rope not yet joined
         self.leading = True  # a hidden element: only dropped children so far
+        self.reveal = False  # noscript or template content that is the page's content
 
 
 class _Streamer:
-    def __init__(self, keep_hidden: bool, strings: bool, method: str):
+    def __init__(self, keep_hidden: bool, strings: bool, method: str, reveal: list[bool] | None = None):
         self.keep_hidden = keep_hidden
+        self.reveal = reveal  # per noscript, template and script of the page: whether it is revealed
+        self.fallbacks = 0
+        self.synthetic = False  # walking revealed template content, which the parser never saw
         self.strings = strings  # the page has character references lxml refuses in text
         self.method = method
         self.ropes: list[list[str]] = []
@@ -92,28 +97,7 @@ class _Streamer:
 
     def run(self, data: bytes) -> bool:
         """Clean the page; False where it must be cleaned as one tree (nested too deep, or empty)."""
-        parser = etree.HTMLPullParser(
-            events=("start", "end"), encoding="utf-8", huge_tree=True, remove_comments=True, remove_pis=True
-        )
-        view = memoryview(data)
-        try:
-            for start in range(0, len(data), _FEED):
-                parser.feed(bytes(view[start : start + _FEED]))
-                self._events(parser)
-            parser.close()
-            self._events(parser)
-        except (_Reopened, etree.XMLSyntaxError):  # the latter: no element at all
-            return False
-        if any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log):
-            return False
-        return self.root is not None and not self.stack
-
-    def _events(self, parser) -> None:
-        for event, element in parser.read_events():
-            if event == "start":
-                self._start(element)
-            else:
-                self._end(element)
+        return _parse(data, self._start, self._end) and self.root is not None and not self.stack
 
     # The parser may still be appending to the tail of the element that ended last and to the open
     # elements' last children: only text and elements before those are edited.
@@ -132,7 +116,13 @@ class _Streamer:
             return
         self._next_child(parent, element)
         tag = element.tag
-        if tag in DROPPED_TAGS:
+        reveal = False
+        if tag in FALLBACK_TAGS and self.reveal is not None and not self.synthetic:
+            reveal = self.reveal[self.fallbacks] and not parent.inert
+            self.fallbacks += 1
+        if reveal and tag == "script":
+            kind = _KEPT  # replaced by its content, which has no attributes
+        elif tag in DROPPED_TAGS and not reveal:
             kind = _STRIP
         elif not self.keep_hidden and _is_hidden(element):
             kind = _HIDDEN
@@ -140,6 +130,7 @@ class _Streamer:
             kind = _KEPT
         inert = parent.inert or kind != _KEPT
         self.stack.append(_Open(element, tag in _PRESERVE_WHITESPACE or parent.preserve, inert, kind))
+        self.stack[-1].reveal = reveal
 
     def _next_child(self, parent: _Open, element: etree._Element) -> None:
         """A child starts: the text before it is complete."""
@@ -166,7 +157,7 @@ class _Streamer:
         parent.element.remove(child)
 
     def _end(self, element: etree._Element) -> None:
-        current = self.stack.pop()
+        current = self.stack[-1]
         if element is not current.element:
             raise _Reopened
         last = current.previous
@@ -178,6 +169,9 @@ class _Streamer:
                 last.tail = xml_text(last.tail)
             if current.inert:
                 self._forget(current, last)
+        if current.reveal:
+            self._reveal(element)
+        self.stack.pop()
         parent = self.stack[-1] if self.stack else None
         if current.inert:
             if not parent.inert:  # dropped whole, as its parent's cleaning decides
@@ -197,6 +191,24 @@ class _Streamer:
             self._settle(parent, record)
         else:
             parent.group.append(record)
+
+    def _reveal(self, element: etree._Element) -> None:
+        """Noscript and template content becomes a div; a template script becomes a div of its parsed
+        content, whose elements are then cleaned as if parsed here."""
+        if element.tag != "script":
+            element.tag = "div"
+            return
+        content = _template_content(element)
+        element.tag = "div"
+        element.attrib.clear()
+        element.text = content.text
+        children = list(content)
+        element.extend(children)
+        events = [event for child in children for event in etree.iterwalk(child, events=("start", "end"))]
+        self.synthetic = True
+        for event, child in events:
+            (self._start if event == "start" else self._end)(child)
+        self.synthetic = False
 
     def _settle(self, parent: _Open, kept: tuple | None) -> None:
         """Clean the children between the last kept child and ``kept`` (None: the parent's end) in
@@ -267,8 +279,11 @@ class _Streamer:
         return "".join(pieces)
 
     def html(self) -> str:
+        text = etree.tostring(self.root, method="html", encoding="unicode")
+        self.root = None  # the tree goes before the page is written out
         pieces: list[str] = []
-        self._expand(etree.tostring(self.root, method="html", encoding="unicode"), pieces)
+        self._expand(text, pieces)
+        del text
         return "".join(pieces)
 
     def _expand(self, text: str, pieces: list[str]) -> None:
@@ -313,6 +328,100 @@ class _Streamer:
 _XML_PARSER = etree.XMLParser(huge_tree=True, resolve_entities=False)
 
 
+def _parse(data: bytes, start, end) -> bool:
+    """Parse incrementally, handing each element to ``start`` and ``end`` as the parser completes it;
+    False where the page cannot be cleaned this way."""
+    parser = etree.HTMLPullParser(
+        events=("start", "end"), encoding="utf-8", huge_tree=True, remove_comments=True, remove_pis=True
+    )
+    view = memoryview(data)
+    try:
+        for offset in range(0, len(data), _FEED):
+            parser.feed(bytes(view[offset : offset + _FEED]))
+            for event, element in parser.read_events():
+                (start if event == "start" else end)(element)
+        parser.close()
+        for event, element in parser.read_events():
+            (start if event == "start" else end)(element)
+    except (_Reopened, etree.XMLSyntaxError):  # the latter: no element at all
+        return False
+    return not any(error.type_name == "ERR_RESOURCE_LIMIT" for error in parser.error_log)
+
+
+class _Survey:
+    """A first pass for ``_reveal_fallback_content``: the words of each noscript, template and
+    template script, and the words the page shows (counted as ``_visible_words`` counts them)."""
+
+    def __init__(self, keep_hidden: bool, strings: bool):
+        self.keep_hidden = keep_hidden
+        self.strings = strings
+        self.stack: list[list] = []  # [element, shows, keep, candidate index, previous child]
+        self.shown = 0
+        self.candidates: list[int] = []
+        self.root: etree._Element | None = None
+
+    def _start(self, element: etree._Element) -> None:
+        parent = self.stack[-1] if self.stack else None
+        if (parent is None and self.root is not None) or (
+            parent is not None and element.getparent() is not parent[0]
+        ):
+            raise _Reopened
+        make_names_safe(element, self.strings)
+        if parent is None:
+            self.root = element
+        else:
+            self._done_with(parent, parent[4])
+            parent[4] = element
+        tag = element.tag
+        shown = (parent is None or parent[1]) and not (
+            tag in DROPPED_TAGS or (not self.keep_hidden and _is_hidden(element))
+        )
+        index = None
+        if tag in FALLBACK_TAGS:
+            index = len(self.candidates)
+            self.candidates.append(0)
+        keep = (parent is not None and parent[2]) or tag in ("noscript", "template")
+        self.stack.append([element, shown, keep, index, None])
+
+    def _done_with(self, parent: list, child: etree._Element | None) -> None:
+        """The text before a child, or a child's tail, is complete: count it, and free the child."""
+        if child is None:
+            if self.strings:
+                parent[0].text = xml_text(parent[0].text)
+            return
+        if self.strings:
+            child.tail = xml_text(child.tail)
+        if parent[1]:
+            self.shown += count_words(child.tail)
+        if not parent[2]:  # kept whole inside noscript and template, whose text is counted at their end
+            parent[0].remove(child)
+
+    def _end(self, element: etree._Element) -> None:
+        frame = self.stack.pop()
+        if element is not frame[0]:
+            raise _Reopened
+        if frame[4] is None:
+            self._done_with(frame, None)
+        if frame[1]:
+            self.shown += count_words(element.text)
+        if frame[4] is not None:
+            self._done_with(frame, frame[4])
+        if frame[3] is not None:
+            if element.tag == "script":
+                content = _template_content(element)
+                words = _visible_words(content, self.keep_hidden) if content is not None else 0
+            else:
+                words = count_words(" ".join(element.itertext()))
+            self.candidates[frame[3]] = words
+
+    def reveals(self, data: bytes) -> list[bool] | None:
+        """Per noscript, template and script, whether cleaning reveals it; None where the page cannot
+        be surveyed this way."""
+        if not _parse(data, self._start, self._end) or self.root is None:
+            return None
+        return [words > self.shown for words in self.candidates]
+
+
 def _strip(element: etree._Element) -> None:
     """Remove an element and its content, keeping its tail (``etree.strip_elements``)."""
     if element.tail:
@@ -330,12 +439,16 @@ def stream_clean_html(html: str | bytes, output: str = "html", keep_hidden: bool
     None for a page that must be cleaned as one tree."""
     check_output(output)
     data = _cut_attributes(_as_utf8(html))
+    strings = _makes_invalid_characters(data)
+    reveal = None
     if _MAY_REVEAL.search(data):
-        return None
-    streamer = _Streamer(keep_hidden, _makes_invalid_characters(data), "html" if output == "html" else "xml")
+        reveal = _Survey(keep_hidden, strings).reveals(data)
+        if reveal is None:
+            return None
+    streamer = _Streamer(keep_hidden, strings, "html" if output == "html" else "xml", reveal)
     if not streamer.run(data):
         return None
-    root = streamer.root
-    if len(root) == 0 and not (root.text or "").strip():
+    del data
+    if len(streamer.root) == 0 and not (streamer.root.text or "").strip():
         return ""
     return streamer.html() if output == "html" else streamer.text(markdown=output == "markdown")
