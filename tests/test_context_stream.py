@@ -71,6 +71,11 @@ def test_real_pages_stream_to_the_same_output():
         "<html hidden><body><p aria-hidden=true>x</p><p>y</p></body></html>",
         "<p>a&#1;b <o:p>word</o:p></p><b>x</b> <i>y</i> <span><span><b>z</b></span></span>",
         "text only",
+        "<div "
+        + " ".join(f"a{i}='v'" for i in range(1500))
+        + " title='t'>x</div><img src='"
+        + "x" * 9000
+        + "' alt='p'>",
         "<title>T</title><noscript><p>An article of several words, <b>shown</b> without scripts.</p></noscript>",
         "<p>Short.</p><noscript><p>one</p></noscript><template><p>two words</p></template>",
         "<p>a</p><script type='text/x-template'> <p>Post <i>body</i> with   words</p><noscript>n</noscript>"

@@ -202,6 +202,7 @@ _VALID_NAMES = frozenset(BLOCK_TAGS | KEPT_ATTRIBUTES | set(DROPPED_TAGS)) | {
     "aria-hidden", "role", "value", "target", "srcset", "loading", "dir", "property", "charset",
 }  # fmt: skip
 _NUMERIC_REFERENCE = re.compile(rb"&#([xX][0-9a-fA-F]{1,8}|[0-9]{1,10})")
+_NUMERIC_REFERENCE_TEXT = re.compile(_NUMERIC_REFERENCE.pattern.decode())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -227,12 +228,13 @@ def _is_attribute_name(name: str) -> bool:
         return False
 
 
-def _makes_invalid_characters(data: bytes) -> bool:
+def _makes_invalid_characters(data: bytes | str) -> bool:
     """Whether a numeric character reference in the page stands for a character lxml refuses (the
     input itself has none left): only then can the parsed text hold one."""
-    for reference in _NUMERIC_REFERENCE.findall(data):
+    text = isinstance(data, str)
+    for reference in (_NUMERIC_REFERENCE_TEXT if text else _NUMERIC_REFERENCE).findall(data):
         try:
-            code = int(reference[1:], 16) if reference[:1] in b"xX" else int(reference)
+            code = int(reference[1:], 16) if reference[:1] in ("xX" if text else b"xX") else int(reference)
         except ValueError:
             continue
         if code < 0x110000 and _NOT_XML_TEXT.match(chr(code)):

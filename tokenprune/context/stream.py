@@ -22,10 +22,10 @@ import re
 from lxml import etree
 
 from tokenprune.context.clean import (
+    _NOT_XML_TEXT,
     _PRESERVE_WHITESPACE,
     DROPPED_TAGS,
     FALLBACK_TAGS,
-    _as_utf8,
     _cut_attributes,
     _drop_tree,
     _is_empty,
@@ -38,6 +38,7 @@ from tokenprune.context.clean import (
     _visible_words,
     collapse_tail,
     collapse_text,
+    decode_html,
     make_names_safe,
     xml_text,
 )
@@ -47,7 +48,10 @@ from tokenprune.context.text import count_words
 _FEED = 1 << 16  # bytes parsed at a time: the tree of a chunk is held until its events are handled
 # Pages with noscript, template or script elements need a first pass: their content may be revealed
 # when it outweighs the rest of the page (a script is a template by a type the parser may decode).
-_MAY_REVEAL = re.compile(rb"<(?:noscript|template|script)\b", re.I)
+_MAY_REVEAL = re.compile(r"<(?:noscript|template|script)", re.I)
+# Pages that may have a start tag that parse_html cuts (8,192 bytes are at least 2,048 characters)
+# are encoded whole and cut first; others are encoded a chunk at a time as they are parsed.
+_MAY_CUT = re.compile(r"<[A-Za-z][^\s/<>]*[^<>]{2048,}", re.ASCII)
 _ROPE_TAG = "tokenprune-rope"  # a page's own elements of this name lose their id (not a kept attribute)
 _ROPE = re.compile(rf'<{_ROPE_TAG} id="(\d+)"(?:></{_ROPE_TAG}>|/>)')
 _SMALL = 1 << 16  # characters of ropes written into the element that holds them
@@ -95,9 +99,9 @@ class _Streamer:
         self.stack: list[_Open] = []
         self.root: etree._Element | None = None
 
-    def run(self, data: bytes) -> bool:
+    def run(self, page: str | bytes) -> bool:
         """Clean the page; False where it must be cleaned as one tree (nested too deep, or empty)."""
-        return _parse(data, self._start, self._end) and self.root is not None and not self.stack
+        return _parse(page, self._start, self._end) and self.root is not None and not self.stack
 
     # The parser may still be appending to the tail of the element that ended last and to the open
     # elements' last children: only text and elements before those are edited.
@@ -328,16 +332,26 @@ class _Streamer:
 _XML_PARSER = etree.XMLParser(huge_tree=True, resolve_entities=False)
 
 
-def _parse(data: bytes, start, end) -> bool:
+def _chunks(page: str | bytes):
+    """The page in UTF-8, a chunk at a time."""
+    if isinstance(page, bytes):
+        view = memoryview(page)
+        for offset in range(0, len(page), _FEED):
+            yield bytes(view[offset : offset + _FEED])
+    else:
+        for offset in range(0, len(page), _FEED):
+            yield page[offset : offset + _FEED].encode("utf-8")
+
+
+def _parse(page: str | bytes, start, end) -> bool:
     """Parse incrementally, handing each element to ``start`` and ``end`` as the parser completes it;
     False where the page cannot be cleaned this way."""
     parser = etree.HTMLPullParser(
         events=("start", "end"), encoding="utf-8", huge_tree=True, remove_comments=True, remove_pis=True
     )
-    view = memoryview(data)
     try:
-        for offset in range(0, len(data), _FEED):
-            parser.feed(bytes(view[offset : offset + _FEED]))
+        for chunk in _chunks(page):
+            parser.feed(chunk)
             for event, element in parser.read_events():
                 (start if event == "start" else end)(element)
         parser.close()
@@ -414,10 +428,10 @@ class _Survey:
                 words = count_words(" ".join(element.itertext()))
             self.candidates[frame[3]] = words
 
-    def reveals(self, data: bytes) -> list[bool] | None:
+    def reveals(self, page: str | bytes) -> list[bool] | None:
         """Per noscript, template and script, whether cleaning reveals it; None where the page cannot
         be surveyed this way."""
-        if not _parse(data, self._start, self._end) or self.root is None:
+        if not _parse(page, self._start, self._end) or self.root is None:
             return None
         return [words > self.shown for words in self.candidates]
 
@@ -438,17 +452,24 @@ def stream_clean_html(html: str | bytes, output: str = "html", keep_hidden: bool
     """``clean_html(html, output, keep_hidden=keep_hidden)`` without the page's whole tree in memory;
     None for a page that must be cleaned as one tree."""
     check_output(output)
-    data = _cut_attributes(_as_utf8(html))
-    strings = _makes_invalid_characters(data)
+    if isinstance(html, bytes):
+        html = decode_html(html)
+    elif not isinstance(html, str):
+        raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
+    # As parse_html reads it (the same string where nothing is removed; the input is not copied).
+    page: str | bytes = _NOT_XML_TEXT.sub("", html)
+    if _MAY_CUT.search(page):
+        page = _cut_attributes(page.encode("utf-8"))
+    strings = _makes_invalid_characters(page)
     reveal = None
-    if _MAY_REVEAL.search(data):
-        reveal = _Survey(keep_hidden, strings).reveals(data)
+    if _MAY_REVEAL.search(page if isinstance(page, str) else page.decode("ascii", "replace")):
+        reveal = _Survey(keep_hidden, strings).reveals(page)
         if reveal is None:
             return None
     streamer = _Streamer(keep_hidden, strings, "html" if output == "html" else "xml", reveal)
-    if not streamer.run(data):
+    if not streamer.run(page):
         return None
-    del data
+    del page
     if len(streamer.root) == 0 and not (streamer.root.text or "").strip():
         return ""
     return streamer.html() if output == "html" else streamer.text(markdown=output == "markdown")
