@@ -55,6 +55,7 @@ _MAY_CUT = re.compile(r"<[A-Za-z][^\s/<>]*[^<>]{2048,}", re.ASCII)
 _ROPE_TAG = "tokenprune-rope"  # a page's own elements of this name lose their id (not a kept attribute)
 _ROPE = re.compile(rf'<{_ROPE_TAG} id="(\d+)"(?:></{_ROPE_TAG}>|/>)')
 _SMALL = 1 << 16  # characters of ropes written into the element that holds them
+_HELD = 64  # final elements an element keeps in the tree before it writes the next ones out
 _JOIN = 512  # strings of a rope joined at a time
 _XML_CHUNK = 1 << 16  # characters of serialised XML re-parsed at a time when rendering text
 _STRIP, _HIDDEN, _EMPTY, _WRAPPER, _KEPT = range(5)
@@ -68,7 +69,7 @@ class _Open:
     """An element the walk has entered and not yet finished cleaning."""
 
     __slots__ = ("element", "preserve", "inert", "kind", "previous", "last_kept", "group", "finals", "rope",
-                 "rope_id", "loose", "leading", "reveal")  # fmt: skip
+                 "rope_id", "loose", "leading", "reveal", "held")  # fmt: skip
 
     def __init__(self, element: etree._Element, preserve: bool, inert: bool, kind: int):
         self.element = element
@@ -84,6 +85,7 @@ class _Open:
         self.loose = 0  # strings at the end of the rope not yet joined
         self.leading = True  # a hidden element: only dropped children so far
         self.reveal = False  # noscript or template content that is the page's content
+        self.held = 0  # final elements below it still in the tree
 
 
 class _Streamer:
@@ -179,7 +181,7 @@ class _Streamer:
         parent = self.stack[-1] if self.stack else None
         if current.inert:
             if not parent.inert:  # dropped whole, as its parent's cleaning decides
-                parent.group.append((element, current.kind, current.preserve))
+                parent.group.append((element, current.kind, current.preserve, 0))
             return
         if parent is not None or self.keep_hidden or not _is_hidden(element):
             _keep_attributes(element)
@@ -190,7 +192,7 @@ class _Streamer:
             return
         collapse_text(element, current.preserve)
         kind = _EMPTY if _is_empty(element) else _WRAPPER if _is_wrapper(element) else _KEPT
-        record = (element, kind, current.preserve)
+        record = (element, kind, current.preserve, current.held)
         if kind == _KEPT:
             self._settle(parent, record)
         else:
@@ -219,34 +221,37 @@ class _Streamer:
         clean_tree's order: strip, drop hidden, then in reverse document order drop empty elements and
         unwrap wrappers; the last kept child's tail is then complete."""
         group, parent.group = parent.group, []
-        for element, kind, _ in group:
+        for element, kind, _, _ in group:
             if kind == _STRIP:
                 _strip(element)
-        for element, kind, _ in group:
+        for element, kind, _, _ in group:
             if kind == _HIDDEN:
                 _drop_tree(element)
         finals = []
-        for element, kind, preserve in reversed(group):
+        for element, kind, preserve, held in reversed(group):
             if kind in (_EMPTY, _WRAPPER):
                 collapse_text(element, preserve)
                 collapse_tail(element, preserve)
                 if _is_empty(element):
                     _drop_tree(element)
                 elif _is_wrapper(element):
-                    finals.append(element[0])
+                    finals.append((element[0], held - 1))
                     _unwrap(element)
         if parent.last_kept is not None:
-            element, _, preserve = parent.last_kept
+            element, _, preserve, held = parent.last_kept
             collapse_tail(element, preserve)
-            finals.append(element)
-        for element in reversed(finals):
-            self._final(parent, element)
+            finals.append((element, held))
+        for element, held in reversed(finals):
+            self._final(parent, element, held)
         parent.last_kept = kept
 
-    def _final(self, parent: _Open, child: etree._Element) -> None:
+    def _final(self, parent: _Open, child: etree._Element, held: int) -> None:
+        """A child's cleaning is complete: it stays in the tree while its parent holds few elements
+        (the first always stays: its parent's cleaning reads it), else it is written out."""
         parent.finals += 1
-        if parent.finals == 1:
-            return  # stays: its parent's cleaning reads its first child
+        if parent.rope is None and (parent.finals == 1 or parent.held + held < _HELD):
+            parent.held += held + 1
+            return
         text = self._serialise(child)
         if parent.rope is None:
             parent.rope = [text]
