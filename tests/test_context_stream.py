@@ -116,3 +116,11 @@ def test_clean_html_streams_large_pages(monkeypatch):
     for output in OUTPUTS:
         assert clean_html(ARTICLE, output=output) == whole_tree(ARTICLE, output, False)
     assert len(calls) == 3
+
+
+def test_deeply_nested_wide_elements_stream():
+    """Each level holds more finished elements than stay in the tree, and the innermost more text than
+    is written into its parent at once: placeholders nest 1,500 deep."""
+    html = ("<div>" + "<p>x</p>" * 70) * 1500 + ("<p>" + "lava " * 200 + "</p>") * 200 + "</div>" * 1500
+    for output in OUTPUTS:
+        assert assert_same(html, output, False)

@@ -281,8 +281,7 @@ class _Streamer:
         ropes = [int(marker.group(1)) for marker in markers]
         if not all(self.flat[i] for i in ropes) or sum(len(p) for i in ropes for p in self.ropes[i]) > _SMALL:
             return text
-        pieces: list[str] = []
-        self._expand(text, pieces)
+        pieces = self._expand(text)
         for i in ropes:
             self.ropes[i] = None  # type: ignore[call-overload]
         return "".join(pieces)
@@ -290,51 +289,69 @@ class _Streamer:
     def html(self) -> str:
         text = etree.tostring(self.root, method="html", encoding="unicode")
         self.root = None  # the tree goes before the page is written out
-        pieces: list[str] = []
-        self._expand(text, pieces)
+        pieces = self._expand(text)
         del text
         return "".join(pieces)
 
-    def _expand(self, text: str, pieces: list[str]) -> None:
-        start = 0
-        for marker in _ROPE.finditer(text):
-            pieces.append(text[start : marker.start()])
-            for part in self.ropes[int(marker.group(1))]:
-                self._expand(part, pieces)
-            start = marker.end()
-        pieces.append(text[start:] if start else text)
+    def _expand(self, text: str) -> list[str]:
+        """The pieces of ``text`` with its ropes written in (without recursion: ropes nest as deep as
+        the page)."""
+        pieces: list[str] = []
+        stack = [iter((text,))]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+            elif isinstance(item, int):
+                stack.append(iter(self.ropes[item]))
+            else:
+                items: list[str | int] = []
+                start = 0
+                for marker in _ROPE.finditer(item):
+                    items += [item[start : marker.start()], int(marker.group(1))]
+                    start = marker.end()
+                if items:
+                    items.append(item[start:])
+                    stack.append(iter(items))
+                else:
+                    pieces.append(item)
+        return pieces
 
     def text(self, markdown: bool) -> str:
+        """The cleaned page rendered by ``render``'s writer, the ropes' elements parsed back a chunk at
+        a time (their XML serialisation is lossless)."""
         writer = _TextWriter(markdown=markdown)
-        self._walk(self.root, writer)
+        stack: list = [(False, etree.iterwalk(self.root, events=("start", "end")))]
+        while stack:  # without recursion: ropes nest as deep as the page
+            rope, items = stack[-1]
+            item = next(items, None)
+            if item is None:
+                stack.pop()
+            elif rope:
+                stack.append((False, etree.iterwalk(item, events=("start", "end"))))
+            else:
+                event, element = item
+                if not isinstance(element.tag, str):
+                    continue
+                if element.tag == _ROPE_TAG and element.get("id") is not None and not len(element):
+                    if event == "start":
+                        items.skip_subtree()
+                        stack.append((True, self._rope_elements(self.ropes[int(element.get("id"))])))
+                    continue
+                (writer.start if event == "start" else writer.end)(element)
         return writer.result()
 
-    def _walk(self, root: etree._Element, writer: _TextWriter) -> None:
-        walker = etree.iterwalk(root, events=("start", "end"))
-        for event, element in walker:
-            if not isinstance(element.tag, str):
-                continue
-            if element.tag == _ROPE_TAG and element.get("id") is not None and not len(element):
-                if event == "start":
-                    walker.skip_subtree()
-                    self._walk_rope(self.ropes[int(element.get("id"))], writer)
-                continue
-            (writer.start if event == "start" else writer.end)(element)
-
-    def _walk_rope(self, rope: list[str], writer: _TextWriter) -> None:
+    @staticmethod
+    def _rope_elements(rope: list[str]):
+        parser = etree.XMLParser(huge_tree=True, resolve_entities=False)
         chunk: list[str] = []
         size = 0
         for index, text in enumerate(rope):
             chunk.append(text)
             size += len(text)
             if size >= _XML_CHUNK or index == len(rope) - 1:
-                holder = etree.fromstring("<r>" + "".join(chunk) + "</r>", _XML_PARSER)
-                for child in holder:
-                    self._walk(child, writer)
+                yield from etree.fromstring("<r>" + "".join(chunk) + "</r>", parser)
                 chunk, size = [], 0
-
-
-_XML_PARSER = etree.XMLParser(huge_tree=True, resolve_entities=False)
 
 
 def _chunks(page: str | bytes):
