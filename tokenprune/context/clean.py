@@ -66,6 +66,9 @@ _READ_ATTRIBUTES = KEPT_ATTRIBUTES | {"hidden", "aria-hidden", "style", "type"}
 # of the BMP: never content. (A class with astral characters makes the scan several times slower.)
 _NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]+")
 _NOT_NAME_CHARACTER = re.compile(r"[^\w.-]")
+# Pages from this size on are cleaned without their whole tree in memory (tokenprune.context.stream):
+# the tree takes ~18 bytes per byte of dense markup; below it, one tree is faster.
+STREAM_MIN_SIZE = 4_000_000
 
 
 def _declared_encoding(data: bytes) -> str | None:
@@ -199,6 +202,7 @@ _VALID_NAMES = frozenset(BLOCK_TAGS | KEPT_ATTRIBUTES | set(DROPPED_TAGS)) | {
     "aria-hidden", "role", "value", "target", "srcset", "loading", "dir", "property", "charset",
 }  # fmt: skip
 _NUMERIC_REFERENCE = re.compile(rb"&#([xX][0-9a-fA-F]{1,8}|[0-9]{1,10})")
+_NUMERIC_REFERENCE_TEXT = re.compile(_NUMERIC_REFERENCE.pattern.decode())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -224,12 +228,13 @@ def _is_attribute_name(name: str) -> bool:
         return False
 
 
-def _makes_invalid_characters(data: bytes) -> bool:
+def _makes_invalid_characters(data: bytes | str) -> bool:
     """Whether a numeric character reference in the page stands for a character lxml refuses (the
     input itself has none left): only then can the parsed text hold one."""
-    for reference in _NUMERIC_REFERENCE.findall(data):
+    text = isinstance(data, str)
+    for reference in (_NUMERIC_REFERENCE_TEXT if text else _NUMERIC_REFERENCE).findall(data):
         try:
-            code = int(reference[1:], 16) if reference[:1] in b"xX" else int(reference)
+            code = int(reference[1:], 16) if reference[:1] in ("xX" if text else b"xX") else int(reference)
         except ValueError:
             continue
         if code < 0x110000 and _NOT_XML_TEXT.match(chr(code)):
@@ -241,27 +246,34 @@ def _make_xml_safe(root: etree._Element, strings: bool) -> None:
     """Make every name (and with ``strings`` every text, tail and attribute value) of a parsed tree
     one that lxml accepts when elements are re-created or edited: the parser keeps names that lxml
     refuses, and character references such as ``&#1;`` put characters into the tree that it refuses."""
-    valid = _VALID_NAMES
     for element in root.iter(etree.Element):
-        tag = element.tag
-        if tag not in valid and (name := _element_name(tag)) != tag:
-            element.tag = name
+        make_names_safe(element, strings)
         if strings:
-            if element.text and _NOT_XML_TEXT.search(element.text):
-                element.text = _NOT_XML_TEXT.sub("", element.text)
-            if element.tail and _NOT_XML_TEXT.search(element.tail):
-                element.tail = _NOT_XML_TEXT.sub("", element.tail)
-        names = element.keys()  # values only when they may need fixing: they can be megabytes long
-        if names and any(
-            (name not in valid and not _is_attribute_name(name))
-            or (strings and _NOT_XML_TEXT.search(element.get(name)))
-            for name in names
-        ):
-            items = element.items()
-            element.attrib.clear()
-            element.attrib.update(
-                {name: _NOT_XML_TEXT.sub("", value) for name, value in items if _is_attribute_name(name)}
-            )
+            element.text = xml_text(element.text)
+            element.tail = xml_text(element.tail)
+
+
+def xml_text(text: str | None) -> str | None:
+    return _NOT_XML_TEXT.sub("", text) if text and _NOT_XML_TEXT.search(text) else text
+
+
+def make_names_safe(element: etree._Element, strings: bool) -> None:
+    """The element's name and attributes made acceptable to lxml (see ``_make_xml_safe``)."""
+    valid = _VALID_NAMES
+    tag = element.tag
+    if tag not in valid and (name := _element_name(tag)) != tag:
+        element.tag = name
+    names = element.keys()  # values only when they may need fixing: they can be megabytes long
+    if names and any(
+        (name not in valid and not _is_attribute_name(name))
+        or (strings and _NOT_XML_TEXT.search(element.get(name)))
+        for name in names
+    ):
+        items = element.items()
+        element.attrib.clear()
+        element.attrib.update(
+            {name: _NOT_XML_TEXT.sub("", value) for name, value in items if _is_attribute_name(name)}
+        )
 
 
 def _without_tags(tags: re.Pattern, data: bytes) -> bytes:
@@ -384,6 +396,8 @@ def _collapse(text: str) -> str:
     call over a giant text node of many lines would hold a piece per line."""
     if len(text) <= _TEXT_CHUNK:
         return _SPACES.sub(" ", text)
+    if not _SPACES.search(text):
+        return text
     pieces, start = [], 0
     while start < len(text):
         cut = _NON_SPACE.search(text, start + _TEXT_CHUNK)
@@ -394,14 +408,26 @@ def _collapse(text: str) -> str:
 
 
 def _collapse_whitespace(element: etree._Element, preserve: bool) -> None:
-    if not preserve and element.text is not None:
+    collapse_text(element, preserve)
+    collapse_tail(element, preserve)
+
+
+def collapse_text(element: etree._Element, preserve: bool) -> None:
+    text = element.text
+    if not preserve and text is not None:
         starts_block = len(element) and element[0].tag in BLOCK_TAGS
-        element.text = None if starts_block and _is_blank(element.text) else _collapse(element.text)
-    if element.tail is not None:
-        if element.tag in BLOCK_TAGS and _is_blank(element.tail):
+        collapsed = None if starts_block and _is_blank(text) else _collapse(text)
+        if collapsed is not text:  # an unchanged giant text is not copied back into the tree
+            element.text = collapsed
+
+
+def collapse_tail(element: etree._Element, preserve: bool) -> None:
+    tail = element.tail
+    if tail is not None:
+        if element.tag in BLOCK_TAGS and _is_blank(tail):
             element.tail = None
-        elif not preserve:
-            element.tail = _collapse(element.tail)
+        elif not preserve and (collapsed := _collapse(tail)) is not tail:
+            element.tail = collapsed
 
 
 def _is_empty(element: etree._Element) -> bool:
@@ -527,8 +553,14 @@ def clean_html(
     navigation, footers, sidebars and ads (needs the ``main-content`` extra; falls back to the
     whole page when no main content is found). ``output`` is "html", "markdown" or "text".
     """
-    from tokenprune.context.render import render
+    from tokenprune.context.render import check_output, render
 
     main_content = check_flag("main_content", main_content)
     keep_hidden = check_flag("keep_hidden", keep_hidden)
+    if not main_content and isinstance(html, (str, bytes)) and len(html) >= STREAM_MIN_SIZE:
+        from tokenprune.context.stream import stream_clean_html
+
+        cleaned = stream_clean_html(html, check_output(output), keep_hidden)
+        if cleaned is not None:
+            return cleaned
     return render(clean(html, main_content=main_content, keep_hidden=keep_hidden), output)

@@ -15,6 +15,7 @@ _LINES = ("li", "tr", "br", "dt", "dd")  # one line each, not a paragraph
 _EMPHASIS = {"strong": "**", "b": "**", "em": "*", "i": "*"}
 _BLANK_LINES = re.compile(r"[ \t]*\n[ \t\n]*\n")
 _INLINE_SPACES = re.compile(r"\s+")
+_JOIN = 512
 
 
 def check_output(output: str) -> str:
@@ -30,12 +31,18 @@ class _TextWriter:
     def __init__(self, markdown: bool):
         self.markdown = markdown
         self.buffers: list[list[str]] = [[]]
+        self.loose = [0]  # strings at the end of each buffer not yet joined
         self.lists: list[list] = []  # [ordered, next number]
         self.tables: list[list[list[str]]] = []
         self.pre_depth = 0
 
     def write(self, text: str) -> None:
-        self.buffers[-1].append(text)
+        buffer = self.buffers[-1]
+        buffer.append(text)
+        self.loose[-1] += 1
+        if self.loose[-1] == _JOIN:  # a large page writes millions of short strings: join them as it goes
+            buffer[-_JOIN:] = ["".join(buffer[-_JOIN:])]
+            self.loose[-1] = 0
 
     def text(self, text: str | None) -> None:
         if text:
@@ -43,8 +50,10 @@ class _TextWriter:
 
     def push(self) -> None:
         self.buffers.append([])
+        self.loose.append(0)
 
     def pop(self) -> str:
+        self.loose.pop()
         return "".join(self.buffers.pop())
 
     def start(self, element: etree._Element) -> None:
