@@ -11,6 +11,7 @@ from the XML when the pruned page is written.
 from __future__ import annotations
 
 import html as html_escape
+import zlib
 from array import array
 from collections import Counter
 
@@ -33,21 +34,44 @@ _FEED = 1 << 16  # bytes of XML parsed at a time
 _BATCH = 4096  # block texts counted per tokenizer call
 
 
-def _events(xml: bytes):
+def _compressed(xml: str) -> bytes:
+    """The XML in UTF-8, compressed: it is held while the page is pruned, and read back a few times."""
+    compressor = zlib.compressobj(1)
+    parts = [
+        compressor.compress(xml[offset : offset + _FEED].encode("utf-8"))
+        for offset in range(0, len(xml), _FEED)
+    ]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def _chunks(data: bytes):
+    decompressor = zlib.decompressobj()
+    view = memoryview(data)
+    for offset in range(0, len(data), _FEED):
+        chunk: bytes | memoryview = view[offset : offset + _FEED]
+        while (
+            chunk
+        ):  # at most _FEED bytes out at a time: a page of one repeated word compresses a thousandfold
+            yield decompressor.decompress(chunk, _FEED)
+            chunk = decompressor.unconsumed_tail
+    yield decompressor.flush()
+
+
+def _events(data: bytes):
     parser = etree.XMLPullParser(events=("start", "end"), huge_tree=True, resolve_entities=False)
-    view = memoryview(xml)
-    for offset in range(0, len(xml), _FEED):
-        parser.feed(bytes(view[offset : offset + _FEED]))
+    for chunk in _chunks(data):
+        parser.feed(chunk)
         yield from parser.read_events()
     parser.close()
     yield from parser.read_events()
 
 
-def _word_counts(xml: bytes) -> array:
+def _word_counts(data: bytes) -> array:
     """Words under each element, in document order (the counts of ``blocks._subtree_words``)."""
     words = array("i")
     stack: list[list] = []  # [element index, words so far, last child]
-    for event, element in _events(xml):
+    for event, element in _events(data):
         if event == "start":
             if stack:
                 frame = stack[-1]
@@ -151,6 +175,8 @@ class BlockTable:
         inside = 0  # depth inside a child that is one piece of its container
         piece: tuple = ()
         for event, element in _events(self.xml):
+            if self.collect is not None and len(self.collected) == len(self.collect):
+                return  # every block asked for is read back
             if event == "start":
                 element_index += 1
                 if inside:
@@ -201,19 +227,24 @@ class BlockTable:
     def _text_before_child(self, current: _Open) -> None:
         """A child starts or the container ends: the text before it is complete."""
         if current.last is None:
-            if not current.text_done:
-                current.text_done = True
-                if current.element.text:
-                    self._text(current, current.element.text)
-            return
-        last, current.last = current.last, None
-        tail = last.tail
-        current.element.remove(last)
-        last.tail = None
-        if tail:
-            self._text(current, tail)
+            if current.text_done:
+                return
+            current.text_done = True
+            held = [current.element.text]
+            current.element.text = None
+        else:
+            last, current.last = current.last, None
+            current.element.remove(last)
+            held = [last.tail]
+            last.tail = None
+        self._text(current, held)
 
-    def _text(self, current: _Open, value: str) -> None:
+    def _text(self, current: _Open, held: list[str | None]) -> None:
+        """Cut a text into pieces; it comes in a list that gives it up, so that a giant text is held as
+        its pieces only, not twice while blocks are made."""
+        value = held.pop()
+        if not value:
+            return
         limit = current.limit
         size = count_words(value)
         if size > limit or _MAY_END_SENTENCE.search(value):
@@ -388,7 +419,7 @@ class StreamDocument:
         xml = stream_clean_xml(html, keep_hidden)
         if xml is None:
             return None
-        xml = xml.encode("utf-8")
+        xml = _compressed(xml)
         words = _word_counts(xml)
         table = BlockTable(xml, words, max_words, {}, output, counter)
         size = max_words
@@ -453,7 +484,7 @@ class StreamDocument:
         return limits
 
     def full_text(self) -> str:
-        return render(etree.fromstring(self.xml, _XML), self.output)
+        return render(etree.fromstring(zlib.decompress(self.xml), _XML), self.output)
 
     def estimated_tokens(self) -> int:
         units = range(self.units)
