@@ -86,9 +86,19 @@ def test_refined_blocks_and_wide_pages_prune_the_same_streamed():
         + "</ul>"
     )
     wide = "<body>" + "<p>The lava reached the sea at night.</p><p>x</p>" * 400 + "</body>"
-    for html in (long_sentences, links, wide, links + long_sentences + wide):
+    one_block = "<p>" + "One two three four five six seven eight nine ten. " * 6 + "</p>"  # split finer
+    # blocks of links cost far more tokens than words in HTML and Markdown: split finer by their cost
+    dense_links = (
+        "<div>"
+        + " ".join(
+            f"<a href='https://example.com/a/long/path/{i}?q=lava&amp;s=sea'>w{i} lava</a>" for i in range(60)
+        )
+        + "</div>"
+    )
+    for html in (long_sentences, links, wide, links + long_sentences + wide, one_block, dense_links * 4):
         for output in OUTPUTS:
             assert assert_same(HtmlPruner(budget=60, output=output), html, "lava sea")
+            assert assert_same(HtmlPruner(budget=1000, output=output), html * 3, "lava sea")
 
 
 def test_large_pages_prune_streamed(monkeypatch):

@@ -1,7 +1,7 @@
 """Pruning a large page without its tree in memory.
 
-The page is cleaned by :mod:`tokenprune.context.stream` into lossless XML, which is read back
-incrementally: a first pass counts the words of every element, a second cuts the page into the blocks
+The page is cleaned by :mod:`tokenprune.context.stream` into lossless XML, held compressed and read
+back incrementally: a first pass counts the words of every element, a second cuts the page into the blocks
 :class:`~tokenprune.context.blocks.BlockTree` makes (the counts decide at an element's start whether it
 is expanded), freeing each element once its block is made. Blocks are held as a table (texts, word
 counts, token costs, where they sit) rather than as elements; the kept blocks' elements are read back
@@ -50,9 +50,8 @@ def _chunks(data: bytes):
     view = memoryview(data)
     for offset in range(0, len(data), _FEED):
         chunk: bytes | memoryview = view[offset : offset + _FEED]
-        while (
-            chunk
-        ):  # at most _FEED bytes out at a time: a page of one repeated word compresses a thousandfold
+        # At most _FEED bytes out at a time: a page of one repeated word compresses a thousandfold.
+        while chunk:
             yield decompressor.decompress(chunk, _FEED)
             chunk = decompressor.unconsumed_tail
     yield decompressor.flush()
@@ -435,12 +434,11 @@ class StreamDocument:
         return self.table.size
 
     def refined(self, limits: dict) -> StreamDocument:
+        """The same page with lower word limits inside some elements (``finer_limits``)."""
         table = self.table
         limits = {**table.limits, **limits}
-        return StreamDocument(
-            self.xml, self.words, BlockTable(self.xml, self.words, table.max_words, limits, self.output, self.counter),
-            self.counter,
-        )  # fmt: skip
+        finer = BlockTable(self.xml, self.words, table.max_words, limits, self.output, self.counter)
+        return StreamDocument(self.xml, self.words, finer, self.counter)
 
     def unit_texts(self) -> list[str]:
         return self.table.texts
