@@ -31,7 +31,10 @@ from tokenprune.context.text import count_words, sentence_pieces
 from tokenprune.context.tokens import TokenCounter
 
 _FEED = 1 << 16  # bytes of XML parsed at a time
-_BATCH = 4096  # block texts counted per tokenizer call
+# Block texts counted per tokenizer call, and characters: a tokenizer takes tens of bytes per character
+# of the texts it counts at once.
+_BATCH = 4096
+_BATCH_CHARACTERS = 1 << 20
 
 
 def _compressed(xml: str) -> bytes:
@@ -151,6 +154,7 @@ class BlockTable:
         self.split_limit = array("i")
         self.costs = array("i")
         self._pending: list[str] = []
+        self._pending_characters = 0
         # containers
         self.parent = array("i")
         self.tag = array("i")
@@ -328,7 +332,8 @@ class BlockTable:
         else:
             rendered = render(_assemble(current.element, [(value, block) for value in values]), self.output)
             self._pending.append(text if rendered == text else rendered)
-        if len(self._pending) >= _BATCH:
+        self._pending_characters += len(self._pending[-1])
+        if len(self._pending) >= _BATCH or self._pending_characters >= _BATCH_CHARACTERS:
             self._count()
         return block
 
@@ -336,6 +341,7 @@ class BlockTable:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        self._pending_characters = 0
         unique = list(dict.fromkeys(pending))
         counts = dict(zip(unique, self.counter.many(unique)))
         extra = 0 if self.output == "html" else 1  # the line break between blocks
