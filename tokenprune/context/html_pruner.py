@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tokenprune.context.blocks import MIN_MAX_WORDS, BlockTree
-from tokenprune.context.clean import clean, decode_html
+from tokenprune.context.clean import STREAM_MIN_SIZE, clean, decode_html
 from tokenprune.context.packing import check_budget, check_flag, check_fraction, pack
 from tokenprune.context.render import check_output, render
 from tokenprune.context.scorers import Scorer, resolve_scorer
@@ -112,6 +112,10 @@ class HtmlDocument:
                 limits[element] = target
         return limits
 
+    @property
+    def units(self) -> int:
+        return len(self.tree.blocks)
+
     def full_text(self) -> str:
         return render(self.tree.root, self.output)
 
@@ -179,30 +183,50 @@ class HtmlPruner:
 
     def document(self, html: str | bytes) -> tuple[HtmlDocument, str]:
         """The page as packable blocks, and the raw input as text."""
-        if isinstance(html, bytes):
-            html = decode_html(html)
-        elif not isinstance(html, str):
-            raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
+        html = _text(html)
         root = clean(html, main_content=self.main_content, keep_hidden=self.keep_hidden)
         max_words = default_max_words(self.budget, self.max_words)
-        document = HtmlDocument.from_root(root, self.output, self.counter, max_words)
+        return self._refine(HtmlDocument.from_root(root, self.output, self.counter, max_words)), html
+
+    def _refine(self, document):
         # Split finer where a block would take over half the budget, so the best blocks can still fit.
         while limits := document.finer_limits(self.budget // 2):
             document = document.refined(limits)
-        return document, html
+        return document
+
+    def _streamed_document(self, html: str | bytes):
+        """``document`` of a large page, without its tree in memory (a table of blocks); None where the
+        page must be cleaned as one tree."""
+        from tokenprune.context.stream_blocks import StreamDocument
+
+        max_words = default_max_words(self.budget, self.max_words)
+        document = StreamDocument.build(_text(html), self.output, self.counter, max_words, self.keep_hidden)
+        return None if document is None else self._refine(document)
 
     def prune(self, html: str | bytes, query: str | None = None) -> PruneResult:
         query = check_query(query)
-        document, raw = self.document(html)
+        document = None
+        if not self.main_content and isinstance(html, (str, bytes)) and len(html) >= STREAM_MIN_SIZE:
+            html = _text(html)
+            document = self._streamed_document(html)
+        if document is None:
+            document, html = self.document(html)
         # Count the whole cleaned page only when the block counts say it may fit.
         if document.estimated_tokens() <= 2 * self.budget:
             full_text = document.full_text()
             full_tokens = self.counter(full_text)
             if full_tokens <= self.budget:
-                everything = [(block, None) for block in range(len(document.tree.blocks))]
-                kept = document.kept_blocks(everything)
-                return PruneResult(full_text, full_tokens, self.budget, kept, raw, self.counter)
+                kept = document.kept_blocks([(block, None) for block in range(document.units)])
+                return PruneResult(full_text, full_tokens, self.budget, kept, html, self.counter)
         relevance = relevance_or_order(self.scorer, query, document.unit_texts())
         packed = pack([document], [relevance], self.budget, self.counter, self.threshold)
         kept = document.kept_blocks(packed.kept[0])
-        return PruneResult(packed.texts[0], packed.tokens[0], self.budget, kept, raw, self.counter)
+        return PruneResult(packed.texts[0], packed.tokens[0], self.budget, kept, html, self.counter)
+
+
+def _text(html: str | bytes) -> str:
+    if isinstance(html, bytes):
+        return decode_html(html)
+    if not isinstance(html, str):
+        raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
+    return html

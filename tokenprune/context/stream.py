@@ -287,7 +287,14 @@ class _Streamer:
         return "".join(pieces)
 
     def html(self) -> str:
-        text = etree.tostring(self.root, method="html", encoding="unicode")
+        return self.serialised("html")
+
+    def xml(self) -> str:
+        return self.serialised("xml")
+
+    def serialised(self, method: str) -> str:
+        """The cleaned page written out, its ropes (serialised by ``self.method``) written in."""
+        text = etree.tostring(self.root, method=method, encoding="unicode")
         self.root = None  # the tree goes before the page is written out
         pieces = self._expand(text)
         del text
@@ -470,10 +477,9 @@ def _strip(element: etree._Element) -> None:
     element.getparent().remove(element)
 
 
-def stream_clean_html(html: str | bytes, output: str = "html", keep_hidden: bool = False) -> str | None:
-    """``clean_html(html, output, keep_hidden=keep_hidden)`` without the page's whole tree in memory;
-    None for a page that must be cleaned as one tree."""
-    check_output(output)
+def _streamed(html: str | bytes, keep_hidden: bool, method: str) -> _Streamer | None:
+    """The page cleaned by a streamer whose ropes hold ``method`` serialisations; None for a page that
+    must be cleaned as one tree."""
     if isinstance(html, bytes):
         html = decode_html(html)
     elif not isinstance(html, str):
@@ -488,10 +494,24 @@ def stream_clean_html(html: str | bytes, output: str = "html", keep_hidden: bool
         reveal = _Survey(keep_hidden, strings).reveals(page)
         if reveal is None:
             return None
-    streamer = _Streamer(keep_hidden, strings, "html" if output == "html" else "xml", reveal)
-    if not streamer.run(page):
+    streamer = _Streamer(keep_hidden, strings, method, reveal)
+    return streamer if streamer.run(page) else None
+
+
+def stream_clean_html(html: str | bytes, output: str = "html", keep_hidden: bool = False) -> str | None:
+    """``clean_html(html, output, keep_hidden=keep_hidden)`` without the page's whole tree in memory;
+    None for a page that must be cleaned as one tree."""
+    check_output(output)
+    streamer = _streamed(html, keep_hidden, "html" if output == "html" else "xml")
+    if streamer is None:
         return None
-    del page
     if len(streamer.root) == 0 and not (streamer.root.text or "").strip():
         return ""
     return streamer.html() if output == "html" else streamer.text(markdown=output == "markdown")
+
+
+def stream_clean_xml(html: str | bytes, keep_hidden: bool = False) -> str | None:
+    """The tree ``clean(html, keep_hidden=keep_hidden)`` returns, serialised as (lossless) XML, without
+    the page's whole tree in memory; None for a page that must be cleaned as one tree."""
+    streamer = _streamed(html, keep_hidden, "xml")
+    return None if streamer is None else streamer.xml()
