@@ -10,7 +10,7 @@ from _context_fuzz import cases
 from hypothesis import HealthCheck, given, settings
 
 from tokenprune.context import HtmlPruner
-from tokenprune.context import html_pruner as html_pruner_module
+from tokenprune.context import clean as clean_module
 from tokenprune.context.stream_blocks import StreamDocument
 
 OUTPUTS = ("html", "text", "markdown")
@@ -32,9 +32,9 @@ def assert_same(pruner: HtmlPruner, html, query) -> bool:
         return document
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(html_pruner_module, "STREAM_MIN_SIZE", float("inf"))
+        patch.setattr(clean_module, "STREAM_MIN_SIZE", float("inf"))
         expected = outcome(pruner.prune(html, query))
-        patch.setattr(html_pruner_module, "STREAM_MIN_SIZE", 0)
+        patch.setattr(clean_module, "STREAM_MIN_SIZE", 0)
         patch.setattr(StreamDocument, "build", spy)
         assert outcome(pruner.prune(html, query)) == expected
     return streamed == [True]
@@ -105,7 +105,7 @@ def test_large_pages_prune_streamed(monkeypatch):
     streamed = []
     build = StreamDocument.build
     monkeypatch.setattr(StreamDocument, "build", lambda *args: streamed.append(1) or build(*args))
-    monkeypatch.setattr(html_pruner_module, "STREAM_MIN_SIZE", len(ARTICLE))
+    monkeypatch.setattr(clean_module, "STREAM_MIN_SIZE", len(ARTICLE))
     HtmlPruner(budget=50).prune(ARTICLE)
     HtmlPruner(budget=50, main_content=True).prune(ARTICLE)  # trafilatura parses the whole page itself
     HtmlPruner(budget=50).prune(ARTICLE[:-1])

@@ -71,6 +71,12 @@ _NOT_NAME_CHARACTER = re.compile(r"[^\w.-]")
 STREAM_MIN_SIZE = 4_000_000
 
 
+def streams(html: object, main_content: bool) -> bool:
+    """Whether ``html`` is cleaned (and pruned) while it is parsed: a large page, unless trafilatura
+    parses the whole page itself for its main content."""
+    return not main_content and isinstance(html, (str, bytes)) and len(html) >= STREAM_MIN_SIZE
+
+
 def _declared_encoding(data: bytes) -> str | None:
     """The codec of a ``<meta charset>`` near the top, read as browsers do: a declaration found in
     ASCII markup cannot be UTF-16/32 (a lie), and latin-1 and ascii mean windows-1252."""
@@ -135,12 +141,17 @@ def decode_html(data: bytes) -> str:
     return data.decode(_detected_encoding(data) or declared or "cp1252", errors="replace")
 
 
-def _as_utf8(html: str | bytes) -> bytes:
+def page_text(html: str | bytes) -> str:
+    """A page as text: bytes decoded (``decode_html``), anything but str or bytes refused."""
     if isinstance(html, bytes):
-        html = decode_html(html)
-    elif not isinstance(html, str):
+        return decode_html(html)
+    if not isinstance(html, str):
         raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
-    return _NOT_XML_TEXT.sub("", html).encode("utf-8")
+    return html
+
+
+def _as_utf8(html: str | bytes) -> bytes:
+    return _NOT_XML_TEXT.sub("", page_text(html)).encode("utf-8")
 
 
 def _cut_tag(data: bytes, tag: re.Match) -> bytes | None:
@@ -461,6 +472,11 @@ def _drop_tree(element: etree._Element) -> None:
     around it, so a space takes its place."""
     if element.tag in BLOCK_TAGS or (element.text or "").isspace():
         element.tail = " " + (element.tail or "")
+    _remove_keeping_tail(element)
+
+
+def _remove_keeping_tail(element: etree._Element) -> None:
+    """Remove an element and its content, keeping its tail (``etree.strip_elements``)."""
     if element.tail:
         previous = element.getprevious()
         if previous is None:
@@ -520,9 +536,7 @@ def main_content_html(html: str | bytes) -> str | None:
         raise ImportError(
             "main_content=True needs trafilatura: pip install 'tokenprune[main-content]'"
         ) from error
-    text = decode_html(html) if isinstance(html, bytes) else html
-    if not isinstance(text, str):
-        raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
+    text = page_text(html)
     if not text.strip():
         return None
     return trafilatura.extract(
@@ -557,7 +571,7 @@ def clean_html(
 
     main_content = check_flag("main_content", main_content)
     keep_hidden = check_flag("keep_hidden", keep_hidden)
-    if not main_content and isinstance(html, (str, bytes)) and len(html) >= STREAM_MIN_SIZE:
+    if streams(html, main_content):
         from tokenprune.context.stream import stream_clean_html
 
         cleaned = stream_clean_html(html, check_output(output), keep_hidden)

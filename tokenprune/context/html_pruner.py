@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tokenprune.context.blocks import MIN_MAX_WORDS, BlockTree
-from tokenprune.context.clean import STREAM_MIN_SIZE, clean, decode_html
+from tokenprune.context.clean import clean, page_text, streams
 from tokenprune.context.packing import check_budget, check_flag, check_fraction, pack
 from tokenprune.context.render import check_output, render
 from tokenprune.context.scorers import Scorer, resolve_scorer
@@ -39,7 +39,34 @@ class PruneResult:
         return self.counter(self.raw)
 
 
-class HtmlDocument:
+class PageBlocks:
+    """What the pruner derives from a page's priced blocks, whether they live in a tree
+    (``HtmlDocument``) or in a table (``stream_blocks.StreamDocument``): ``units``, ``unit_cost``,
+    ``unit_words``, ``unit_parents`` and ``split_point`` (the element a block's word limit belongs to,
+    and that limit) come from the subclass."""
+
+    def finer_limits(self, most: int) -> dict:
+        """Word limits that split the blocks costing more than ``most`` tokens: in proportion to how
+        far over they are (words do not bound tokens: link-heavy blocks cost far more), at least halved."""
+        limits: dict = {}
+        for unit in range(self.units):
+            cost, words = self.unit_cost(unit), self.unit_words(unit)
+            if cost <= most or words <= MIN_MAX_WORDS:
+                continue
+            element, limit = self.split_point(unit)
+            target = max(MIN_MAX_WORDS, min(limit // 2, words * most // cost))
+            if target < limits.get(element, limit):
+                limits[element] = target
+        return limits
+
+    def estimated_tokens(self) -> int:
+        """Sum of block and container costs: close to the full page's count, from counts already made."""
+        units = range(self.units)
+        containers = {key: cost for unit in units for key, cost in self.unit_parents(unit)}
+        return sum(self.unit_cost(unit) for unit in units) + sum(containers.values())
+
+
+class HtmlDocument(PageBlocks):
     """A cleaned page as packable units: its blocks, priced in the output format."""
 
     def __init__(
@@ -98,32 +125,18 @@ class HtmlDocument:
     def render(self, kept: set[int]) -> str:
         return render(self.tree.assemble(kept), self.output)
 
-    def finer_limits(self, most: int) -> dict:
-        """Word limits that split the blocks costing more than ``most`` tokens: in proportion to how
-        far over they are (words do not bound tokens: link-heavy blocks cost far more), at least halved."""
-        limits: dict = {}
-        for unit, block in enumerate(self.tree.blocks):
-            cost = self.unit_cost(unit)
-            if cost <= most or block.words <= MIN_MAX_WORDS:
-                continue
-            element, limit = self.tree.split_point(unit)
-            target = max(MIN_MAX_WORDS, min(limit // 2, block.words * most // cost))
-            if target < limits.get(element, limit):
-                limits[element] = target
-        return limits
-
     @property
     def units(self) -> int:
         return len(self.tree.blocks)
 
+    def unit_words(self, unit: int) -> int:
+        return self.tree.blocks[unit].words
+
+    def split_point(self, unit: int) -> tuple[object, int]:
+        return self.tree.split_point(unit)
+
     def full_text(self) -> str:
         return render(self.tree.root, self.output)
-
-    def estimated_tokens(self) -> int:
-        """Sum of block and container costs: close to the full page's count, from counts already made."""
-        units = range(len(self.tree.blocks))
-        containers = {key: cost for unit in units for key, cost in self.unit_parents(unit)}
-        return sum(self.unit_cost(unit) for unit in units) + sum(containers.values())
 
     def kept_blocks(self, kept: list[tuple[int, float | None]]) -> list[KeptBlock]:
         blocks = self.tree.blocks
@@ -183,7 +196,7 @@ class HtmlPruner:
 
     def document(self, html: str | bytes) -> tuple[HtmlDocument, str]:
         """The page as packable blocks, and the raw input as text."""
-        html = _text(html)
+        html = page_text(html)
         root = clean(html, main_content=self.main_content, keep_hidden=self.keep_hidden)
         max_words = default_max_words(self.budget, self.max_words)
         return self._refine(HtmlDocument.from_root(root, self.output, self.counter, max_words)), html
@@ -194,20 +207,20 @@ class HtmlPruner:
             document = document.refined(limits)
         return document
 
-    def _streamed_document(self, html: str | bytes):
+    def _streamed_document(self, html: str):
         """``document`` of a large page, without its tree in memory (a table of blocks); None where the
         page must be cleaned as one tree."""
         from tokenprune.context.stream_blocks import StreamDocument
 
         max_words = default_max_words(self.budget, self.max_words)
-        document = StreamDocument.build(_text(html), self.output, self.counter, max_words, self.keep_hidden)
+        document = StreamDocument.build(html, self.output, self.counter, max_words, self.keep_hidden)
         return None if document is None else self._refine(document)
 
     def prune(self, html: str | bytes, query: str | None = None) -> PruneResult:
         query = check_query(query)
         document = None
-        if not self.main_content and isinstance(html, (str, bytes)) and len(html) >= STREAM_MIN_SIZE:
-            html = _text(html)
+        if streams(html, self.main_content):
+            html = page_text(html)
             document = self._streamed_document(html)
         if document is None:
             document, html = self.document(html)
@@ -222,11 +235,3 @@ class HtmlPruner:
         packed = pack([document], [relevance], self.budget, self.counter, self.threshold)
         kept = document.kept_blocks(packed.kept[0])
         return PruneResult(packed.texts[0], packed.tokens[0], self.budget, kept, html, self.counter)
-
-
-def _text(html: str | bytes) -> str:
-    if isinstance(html, bytes):
-        return decode_html(html)
-    if not isinstance(html, str):
-        raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
-    return html

@@ -33,13 +33,14 @@ from tokenprune.context.clean import (
     _is_wrapper,
     _keep_attributes,
     _makes_invalid_characters,
+    _remove_keeping_tail,
     _template_content,
     _unwrap,
     _visible_words,
     collapse_tail,
     collapse_text,
-    decode_html,
     make_names_safe,
+    page_text,
     xml_text,
 )
 from tokenprune.context.render import _TextWriter, check_output
@@ -223,7 +224,7 @@ class _Streamer:
         group, parent.group = parent.group, []
         for element, kind, _, _ in group:
             if kind == _STRIP:
-                _strip(element)
+                _remove_keeping_tail(element)
         for element, kind, _, _ in group:
             if kind == _HIDDEN:
                 _drop_tree(element)
@@ -465,25 +466,10 @@ class _Survey:
         return [words > self.shown for words in self.candidates]
 
 
-def _strip(element: etree._Element) -> None:
-    """Remove an element and its content, keeping its tail (``etree.strip_elements``)."""
-    if element.tail:
-        previous = element.getprevious()
-        if previous is None:
-            parent = element.getparent()
-            parent.text = (parent.text or "") + element.tail
-        else:
-            previous.tail = (previous.tail or "") + element.tail
-    element.getparent().remove(element)
-
-
 def _streamed(html: str | bytes, keep_hidden: bool, method: str) -> _Streamer | None:
     """The page cleaned by a streamer whose ropes hold ``method`` serialisations; None for a page that
     must be cleaned as one tree."""
-    if isinstance(html, bytes):
-        html = decode_html(html)
-    elif not isinstance(html, str):
-        raise TypeError(f"html must be str or bytes, got {type(html).__name__}")
+    html = page_text(html)
     # As parse_html reads it (the same string where nothing is removed; the input is not copied).
     page: str | bytes = _NOT_XML_TEXT.sub("", html)
     if _MAY_CUT.search(page):

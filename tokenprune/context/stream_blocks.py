@@ -24,7 +24,7 @@ from tokenprune.context.blocks import (
     _assemble,
     _text_of,
 )
-from tokenprune.context.html_pruner import KeptBlock
+from tokenprune.context.html_pruner import KeptBlock, PageBlocks
 from tokenprune.context.render import render
 from tokenprune.context.stream import stream_clean_xml
 from tokenprune.context.text import count_words, sentence_pieces
@@ -405,8 +405,9 @@ class BlockTable:
         return built[0]
 
 
-class StreamDocument:
-    """``HtmlDocument`` of a large page, its blocks in a :class:`BlockTable`."""
+class StreamDocument(PageBlocks):
+    """``HtmlDocument`` of a large page, its blocks in a :class:`BlockTable`; elements are named by
+    their place in document order (``finer_limits``, ``refined``)."""
 
     def __init__(self, xml: bytes, words: array, table: BlockTable, counter: TokenCounter):
         self.xml = xml
@@ -472,28 +473,14 @@ class StreamDocument:
             self._pieces.update(again.collected)
         return render(self.table.assemble(kept, self._pieces), self.output)
 
-    def finer_limits(self, most: int) -> dict:
-        """``HtmlDocument.finer_limits``, elements named by their place in document order."""
-        table = self.table
-        limits: dict = {}
-        for unit in range(table.size):
-            cost = table.costs[unit]
-            words = table.words[unit]
-            if cost <= most or words <= MIN_MAX_WORDS:
-                continue
-            element, limit = table.split_key[unit], table.split_limit[unit]
-            target = max(MIN_MAX_WORDS, min(limit // 2, words * most // cost))
-            if target < limits.get(element, limit):
-                limits[element] = target
-        return limits
+    def unit_words(self, unit: int) -> int:
+        return self.table.words[unit]
+
+    def split_point(self, unit: int) -> tuple[int, int]:
+        return self.table.split_key[unit], self.table.split_limit[unit]
 
     def full_text(self) -> str:
         return render(etree.fromstring(zlib.decompress(self.xml), _XML), self.output)
-
-    def estimated_tokens(self) -> int:
-        units = range(self.units)
-        containers = {key: cost for unit in units for key, cost in self.unit_parents(unit)}
-        return sum(self.table.costs) + sum(containers.values())
 
     def kept_blocks(self, kept: list[tuple[int, float | None]]) -> list[KeptBlock]:
         table = self.table
