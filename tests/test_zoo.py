@@ -368,6 +368,91 @@ def test_cluttered_training_masks_never_hide_a_whole_object():
             assert not hidden[row, image[tokens]].all()
 
 
+def test_sparse_training_rows_show_few_tokens_and_every_object():
+    from tokenprune.zoo import scenes2
+
+    tokenizer = models.vlm2_tokenizer()
+    image_token = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
+    batch = train.vlm2_batch(tokenizer, 0, 0, 64, "cpu", questions=2)
+    picked = [s.scene for s in scenes2.samples(0, 64)]
+    before = batch["attention_mask"].clone()
+    train.sparse_object_scenes(batch, image_token, picked, 0, 0)
+    image = batch["input_ids"] == image_token
+    shown = (batch["attention_mask"].bool() & image).sum(dim=1)
+    sparse = shown < 256
+    assert 20 <= int(sparse.sum()) <= 44  # about SPARSE_ROWS of the rows
+    for row in sparse.nonzero().flatten().tolist():
+        owned = scenes2.object_tokens(picked[row])
+        # at least the kept number, more only where every object's token is already over it
+        assert train.SPARSE_KEEP[0] <= int(shown[row]) <= max(train.SPARSE_KEEP[1], sum(map(len, owned)))
+        visible = batch["attention_mask"][row][image[row]].bool()
+        assert all(visible[tokens].any() for tokens in owned)
+    assert torch.equal(batch["attention_mask"][~image], before[~image])  # text tokens are left alone
+
+
+def test_diverse_fill_shows_the_most_distinct_patches():
+    from tokenprune.pruners.divprune import max_min_diverse
+    from tokenprune.zoo import scenes2
+
+    tokenizer = models.vlm2_tokenizer()
+    image_token = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
+    batch = train.vlm2_batch(tokenizer, 0, 0, 48, "cpu", questions=1)
+    picked = [s.scene for s in scenes2.samples(0, 48)]
+    train.sparse_object_scenes(batch, image_token, picked, 0, 0, stage_diverse=True)
+    image = batch["input_ids"] == image_token
+    diverse_rows = 0
+    for row in range(48):
+        visible = batch["attention_mask"][row][image[row]].bool()
+        if visible.all():
+            continue
+        patches = batch["pixel_values"][row].unfold(1, 12, 12).unfold(2, 12, 12)
+        patches = patches.permute(1, 2, 0, 3, 4).reshape(256, -1)
+        torch.testing.assert_close(train._patch_pixels(batch["pixel_values"][row]), patches)
+        owned = np.concatenate(scenes2.object_tokens(picked[row]))
+        extra = set(np.flatnonzero(visible.numpy())) - set(owned)
+        order = max_min_diverse(patches, int(visible.sum()) + len(owned)).tolist()
+        # a diverse row's other tokens are the first farthest-point picks not shown for an object
+        diverse_rows += extra <= set(order) and len(extra) > 3
+    assert 5 <= diverse_rows <= 20  # about DIVERSE_FILL of SPARSE_ROWS of the rows
+
+
+def test_frozen_stage_leaves_the_image_tokens_as_they_were(tmp_path):
+    tokenizer = models.vlm2_tokenizer()
+    frozen = next(n for n, stage in enumerate(train.VLM2_STAGES, 1) if stage.frozen)
+    start = models.build_vlm2(tokenizer)
+    start.save_pretrained(tmp_path / f"stage{frozen - 1}")
+    steps = sum(stage.steps for stage in train.VLM2_STAGES[: frozen - 1]) + 2
+    train.train_vlm2(tmp_path, steps=steps, batch_size=1, log=lambda line: None)
+    from transformers import LlavaForConditionalGeneration
+
+    trained = LlavaForConditionalGeneration.from_pretrained(tmp_path).state_dict()
+    changed = {name for name, value in start.state_dict().items() if not torch.equal(value, trained[name])}
+    assert changed and not any(name.startswith(train.FROZEN) for name in changed)
+
+
+def test_distractors_fill_only_empty_regions_and_keep_the_questions():
+    from tokenprune.zoo import scenes2
+
+    picked = scenes2.samples(6, 30)
+    assert scenes2.samples(6, 30) == picked  # reproducible
+    with_blocks = scenes2.render([s.scene for s in picked]).int()
+    without = scenes2.render([s.scene for s in picked], distractors=False).int()
+    side = scenes2.DISTRACTOR_SIDE * scenes2.PATCH
+    counts = []
+    for s, a, b in zip(picked, with_blocks, without):
+        inside = torch.zeros(a.shape[:2], dtype=torch.bool)
+        for block in s.scene.distractors:
+            region = (block.y // scenes2.REGION) * scenes2.GRID + block.x // scenes2.REGION
+            assert region not in {o.region for o in s.scene.objects}
+            assert block.x // scenes2.REGION == (block.x + side - 1) // scenes2.REGION  # inside it
+            inside[block.y : block.y + side, block.x : block.x + side] = True
+        assert torch.equal(a[~inside], b[~inside])
+        if inside.any():  # random colours: the blocks' pixels take many values
+            assert len(torch.unique(a[inside].view(-1, 3), dim=0)) > 20
+        counts.append(len(s.scene.distractors) / (scenes2.GRID**2 - len(s.scene.objects)))
+    assert 0.55 <= np.mean(counts) <= 0.85  # about DISTRACTOR_SHARE of the empty regions
+
+
 def test_toy_vlm_2_vocabulary_extends_toy_vlm_and_processor_matches_training():
     from tokenprune.zoo import scenes2
 

@@ -36,6 +36,9 @@ SIZES = {"small": 1, "large": 2}  # side of the object's box in patches
 TEXTURES = ("stripes", "checker", "dots", "noise")
 QUESTION_TYPES = ("color_at", "shape_at", "where", "count", "total")
 MIN_OBJECTS, MAX_OBJECTS = 4, 7
+DISTRACTOR_SHARE = 0.7  # of the regions without an object that hold a distractor
+DISTRACTOR_SIDE = 2  # patches
+NOISE_CELL = 3  # px
 # toy-vlm's words first, in its order, so its token ids carry over
 WORDS = scenes.WORDS + ("objects",)
 
@@ -68,12 +71,22 @@ class Zone:
 
 
 @dataclass(frozen=True)
+class Distractor:
+    """A block of DISTRACTOR_SIDE x DISTRACTOR_SIDE patches of random colours in NOISE_CELL px cells."""
+
+    x: int  # top left corner in px
+    y: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class Scene:
     objects: tuple[SceneObject, ...]
     zones: tuple[Zone, ...]
     split: tuple[float, float, float]  # zone boundary lines a*x + b*y = c (zones: sides of the lines)
     scribbles: tuple[tuple[int, int, int, int, str], ...]  # x0, y0, x1, y1, colour
     noise_seed: int
+    distractors: tuple[Distractor, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,13 +144,31 @@ def _scene(rng: np.random.Generator) -> Scene:
         (*(int(v) for v in rng.integers(0, IMAGE_SIZE, 4)), str(rng.choice(colours)))
         for _ in range(int(rng.integers(2, 6)))
     )
+    noise_seed = int(rng.integers(2**31))
     return Scene(
         objects=tuple(sorted(objects, key=lambda o: o.region)),
         zones=zones,
         split=split,
         scribbles=scribbles,
-        noise_seed=int(rng.integers(2**31)),
+        noise_seed=noise_seed,
+        distractors=_distractors(np.random.default_rng([noise_seed, 1]), {o.region for o in objects}),
     )
+
+
+def _distractors(rng: np.random.Generator, taken: set[int]) -> tuple[Distractor, ...]:
+    """Blocks of coloured noise in DISTRACTOR_SHARE of the regions no object is in, at random patch
+    offsets: they differ from each other and from every object more than objects differ among
+    themselves, and no question is about them. Drawn from their own generator, so the objects and
+    questions of a (seed, index) are those of the scenes without them."""
+    blocks = []
+    for region in range(GRID * GRID):
+        if region in taken or rng.random() >= DISTRACTOR_SHARE:
+            continue
+        top, left = divmod(region, GRID)
+        x = left * REGION + int(rng.integers(0, GRID - DISTRACTOR_SIDE + 1)) * PATCH
+        y = top * REGION + int(rng.integers(0, GRID - DISTRACTOR_SIDE + 1)) * PATCH
+        blocks.append(Distractor(x, y, int(rng.integers(2**31))))
+    return tuple(blocks)
 
 
 def _anchor(scene: Scene) -> SceneObject:
@@ -271,8 +302,16 @@ def _scribble_mask(x0, y0, x1, y1, x: torch.Tensor, y: torch.Tensor) -> torch.Te
     return (x - (x0 + t * dx)) ** 2 + (y - (y0 + t * dy)) ** 2 <= 0.75**2
 
 
-def render(scenes: list[Scene], device: str | torch.device = "cpu") -> torch.Tensor:
-    """(B, 192, 192, 3) uint8 images."""
+def _noise_block(distractor: Distractor, device) -> torch.Tensor:
+    cells = DISTRACTOR_SIDE * PATCH // NOISE_CELL
+    colours = np.random.default_rng(distractor.seed).integers(0, 256, (cells, cells, 3))
+    block = torch.tensor(colours, device=device, dtype=torch.float32)
+    return block.repeat_interleave(NOISE_CELL, 0).repeat_interleave(NOISE_CELL, 1)
+
+
+def render(scenes: list[Scene], device: str | torch.device = "cpu", distractors: bool = True) -> torch.Tensor:
+    """(B, 192, 192, 3) uint8 images; `distractors` False leaves the noise blocks out (the scenes the
+    first training stages saw)."""
     x, y = _grid(device)
     images = []
     for scene in scenes:
@@ -288,6 +327,9 @@ def render(scenes: list[Scene], device: str | torch.device = "cpu") -> torch.Ten
             image = torch.where(zone == index, _texture(z, x, y, noise), image)
         for x0, y0, x1, y1, colour in scene.scribbles:
             image[_scribble_mask(x0, y0, x1, y1, x, y)] = torch.tensor(COLOURS[colour], device=device).float()
+        side = DISTRACTOR_SIDE * PATCH
+        for block in scene.distractors if distractors else ():
+            image[block.y : block.y + side, block.x : block.x + side] = _noise_block(block, device)
         for obj in scene.objects:
             image[_shape_mask(obj, x, y)] = torch.tensor(COLOURS[obj.colour], device=device).float()
         images.append(image.clamp(0, 255).round().to(torch.uint8))

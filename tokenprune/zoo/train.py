@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from tokenprune.pruners.divprune import max_min_diverse
 from tokenprune.zoo import models, retrieval, scenes, scenes2
 
 TRAIN_SEED = 1
@@ -331,7 +332,14 @@ def held_out_accuracy(model, batch: Callable[[int], dict[str, torch.Tensor]], ba
 
 
 def vlm2_batch(
-    tokenizer, seed: int, start: int, size: int, device, questions: int | None = 1, repeats: int = 1
+    tokenizer,
+    seed: int,
+    start: int,
+    size: int,
+    device,
+    questions: int | None = 1,
+    repeats: int = 1,
+    distractors: bool = True,
 ) -> dict[str, torch.Tensor]:
     """`vlm_batch` over the cluttered scenes of `scenes2` (256 image tokens); `questions` None asks every
     distinct question about each image (`scenes2.all_questions`), its `where` and `total` turns
@@ -345,7 +353,7 @@ def vlm2_batch(
     ]
     return {
         **_turn_rows(tokenizer, scenes2.SIDE**2, turns, device),
-        "pixel_values": pixel_values(scenes2.render([s.scene for s in picked], device)),
+        "pixel_values": pixel_values(scenes2.render([s.scene for s in picked], device, distractors)),
     }
 
 
@@ -385,6 +393,63 @@ def mask_object_scenes(
         mask[row, image[torch.from_numpy(np.flatnonzero(hidden)).to(image.device)]] = 0
 
 
+# Pruner-like rows of the last toy-vlm-2 stage (see `sparse_object_scenes`)
+SPARSE_ROWS = 0.5
+SPARSE_KEEP = (6, 96)  # visible image tokens per sparse row, log-uniform between these
+DIVERSE_FILL = 0.5  # of the sparse rows of a `diverse` stage
+
+
+def _patch_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) -> (patches, 3 * PATCH * PATCH), patches in the tower's row-major order."""
+    patch = scenes2.PATCH
+    channels, height, width = pixels.shape
+    grid = pixels.reshape(channels, height // patch, patch, width // patch, patch)
+    return grid.permute(1, 3, 0, 2, 4).reshape((height // patch) * (width // patch), -1)
+
+
+def sparse_object_scenes(
+    batch: dict[str, torch.Tensor],
+    image_token_id: int,
+    batch_scenes: list[scenes2.Scene],
+    seed: int,
+    start: int,
+    stage_diverse: bool = False,
+) -> None:
+    """Show only a few image tokens in a random SPARSE_ROWS of the rows, as a pruner at a small budget
+    does: a number log-uniform in SPARSE_KEEP, made of one random token of every object, each other
+    object token with a probability drawn per row, and random background tokens up to the number.
+    `mask_object_scenes` hides a uniform share, so rows that keep a tenth of the image are rare there;
+    trained on them, the model undercounted objects it saw one patch of and overcounted objects it saw
+    all of. Rows not chosen keep the hiding of `mask_object_scenes` (called before).
+
+    With `stage_diverse`, DIVERSE_FILL of the sparse rows take the rest in farthest-point order over
+    the patches' pixels instead: diversity pruners keep the most distinct patches, the noise blocks
+    among them, far more often than random ones (DivPrune kept 13 of 26 there, random fills 3), and
+    the model undercounted the objects among them."""
+    rng = np.random.default_rng([seed, start, 3])
+    mask = batch["attention_mask"]
+    low, high = np.log(SPARSE_KEEP[0]), np.log(SPARSE_KEEP[1])
+    for row, scene in enumerate(batch_scenes):
+        if rng.random() >= SPARSE_ROWS:
+            continue
+        image = (batch["input_ids"][row] == image_token_id).nonzero().flatten()
+        owned = scenes2.object_tokens(scene)
+        keep = round(float(np.exp(rng.uniform(low, high))))
+        visible = np.zeros(len(image), dtype=bool)
+        for tokens in owned:
+            visible[rng.choice(tokens)] = True
+        on_objects = np.concatenate(owned)
+        visible[on_objects] |= rng.random(len(on_objects)) < rng.uniform(0.0, 1.0)
+        missing = max(0, keep - int(visible.sum()))
+        if stage_diverse and rng.random() < DIVERSE_FILL:
+            order = max_min_diverse(_patch_pixels(batch["pixel_values"][row]), keep + len(owned)).numpy()
+            visible[order[~visible[order]][:missing]] = True
+        else:
+            free = np.flatnonzero(~visible)
+            visible[rng.choice(free, min(len(free), missing), replace=False)] = True
+        mask[row, image] = torch.from_numpy(visible).to(mask.dtype).to(mask.device)
+
+
 def isolate_turns(batch: dict[str, torch.Tensor], prefix: int, eos_token_id: int) -> None:
     """Let every question-answer turn after the first `prefix` tokens (`<s>` and the image) see only the
     prefix and itself, at the positions it would have as the first turn: a 4-D attention mask and
@@ -411,6 +476,12 @@ class VLM2Stage(NamedTuple):
     warmup: int
     questions: int | None  # per image; None: every distinct question, each turn seeing only the image
     repeats: int = 1  # times each `where` and `total` turn is asked (see `weighted_turns`)
+    sparse: bool = False  # pruner-like rows (`sparse_object_scenes`)
+    # the tower, projector and word embeddings (FROZEN) kept as they are: the image tokens, and so
+    # every pre-LLM pruner's choice, stay those of the stage before
+    frozen: bool = False
+    distractors: bool = False  # scenes with their noise blocks (`scenes2.Distractor`)
+    diverse: bool = False  # sparse rows also filled with the most distinct patches (`sparse_object_scenes`)
 
 
 # toy-vlm-2 is fine-tuned from toy-vlm: trained from scratch at 256 image tokens, a step of 16 scenes
@@ -424,8 +495,18 @@ VLM2_STAGES = (
     VLM2Stage(700, 1e-3, 20, None),
     VLM2Stage(600, 5e-4, 20, None),
     VLM2Stage(4000, 5e-4, 50, None, repeats=3),
+    VLM2Stage(1500, 3e-4, 50, None, repeats=3, sparse=True, frozen=True),
+    VLM2Stage(2000, 5e-4, 50, None, repeats=3, sparse=True, distractors=True),
+    VLM2Stage(2000, 3e-4, 50, None, repeats=3, sparse=True, distractors=True, diverse=True),
 )
 VLM2_STEPS = sum(stage.steps for stage in VLM2_STAGES)
+
+
+FROZEN = (
+    "model.vision_tower.",
+    "model.multi_modal_projector.",
+    "model.language_model.embed_tokens.",
+)
 
 
 def vlm2_start(tokenizer, device) -> torch.nn.Module:
@@ -464,10 +545,19 @@ def train_vlm2(
         def batch(step: int) -> dict[str, torch.Tensor]:
             start = first + step * batch_size
             rows = vlm2_batch(
-                tokenizer, TRAIN_SEED, start, batch_size, device, stage.questions, stage.repeats
+                tokenizer,
+                TRAIN_SEED,
+                start,
+                batch_size,
+                device,
+                stage.questions,
+                stage.repeats,
+                stage.distractors,
             )
             picked = [s.scene for s in scenes2.samples(TRAIN_SEED, batch_size, start)]
             mask_object_scenes(rows, image_token_id, picked, TRAIN_SEED, start)
+            if stage.sparse:
+                sparse_object_scenes(rows, image_token_id, picked, TRAIN_SEED, start, stage.diverse)
             if stage.questions is None:
                 isolate_turns(rows, 1 + scenes2.SIDE**2, tokenizer.eos_token_id)
             return rows
@@ -511,6 +601,8 @@ def train_vlm2(
             )
             log(f"stage {number}: {stage_steps} steps at lr {stage.lr:g}, {asked}")
             model.train()
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(not (stage.frozen and name.startswith(FROZEN)))
             schedule = Schedule(steps=stage_steps, lr=stage.lr, warmup=stage.warmup, checkpoint_every=100)
             fit(model, batches(done * batch_size, stage), schedule, saver(model, where), log)
         done += stage_steps
