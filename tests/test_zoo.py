@@ -565,10 +565,10 @@ def test_committed_vlm2_answers_held_out_questions():
             out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
         answer = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         correct[s.kind] += answer == s.answer
-    # 18 of these 20 now (97 % held-out): every colour, shape and `where` question, 3 of 4 counts and
-    # totals; one more miss is allowed
+    # all 20 now (98.5 % of 200 held-out questions); one miss, never a colour, shape or `where`
+    # question, is allowed
     assert correct["color_at"] == correct["shape_at"] == correct["where"] == 4
-    assert sum(correct.values()) >= 17
+    assert sum(correct.values()) >= 19
 
 
 def test_vllm_export_computes_the_same_logits(tmp_path):
