@@ -398,7 +398,7 @@ def test_diverse_fill_shows_the_most_distinct_patches():
     image_token = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
     batch = train.vlm2_batch(tokenizer, 0, 0, 48, "cpu", questions=1)
     picked = [s.scene for s in scenes2.samples(0, 48)]
-    train.sparse_object_scenes(batch, image_token, picked, 0, 0, stage_diverse=True)
+    train.sparse_object_scenes(batch, image_token, picked, 0, 0, diverse=True)
     image = batch["input_ids"] == image_token
     diverse_rows = 0
     for row in range(48):

@@ -393,7 +393,7 @@ def mask_object_scenes(
         mask[row, image[torch.from_numpy(np.flatnonzero(hidden)).to(image.device)]] = 0
 
 
-# Pruner-like rows of the last toy-vlm-2 stage (see `sparse_object_scenes`)
+# Pruner-like rows of the last three toy-vlm-2 stages (see `sparse_object_scenes`)
 SPARSE_ROWS = 0.5
 SPARSE_KEEP = (6, 96)  # visible image tokens per sparse row, log-uniform between these
 DIVERSE_FILL = 0.5  # of the sparse rows of a `diverse` stage
@@ -413,7 +413,7 @@ def sparse_object_scenes(
     batch_scenes: list[scenes2.Scene],
     seed: int,
     start: int,
-    stage_diverse: bool = False,
+    diverse: bool = False,
 ) -> None:
     """Show only a few image tokens in a random SPARSE_ROWS of the rows, as a pruner at a small budget
     does: a number log-uniform in SPARSE_KEEP, made of one random token of every object, each other
@@ -422,7 +422,7 @@ def sparse_object_scenes(
     trained on them, the model undercounted objects it saw one patch of and overcounted objects it saw
     all of. Rows not chosen keep the hiding of `mask_object_scenes` (called before).
 
-    With `stage_diverse`, DIVERSE_FILL of the sparse rows take the rest in farthest-point order over
+    With `diverse`, DIVERSE_FILL of the sparse rows take the rest in farthest-point order over
     the patches' pixels instead: diversity pruners keep the most distinct patches, the noise blocks
     among them, far more often than random ones (DivPrune kept 13 of 26 there, random fills 3), and
     the model undercounted the objects among them."""
@@ -441,7 +441,7 @@ def sparse_object_scenes(
         on_objects = np.concatenate(owned)
         visible[on_objects] |= rng.random(len(on_objects)) < rng.uniform(0.0, 1.0)
         missing = max(0, keep - int(visible.sum()))
-        if stage_diverse and rng.random() < DIVERSE_FILL:
+        if diverse and rng.random() < DIVERSE_FILL:
             order = max_min_diverse(_patch_pixels(batch["pixel_values"][row]), keep + len(owned)).numpy()
             visible[order[~visible[order]][:missing]] = True
         else:
@@ -489,7 +489,9 @@ class VLM2Stage(NamedTuple):
 # scenes with a new cosine schedule: ten questions per image (held-out 38 % of first answers after 200
 # steps and still after 700), then every distinct question about each image (about 30; 1.4x the tokens
 # per row), each turn seeing only the image (`isolate_turns`; without it, 46 % after 200 more steps);
-# the last stage weighs up the `where` and `total` turns, still the weakest after stage 3.
+# stage 4 weighs up the `where` and `total` turns, still the weakest after stage 3. Stages 5-7 teach the
+# model to read the few tokens pruners leave, first on the images stage 4 sees (frozen), then on scenes
+# with distractors, then with diversity-filled rows (docs/reference-models.md has the measurements).
 VLM2_STAGES = (
     VLM2Stage(700, 1e-3, 50, 10),
     VLM2Stage(700, 1e-3, 20, None),
@@ -599,6 +601,8 @@ def train_vlm2(
                 if stage.questions
                 else f"every question about each image, alone, where/total x{stage.repeats}"
             )
+            for flag in ("sparse", "frozen", "distractors", "diverse"):
+                asked += f", {flag}" if getattr(stage, flag) else ""
             log(f"stage {number}: {stage_steps} steps at lr {stage.lr:g}, {asked}")
             model.train()
             for name, parameter in model.named_parameters():
