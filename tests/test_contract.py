@@ -529,7 +529,14 @@ def pooled_count(grid, factor):
     params(
         (family, case)
         for family in VISION_FAMILIES
-        for case in ("downsample", "adaptive", "adaptive-layer", "cdpruner-recycle", "dart")
+        for case in (
+            "downsample",
+            "adaptive",
+            "adaptive-relevance",
+            "adaptive-layer",
+            "cdpruner-recycle",
+            "dart",
+        )
     ),
 )
 def test_pooling_adaptive_recycling_and_dart_decode_each_padded_sample_as_alone(family, pruner_factory):
@@ -543,6 +550,9 @@ def test_pooling_adaptive_recycling_and_dart_decode_each_padded_sample_as_alone(
     make = {
         "downsample": lambda: tp.Downsample(2),
         "adaptive": lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.6, rule="mass"),
+        "adaptive-relevance": lambda: tp.Adaptive(
+            tp.CDPruner(0.75), target=0.5, rule="relevance", min_tokens=0.1
+        ),
         "adaptive-layer": lambda: tp.AdaptiveLayer(tp.FastV(1.0), target=0.5),
         "cdpruner-recycle": lambda: tp.Recycle(tp.CDPruner(0.5), slots=2),
         "dart": lambda: tp.DART(0.5),

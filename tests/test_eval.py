@@ -246,10 +246,12 @@ def test_adaptive_configs_keep_their_budget_on_average_over_the_calibration_imag
     configs = [
         ("cdpruner-adaptive", 0.1, harness.visual_pruner("cdpruner-adaptive", 0.1, depth=4)),
         ("divprune", 0.1, tp.DivPrune(0.1)),
+        ("cdpruner-relevance", 0.1, harness.visual_pruner("cdpruner-relevance", 0.1, depth=4)),
     ]
     calibrated = harness.calibrated(model, calibration, configs)
     adaptive = calibrated[0][2]
-    assert adaptive.pruner.budget == 1.0 and calibrated[1] == configs[1]
+    # the relevance rule keeps its budget as the cap: nothing to calibrate
+    assert adaptive.pruner.budget == 1.0 and calibrated[1:] == configs[1:]
     assert harness.describe(adaptive) == f"target={adaptive.target:.8g}"
     seen = harness.visual_tokens(model, calibration, adaptive.needs)
     assert len(seen) == 6 and all(t.text is not None and len(t) == 256 for t in seen)

@@ -31,6 +31,7 @@ STAGES = {
     "divprune-recycle": ("pre_llm", tp.Recycle),
     "cdpruner-adaptive": ("pre_llm", tp.Adaptive),
     "fastv-adaptive": ("llm", tp.AdaptiveLayer),
+    "cdpruner-relevance": ("pre_llm", tp.Adaptive),
 }
 
 
@@ -69,6 +70,7 @@ def test_names_are_listed_in_registration_order_by_stage_and_tokens():
         "divprune-recycle",
         "cdpruner-adaptive",
         "fastv-adaptive",
+        "cdpruner-relevance",
     )
     assert registry.pruner_names(drops="prompt") == ("lazyskip", "gemfilter")
     assert registry.pruner_names(stage="llm") == ("fastv", "feather", "lazyskip", "dart", "fastv-adaptive")
@@ -85,7 +87,14 @@ def test_needs_are_read_from_the_class():
 
 def test_methods_that_keep_at_most_their_budget_say_so():
     at_most = {name for name in registry.pruner_names() if not registry.pruner_entry(name).exact}
-    assert at_most == {"downsample", "cdpruner-adaptive", "fastv-adaptive"}
+    assert at_most == {"downsample", "cdpruner-adaptive", "fastv-adaptive", "cdpruner-relevance"}
+
+
+def test_relevance_adaptive_spans_a_fifth_of_its_budget_to_its_budget():
+    for budget, least in ((0.25, 0.05), (64, 12), (3, 1)):
+        pruner = registry.build("cdpruner-relevance", budget)
+        assert (pruner.rule, pruner.target, pruner.min_tokens) == ("relevance", 0.7, least)
+        assert pruner.pruner == tp.CDPruner(budget)
 
 
 @pytest.mark.parametrize("depth", [4, 16, 32])

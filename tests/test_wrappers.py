@@ -278,6 +278,62 @@ def test_calibrate_takes_the_largest_target_whose_mean_count_stays_within_the_bu
         calibrate(adaptive, [], 4)
 
 
+def _relevance_numpy(features, text):
+    """CDPruner's instruction relevance written out: mean cosine to the instruction's tokens, min-max
+    scaled per image."""
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    words = text / np.linalg.norm(text, axis=1, keepdims=True)
+    r = (unit @ words.T).mean(axis=1)
+    return (r - r.min()) / (r.max() - r.min() + 1e-6)
+
+
+@pytest.mark.parametrize(("seed", "target", "least"), [(0, 0.3, 2), (1, 0.6, 5), (2, 0.9, 0.1), (3, 1e-3, 4)])
+def test_relevance_rule_keeps_the_relevant_share_of_the_range_in_cdpruner_order(seed, target, least):
+    tokens = tokens_with_attention(60 + seed)
+    # an instruction close to a few tokens: their relevance stands out
+    tokens.text = tokens.features[[3, 17]] + 0.1 * tokens.text[:2]
+    pruner = tp.Adaptive(tp.CDPruner(30), rule="relevance", target=target, min_tokens=least)
+    relevance = _relevance_numpy(tokens.features.double().numpy(), tokens.text.double().numpy())
+    low = resolve_budget(least, 48)
+    expected = low + round((30 - low) * float(np.mean(relevance >= 1 - target)))
+    kept = pruner.select(tokens).indices
+    assert len(kept) == expected
+    assert torch.equal(kept, tp.CDPruner(expected).select(tokens).indices)
+    assert pruner.select(tokens).indices.tolist() == sorted(kept.tolist())
+
+
+def test_relevance_rule_gives_broad_instructions_more_tokens_and_needs_relevance():
+    tokens = tokens_with_attention(70)
+    pruner = tp.Adaptive(tp.CDPruner(40), rule="relevance", target=0.5, min_tokens=4)
+    narrow = dataclasses.replace(tokens, text=tokens.features[[5]].clone())
+    broad = dataclasses.replace(tokens, text=tokens.features.mean(0, keepdim=True) + 0.01 * tokens.text[:1])
+    assert len(pruner.select(narrow).indices) < len(pruner.select(broad).indices) <= 40
+    with pytest.raises(ValueError, match="relevance to the instruction"):
+        tp.Adaptive(tp.FoPru(8), rule="relevance")
+    with pytest.raises(ValueError, match="text embedding"):
+        pruner.select(dataclasses.replace(tokens, text=None))
+
+
+def test_calibrate_relevance_rule_against_every_threshold():
+    samples = [tokens_with_attention(80 + seed) for seed in range(5)]
+    for seed, tokens in enumerate(samples):
+        tokens.text = tokens.features[: 1 + seed] + 0.2 * tokens.text[:1]
+    adaptive = tp.Adaptive(tp.CDPruner(30), rule="relevance", min_tokens=3)
+
+    def mean_count(target):
+        pruner = dataclasses.replace(adaptive, target=target)
+        return sum(len(pruner.select(tokens).indices) for tokens in samples) / len(samples)
+
+    targets = sorted(
+        {1 - r for tokens in samples for r in tp.CDPruner(30).relevance(tokens).tolist()} - {0.0}
+    )
+    for budget in (5, 12, 0.3):
+        goal = sum(resolve_budget(budget, 48) for _ in samples) / len(samples)
+        chosen = calibrate(adaptive, samples, budget)
+        best = max((t for t in targets if mean_count(t) <= goal), default=targets[0])
+        assert mean_count(chosen.target) == mean_count(best) <= goal
+
+
 @pytest.mark.parametrize(
     ("rule", "target"), [("cover", 0.9), ("cover", 0.999), ("mass", 0.6), ("mass", 0.95)]
 )

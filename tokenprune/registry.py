@@ -202,3 +202,12 @@ register_pruner("cdpruner-recycle", Recycle, defaults=_wrapping("cdpruner"))
 register_pruner("divprune-recycle", Recycle, defaults=_wrapping("divprune"))
 register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping("cdpruner"), exact=False)
 register_pruner("fastv-adaptive", AdaptiveLayer, defaults=_wrapping("fastv"), exact=False)
+
+
+def _relevance_share(budget: int | float, depth: int | None) -> dict[str, object]:
+    """Adaptive(CDPruner) by relevance to the instruction, between a fifth of the budget and the budget."""
+    least = budget / 5 if isinstance(budget, float) else max(1, budget // 5)
+    return {**_wrapping("cdpruner")(budget, depth), "rule": "relevance", "target": 0.7, "min_tokens": least}
+
+
+register_pruner("cdpruner-relevance", Adaptive, defaults=_relevance_share, exact=False)

@@ -144,7 +144,8 @@ def calibrated(model, examples: list[Example], configs: Iterable[tuple[str, floa
     configs, samples = list(configs), {}
     out = []
     for name, budget, pruner in configs:
-        if isinstance(pruner, tp.Adaptive) and budget is not None:
+        # rule="relevance" spreads the budget over images by the instruction; the budget stays its cap
+        if isinstance(pruner, tp.Adaptive) and budget is not None and pruner.rule != "relevance":
             needs = frozenset(pruner.needs)
             if needs not in samples:
                 samples[needs] = visual_tokens(model, examples, needs)

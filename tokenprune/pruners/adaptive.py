@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -13,7 +13,7 @@ from tokenprune.budget import resolve_budget, validate_budget
 from tokenprune.pruners.base import LayerContext, Positions, PreLLMPruner, Selection, VisualTokens
 from tokenprune.pruners.scored import ScoredLayerPruner, TokenGroup
 
-RULES = ("mass", "cover", "iqr")
+RULES = ("mass", "cover", "iqr", "relevance")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ def cover_count(ranking: Ranking, target: float) -> int:
     return int(reached[0]) + 1 if len(reached) else len(ranking.order)
 
 
+def relevant_share(relevance: torch.Tensor, target: float) -> float:
+    """The share of tokens whose relevance to the instruction (in [0, 1)) is at least 1 - target."""
+    return float((relevance >= 1.0 - target).double().mean())
+
+
 def outlier_count(scores: torch.Tensor) -> int:
     """PruMerge's rule: how many scores lie above Q3 + 1.5 (Q3 - Q1) (linear quantiles)."""
     q1, q3 = torch.quantile(scores.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
@@ -65,7 +70,10 @@ class Adaptive(PreLLMPruner):
     at least `target` of itself explained by the picks (its similarity-space residual), so a small
     object unlike the rest is kept even when it is little of the total. Target 1 keeps the pruner's
     budget. rule="iqr": as many picks as there are outliers among all tokens' gains (PruMerge's
-    interquartile rule). `pruner` must rank tokens
+    interquartile rule). rule="relevance" (CDPruner; question-aware): min_tokens plus the share of the
+    tokens whose relevance to the instruction is at least 1 - target, times what lies between
+    min_tokens and the budget: an instruction about one thing is relevant to few tokens and keeps
+    few, one about the whole image keeps many. `pruner` must rank tokens
     (a `rank(tokens, limit, until)` method: CDPruner, FoPru; `until` = (rule, target) lets a ranker
     stop where the rule is met). Stats record the chosen count of every image.
     """
@@ -74,7 +82,7 @@ class Adaptive(PreLLMPruner):
     positions: Positions = field(init=False)
     pruner: PreLLMPruner | None = None
     target: float = 0.95
-    rule: Literal["mass", "cover", "iqr"] = "cover"
+    rule: Literal["mass", "cover", "iqr", "relevance"] = "cover"
     min_tokens: int | float = 1
 
     def __post_init__(self) -> None:
@@ -85,6 +93,11 @@ class Adaptive(PreLLMPruner):
             )
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        if self.rule == "relevance" and not callable(getattr(self.pruner, "relevance", None)):
+            raise ValueError(
+                f"rule='relevance' needs a pruner that scores relevance to the instruction (CDPruner), "
+                f"got {self.pruner.name}"
+            )
         if isinstance(self.target, bool) or not 0.0 < self.target <= 1.0:
             raise ValueError(f"target must lie in (0, 1], got {self.target}")
         self.min_tokens = validate_budget(self.min_tokens, "min_tokens")
@@ -114,11 +127,18 @@ class Adaptive(PreLLMPruner):
             count = (mass_count if self.rule == "mass" else cover_count)(ranking, target)
         return max(least, min(most, count))
 
+    def relevant_count(self, relevance: torch.Tensor, least: int, most: int, target: float) -> int:
+        """rule="relevance": how many tokens an image keeps at `target`, within [least, most]."""
+        return least + round((most - least) * relevant_share(relevance, target))
+
     def select(self, tokens: VisualTokens) -> Selection:
         n = len(tokens)
         if self.rule != "iqr" and self.target == 1.0:
             return self.pruner.select(tokens)
         least, most = self.bounds(n)
+        if self.rule == "relevance":
+            count = self.relevant_count(self.pruner.relevance(tokens), least, most, self.target)
+            return Selection(self.pruner.rank(tokens, count).order[:count].sort().values)
         if self.rule == "iqr":
             ranking = self.pruner.rank(tokens, n)
         else:  # a ranker may stop where the rule is met
@@ -139,6 +159,8 @@ def calibrate(adaptive: Adaptive, samples: Sequence[VisualTokens], budget: int |
         raise ValueError("calibrate needs at least one sample")
     budget = validate_budget(budget)
     goal = sum(resolve_budget(budget, len(tokens)) for tokens in samples) / len(samples)
+    if adaptive.rule == "relevance":
+        return _calibrate_relevance(adaptive, samples, goal)
     images = []
     for tokens in samples:
         least, most = adaptive.bounds(len(tokens))
@@ -156,16 +178,37 @@ def calibrate(adaptive: Adaptive, samples: Sequence[VisualTokens], budget: int |
     def mean_count(target: float) -> float:
         return sum(adaptive.count(r, least, most, target) for r, least, most in images) / len(images)
 
-    low, high = 0, len(targets) - 1  # the mean count does not decrease with the target
+    return replace(adaptive, target=_largest_target(targets, mean_count, goal))
+
+
+def _largest_target(targets: list[float], mean_count: Callable[[float], float], goal: float) -> float:
+    """The largest of the sorted `targets` whose mean count is at most `goal` (the smallest if none
+    is); the mean count does not decrease with the target."""
+    low, high = 0, len(targets) - 1
     if mean_count(targets[low]) > goal:
-        return replace(adaptive, target=targets[low])
+        return targets[low]
     while low < high:
         middle = (low + high + 1) // 2
         if mean_count(targets[middle]) <= goal:
             low = middle
         else:
             high = middle - 1
-    return replace(adaptive, target=targets[low])
+    return targets[low]
+
+
+def _calibrate_relevance(adaptive: Adaptive, samples: Sequence[VisualTokens], goal: float) -> Adaptive:
+    images = []
+    for tokens in samples:
+        least, most = adaptive.bounds(len(tokens))
+        images.append((adaptive.pruner.relevance(tokens), least, most))
+    # the mean count changes only at targets where some token's relevance crosses 1 - target
+    candidates = {1.0 - r for relevance, _, _ in images for r in relevance.tolist()}
+    targets = sorted(t for t in candidates if 0.0 < t <= 1.0) or [1.0]
+
+    def mean_count(target: float) -> float:
+        return sum(adaptive.relevant_count(r, least, most, target) for r, least, most in images) / len(images)
+
+    return replace(adaptive, target=_largest_target(targets, mean_count, goal))
 
 
 @dataclass

@@ -118,13 +118,17 @@ class CDPruner(PreLLMPruner):
         if isinstance(self.theta, bool) or not 0.0 < self.theta <= 1.0:
             raise ValueError(f"theta must lie in (0, 1], got {self.theta}")
 
-    def quality(self, tokens: VisualTokens) -> torch.Tensor:
-        """Each token's weight in the conditional kernel."""
+    def relevance(self, tokens: VisualTokens) -> torch.Tensor:
+        """Each token's relevance to the instruction, in [0, 1) (`instruction_relevance`)."""
         if tokens.text is None or len(tokens.text) == 0:
             raise ValueError(
                 "CDPruner needs the instruction's text embedding; this adapter did not provide it"
             )
-        relevance = instruction_relevance(tokens.features, tokens.text, self.negate_relevance)
+        return instruction_relevance(tokens.features, tokens.text, self.negate_relevance)
+
+    def quality(self, tokens: VisualTokens) -> torch.Tensor:
+        """Each token's weight in the conditional kernel."""
+        relevance = self.relevance(tokens)
         if self.theta == 1.0:
             return relevance
         return torch.exp(self.theta / (2 * (1 - self.theta)) * relevance)
