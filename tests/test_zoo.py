@@ -350,13 +350,20 @@ def test_cluttered_backgrounds_draw_diverse_selection_away_from_objects():
     assert first > 8 and second < first / 2
 
 
-def test_cluttered_training_masks_never_hide_a_whole_object():
+def _vlm2_rows(size: int, questions: int):
+    """Rows of split 0's first `size` scenes, the `<image>` token id and the scenes."""
     from tokenprune.zoo import scenes2
 
     tokenizer = models.vlm2_tokenizer()
-    image_token = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
-    batch = train.vlm2_batch(tokenizer, 0, 0, 32, "cpu", questions=3)
-    picked = [s.scene for s in scenes2.samples(0, 32)]
+    batch = train.vlm2_batch(tokenizer, 0, 0, size, "cpu", questions=questions)
+    picked = [s.scene for s in scenes2.samples(0, size)]
+    return batch, tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN), picked
+
+
+def test_cluttered_training_masks_never_hide_a_whole_object():
+    from tokenprune.zoo import scenes2
+
+    batch, image_token, picked = _vlm2_rows(32, questions=3)
     before = batch["attention_mask"].clone()
     train.mask_object_scenes(batch, image_token, picked, 0, 0)
     hidden = before.bool() & ~batch["attention_mask"].bool()
@@ -371,10 +378,7 @@ def test_cluttered_training_masks_never_hide_a_whole_object():
 def test_sparse_training_rows_show_few_tokens_and_every_object():
     from tokenprune.zoo import scenes2
 
-    tokenizer = models.vlm2_tokenizer()
-    image_token = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
-    batch = train.vlm2_batch(tokenizer, 0, 0, 64, "cpu", questions=2)
-    picked = [s.scene for s in scenes2.samples(0, 64)]
+    batch, image_token, picked = _vlm2_rows(64, questions=2)
     before = batch["attention_mask"].clone()
     train.sparse_object_scenes(batch, image_token, picked, 0, 0)
     image = batch["input_ids"] == image_token
@@ -394,10 +398,7 @@ def test_diverse_fill_shows_the_most_distinct_patches():
     from tokenprune.pruners.divprune import max_min_diverse
     from tokenprune.zoo import scenes2
 
-    tokenizer = models.vlm2_tokenizer()
-    image_token = tokenizer.convert_tokens_to_ids(models.IMAGE_TOKEN)
-    batch = train.vlm2_batch(tokenizer, 0, 0, 48, "cpu", questions=1)
-    picked = [s.scene for s in scenes2.samples(0, 48)]
+    batch, image_token, picked = _vlm2_rows(48, questions=1)
     train.sparse_object_scenes(batch, image_token, picked, 0, 0, diverse=True)
     image = batch["input_ids"] == image_token
     diverse_rows = 0

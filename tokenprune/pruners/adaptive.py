@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -159,56 +159,38 @@ def calibrate(adaptive: Adaptive, samples: Sequence[VisualTokens], budget: int |
         raise ValueError("calibrate needs at least one sample")
     budget = validate_budget(budget)
     goal = sum(resolve_budget(budget, len(tokens)) for tokens in samples) / len(samples)
-    if adaptive.rule == "relevance":
-        return _calibrate_relevance(adaptive, samples, goal)
+    relevance_rule = adaptive.rule == "relevance"
     images = []
     for tokens in samples:
         least, most = adaptive.bounds(len(tokens))
-        images.append((adaptive.pruner.rank(tokens, most), least, most))
-    # the mean count changes only at targets where some image's rule moves on by one pick
+        scores = adaptive.pruner.relevance(tokens) if relevance_rule else adaptive.pruner.rank(tokens, most)
+        images.append((scores, least, most))
+    count = adaptive.relevant_count if relevance_rule else adaptive.count
+    # the mean count changes only at targets where some image's count moves on by one token
     candidates = set()
-    for ranking, _, _ in images:
-        if adaptive.rule == "mass":
-            reached = ranking.gains.double().cumsum(0) / max(ranking.total, 1e-30)
+    for scores, _, _ in images:
+        if relevance_rule:  # where a token's relevance reaches 1 - target
+            reached = 1.0 - scores.double()
+        elif adaptive.rule == "mass":
+            reached = scores.gains.double().cumsum(0) / max(scores.total, 1e-30)
         else:
-            reached = 1.0 - ranking.uncovered.double()
+            reached = 1.0 - scores.uncovered.double()
         candidates.update(reached.clamp(max=1.0).tolist())
     targets = sorted(t for t in candidates if t > 0.0) or [1.0]
 
     def mean_count(target: float) -> float:
-        return sum(adaptive.count(r, least, most, target) for r, least, most in images) / len(images)
+        return sum(count(scores, least, most, target) for scores, least, most in images) / len(images)
 
-    return replace(adaptive, target=_largest_target(targets, mean_count, goal))
-
-
-def _largest_target(targets: list[float], mean_count: Callable[[float], float], goal: float) -> float:
-    """The largest of the sorted `targets` whose mean count is at most `goal` (the smallest if none
-    is); the mean count does not decrease with the target."""
-    low, high = 0, len(targets) - 1
+    low, high = 0, len(targets) - 1  # the mean count does not decrease with the target
     if mean_count(targets[low]) > goal:
-        return targets[low]
+        return replace(adaptive, target=targets[low])
     while low < high:
         middle = (low + high + 1) // 2
         if mean_count(targets[middle]) <= goal:
             low = middle
         else:
             high = middle - 1
-    return targets[low]
-
-
-def _calibrate_relevance(adaptive: Adaptive, samples: Sequence[VisualTokens], goal: float) -> Adaptive:
-    images = []
-    for tokens in samples:
-        least, most = adaptive.bounds(len(tokens))
-        images.append((adaptive.pruner.relevance(tokens), least, most))
-    # the mean count changes only at targets where some token's relevance crosses 1 - target
-    candidates = {1.0 - r for relevance, _, _ in images for r in relevance.tolist()}
-    targets = sorted(t for t in candidates if 0.0 < t <= 1.0) or [1.0]
-
-    def mean_count(target: float) -> float:
-        return sum(adaptive.relevant_count(r, least, most, target) for r, least, most in images) / len(images)
-
-    return replace(adaptive, target=_largest_target(targets, mean_count, goal))
+    return replace(adaptive, target=targets[low])
 
 
 @dataclass

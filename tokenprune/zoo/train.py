@@ -440,9 +440,11 @@ def sparse_object_scenes(
             visible[rng.choice(tokens)] = True
         on_objects = np.concatenate(owned)
         visible[on_objects] |= rng.random(len(on_objects)) < rng.uniform(0.0, 1.0)
-        missing = max(0, keep - int(visible.sum()))
+        shown = int(visible.sum())
+        missing = max(0, keep - shown)
         if diverse and rng.random() < DIVERSE_FILL:
-            order = max_min_diverse(_patch_pixels(batch["pixel_values"][row]), keep + len(owned)).numpy()
+            # the first shown + missing farthest points hold at least `missing` tokens not yet shown
+            order = max_min_diverse(_patch_pixels(batch["pixel_values"][row]), shown + missing).numpy()
             visible[order[~visible[order]][:missing]] = True
         else:
             free = np.flatnonzero(~visible)
