@@ -551,7 +551,7 @@ def test_pooling_adaptive_recycling_and_dart_decode_each_padded_sample_as_alone(
         "downsample": lambda: tp.Downsample(2),
         "adaptive": lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.6, rule="mass"),
         "adaptive-relevance": lambda: tp.Adaptive(
-            tp.CDPruner(0.75), target=0.5, rule="relevance", min_tokens=0.1
+            tp.CDPruner(0.75, two_sided=True), target=0.5, rule="relevance", min_tokens=0.1
         ),
         "adaptive-layer": lambda: tp.AdaptiveLayer(tp.FastV(1.0), target=0.5),
         "cdpruner-recycle": lambda: tp.Recycle(tp.CDPruner(0.5), slots=2),

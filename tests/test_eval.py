@@ -249,14 +249,16 @@ def test_adaptive_configs_keep_their_budget_on_average_over_the_calibration_imag
         ("cdpruner-relevance", 0.1, harness.visual_pruner("cdpruner-relevance", 0.1, depth=4)),
     ]
     calibrated = harness.calibrated(model, calibration, configs)
-    adaptive = calibrated[0][2]
-    # the relevance rule keeps its budget as the cap: nothing to calibrate
-    assert adaptive.pruner.budget == 1.0 and calibrated[1:] == configs[1:]
+    adaptive, relevance = calibrated[0][2], calibrated[2][2]
+    assert adaptive.pruner.budget == relevance.pruner.budget == 1.0 and calibrated[1] == configs[1]
+    assert relevance.rule == "relevance" and relevance.min_tokens == configs[2][2].min_tokens
     assert harness.describe(adaptive) == f"target={adaptive.target:.8g}"
     seen = harness.visual_tokens(model, calibration, adaptive.needs)
     assert len(seen) == 6 and all(t.text is not None and len(t) == 256 for t in seen)
     counts = [len(adaptive.select(tokens).indices) for tokens in seen]
     assert sum(counts) / len(counts) <= tp.DivPrune(0.1).keep_count(256) == 26
+    by_relevance = [len(relevance.select(tokens).indices) for tokens in seen]
+    assert sum(by_relevance) / len(by_relevance) <= 26 and min(by_relevance) >= 13
     decode = lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     result = harness.evaluate(model, decode, calibration, calibrated[:1], progress=False, depth=4)[0]
     assert result.kept == counts

@@ -14,11 +14,14 @@ from tokenprune.pruners.cdpruner import conditional_dpp_greedy, instruction_rele
 from tokenprune.pruners.dart import split_evenly
 
 
-def reference_relevance(features, text, negate):
-    """CDPruner's relevance as its code computes it, in float64."""
+def reference_relevance(features, text, negate, two_sided=False):
+    """CDPruner's relevance as its code computes it, in float64; two-sided: the distance from the
+    lower median of the similarities, scaled the same way."""
     v = features.double() / features.double().norm(dim=-1, keepdim=True)
     t = text.double() / text.double().norm(dim=-1, keepdim=True)
     r = (v @ t.T).mean(-1) * (-1 if negate else 1)
+    if two_sided:
+        r = (r - r.sort().values[(len(r) - 1) // 2]).abs()
     return (r - r.min()) / (r.max() - r.min() + 1e-6)
 
 
@@ -46,22 +49,44 @@ def naive_greedy(kernel, k):
 
 
 @pytest.mark.parametrize(
-    ("seed", "theta", "negate"), [(0, 0.5, False), (1, 0.5, True), (2, 1.0, False), (3, 0.8, True)]
+    ("seed", "theta", "negate", "two_sided"),
+    [
+        (0, 0.5, False, False),
+        (1, 0.5, True, False),
+        (2, 1.0, False, False),
+        (3, 0.8, True, False),
+        (4, 0.8, False, True),
+        (5, 1.0, False, True),
+    ],
 )
-def test_cdpruner_matches_naive_greedy_log_det(seed, theta, negate):
+def test_cdpruner_matches_naive_greedy_log_det(seed, theta, negate, two_sided):
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(40, 48, generator=generator)
     text = torch.randn(6, 48, generator=generator)
     tokens = VisualTokens(features=features, grid=(5, 8), text=text)
-    pruner = tp.CDPruner(12, theta=theta, negate_relevance=negate)
-    relevance = reference_relevance(features, text, negate)
+    pruner = tp.CDPruner(12, theta=theta, negate_relevance=negate, two_sided=two_sided)
+    relevance = reference_relevance(features, text, negate, two_sided)
     torch.testing.assert_close(
-        instruction_relevance(features, text, negate).double(), relevance, atol=1e-6, rtol=0
+        instruction_relevance(features, text, negate, two_sided).double(), relevance, atol=1e-6, rtol=0
     )
     quality = relevance if theta == 1.0 else torch.exp(theta / (2 * (1 - theta)) * relevance)
     expected = naive_greedy(reference_kernel(features, quality), 12)
     assert pruner.rank(tokens, 12).order.tolist() == expected
     assert pruner.select(tokens).indices.tolist() == sorted(expected)
+
+
+def test_two_sided_relevance_ranks_tokens_singled_out_by_low_similarity_first():
+    """An instruction that is least like a few tokens makes them the most relevant, as the most alike
+    would be; one-sided relevance ranks them last."""
+    text = torch.tensor([[1.0, 0.0, 0.0]])
+    features = torch.tensor([[0.2, 1.0, 0.0]] * 6 + [[-1.0, 0.1, 0.0], [-1.0, 0.0, 0.1]])
+    tokens = VisualTokens(features=features, grid=(2, 4), text=text)
+    two_sided = tp.CDPruner(2, theta=1.0, two_sided=True)
+    assert two_sided.relevance(tokens)[6:].min() > two_sided.relevance(tokens)[:6].max()
+    assert tp.CDPruner(2).relevance(tokens)[6:].max() < tp.CDPruner(2).relevance(tokens)[:6].min()
+    assert two_sided.select(tokens).indices.tolist() == [6, 7]
+    with pytest.raises(ValueError, match="no sign to negate"):
+        tp.CDPruner(2, two_sided=True, negate_relevance=True)
 
 
 def test_cdpruner_gains_are_the_residual_trace_the_picks_remove():

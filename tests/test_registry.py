@@ -25,6 +25,7 @@ STAGES = {
     "zerotprune": ("in_tower", tp.ZeroTPrune),
     "tome": ("in_tower", tp.ToMe),
     "cdpruner": ("pre_llm", tp.CDPruner),
+    "cdpruner-two-sided": ("pre_llm", tp.CDPruner),
     "dart": ("llm", tp.DART),
     "downsample": ("pre_llm", tp.Downsample),
     "cdpruner-recycle": ("pre_llm", tp.Recycle),
@@ -64,6 +65,7 @@ def test_names_are_listed_in_registration_order_by_stage_and_tokens():
         "zerotprune",
         "tome",
         "cdpruner",
+        "cdpruner-two-sided",
         "dart",
         "downsample",
         "cdpruner-recycle",
@@ -90,11 +92,17 @@ def test_methods_that_keep_at_most_their_budget_say_so():
     assert at_most == {"downsample", "cdpruner-adaptive", "fastv-adaptive", "cdpruner-relevance"}
 
 
-def test_relevance_adaptive_spans_a_fifth_of_its_budget_to_its_budget():
-    for budget, least in ((0.25, 0.05), (64, 12), (3, 1)):
+def test_two_sided_cdpruner_weighs_relevance_more():
+    assert registry.build("cdpruner-two-sided", 0.25) == tp.CDPruner(0.25, theta=0.8, two_sided=True)
+
+
+def test_relevance_adaptive_spans_a_twentieth_of_the_image_to_its_budget():
+    for budget in (0.25, 64, 3):
         pruner = registry.build("cdpruner-relevance", budget)
-        assert (pruner.rule, pruner.target, pruner.min_tokens) == ("relevance", 0.7, least)
-        assert pruner.pruner == tp.CDPruner(budget)
+        assert (pruner.rule, pruner.target, pruner.min_tokens) == ("relevance", 0.7, 0.05)
+        assert pruner.pruner == tp.CDPruner(budget, theta=0.8, two_sided=True)
+    assert registry.build("cdpruner-relevance", 64).bounds(256) == (13, 64)
+    assert registry.build("cdpruner-relevance", 0.02).bounds(256) == (5, 5)
 
 
 @pytest.mark.parametrize("depth", [4, 16, 32])

@@ -196,6 +196,15 @@ def _wrapping(name: str) -> Defaults:
 
 
 register_pruner("cdpruner", CDPruner)
+
+
+def _two_sided(budget: int | float, depth: int | None) -> dict[str, object]:
+    """CDPruner with relevance measured on both sides of the image's median similarity, weighted more
+    than diversity (theta 0.8)."""
+    return {"theta": 0.8, "two_sided": True}
+
+
+register_pruner("cdpruner-two-sided", CDPruner, defaults=_two_sided)
 register_pruner("dart", DART, defaults=_at_depth("layer", _fastv_layer))
 register_pruner("downsample", Downsample, defaults=_downsample_budget, exact=False)
 register_pruner("cdpruner-recycle", Recycle, defaults=_wrapping("cdpruner"))
@@ -204,10 +213,19 @@ register_pruner("cdpruner-adaptive", Adaptive, defaults=_wrapping("cdpruner"), e
 register_pruner("fastv-adaptive", AdaptiveLayer, defaults=_wrapping("fastv"), exact=False)
 
 
+# the fewest tokens `cdpruner-relevance` keeps: a twentieth of the image (or its budget, if smaller)
+RELEVANCE_FLOOR = 0.05
+
+
 def _relevance_share(budget: int | float, depth: int | None) -> dict[str, object]:
-    """Adaptive(CDPruner) by relevance to the instruction, between a fifth of the budget and the budget."""
-    least = budget / 5 if isinstance(budget, float) else max(1, budget // 5)
-    return {**_wrapping("cdpruner")(budget, depth), "rule": "relevance", "target": 0.7, "min_tokens": least}
+    """Adaptive(two-sided CDPruner) by relevance to the instruction, between a twentieth of the image
+    and the budget."""
+    return {
+        **_wrapping("cdpruner-two-sided")(budget, depth),
+        "rule": "relevance",
+        "target": 0.7,
+        "min_tokens": RELEVANCE_FLOOR,
+    }
 
 
 register_pruner("cdpruner-relevance", Adaptive, defaults=_relevance_share, exact=False)

@@ -144,8 +144,7 @@ def calibrated(model, examples: list[Example], configs: Iterable[tuple[str, floa
     configs, samples = list(configs), {}
     out = []
     for name, budget, pruner in configs:
-        # rule="relevance" spreads the budget over images by the instruction; the budget stays its cap
-        if isinstance(pruner, tp.Adaptive) and budget is not None and pruner.rule != "relevance":
+        if isinstance(pruner, tp.Adaptive) and budget is not None:
             needs = frozenset(pruner.needs)
             if needs not in samples:
                 samples[needs] = visual_tokens(model, examples, needs)

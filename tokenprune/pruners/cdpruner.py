@@ -17,15 +17,20 @@ from tokenprune.pruners.base import PreLLMPruner, Selection, VisualTokens
 EXHAUSTED = 1e-6
 
 
-def instruction_relevance(features: torch.Tensor, text: torch.Tensor, negate: bool = False) -> torch.Tensor:
+def instruction_relevance(
+    features: torch.Tensor, text: torch.Tensor, negate: bool = False, two_sided: bool = False
+) -> torch.Tensor:
     """Relevance of each visual token to the instruction, min-max scaled to [0, 1) per image:
     the mean cosine similarity to the instruction's tokens (negated as CDPruner's CLIP code does when
-    `negate`)."""
+    `negate`); with `two_sided`, how far that similarity lies from the image's median (torch's lower
+    median), on either side."""
     unit = torch.nn.functional.normalize(features.float(), dim=-1)
     words = torch.nn.functional.normalize(text.float(), dim=-1)
     relevance = (unit @ words.T).mean(dim=1)
     if negate:
         relevance = -relevance
+    if two_sided:
+        relevance = (relevance - relevance.median()).abs()
     low = relevance.min()
     return (relevance - low) / (relevance.max() - low + 1e-6)
 
@@ -105,11 +110,14 @@ class CDPruner(PreLLMPruner):
     theta in (0, 1] trades relevance (larger) against diversity. negate_relevance: rank tokens
     least similar to the instruction as most relevant, as the reference code does with CLIP's text
     tower; here the instruction comes from the language model's own input embeddings, the space the
-    projector maps into, where similar means relevant.
+    projector maps into, where similar means relevant. two_sided: rank tokens by how far their
+    similarity lies from the image's median, above or below, so that the sign a space gives to
+    "relevant" need not be known (an instruction may single out its tokens by low similarity).
     """
 
     theta: float = 0.5
     negate_relevance: bool = False
+    two_sided: bool = False
 
     needs: ClassVar[frozenset[str]] = frozenset({"text"})
 
@@ -117,6 +125,10 @@ class CDPruner(PreLLMPruner):
         super().__post_init__()
         if isinstance(self.theta, bool) or not 0.0 < self.theta <= 1.0:
             raise ValueError(f"theta must lie in (0, 1], got {self.theta}")
+        if self.two_sided and self.negate_relevance:
+            raise ValueError(
+                "two_sided relevance has no sign to negate: set one of two_sided, negate_relevance"
+            )
 
     def relevance(self, tokens: VisualTokens) -> torch.Tensor:
         """Each token's relevance to the instruction, in [0, 1) (`instruction_relevance`)."""
@@ -124,7 +136,7 @@ class CDPruner(PreLLMPruner):
             raise ValueError(
                 "CDPruner needs the instruction's text embedding; this adapter did not provide it"
             )
-        return instruction_relevance(tokens.features, tokens.text, self.negate_relevance)
+        return instruction_relevance(tokens.features, tokens.text, self.negate_relevance, self.two_sided)
 
     def quality(self, tokens: VisualTokens) -> torch.Tensor:
         """Each token's weight in the conditional kernel."""
