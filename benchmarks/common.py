@@ -84,6 +84,7 @@ def visual_pruners(budget, depth: int) -> dict[str, object]:
         "FastV (K=2)": tp.FastV(budget, layer=2),
         f"Feather ({depth // 4},{depth // 2})": tp.Feather(budget, layers_at=(depth // 4, depth // 2)),
         "CDPruner": tp.CDPruner(budget),
+        "CDPruner (two-sided)": tp.CDPruner(budget, theta=0.8, two_sided=True),
         "DART (K=2)": tp.DART(budget, layer=2),
     }
 

@@ -4,10 +4,10 @@ objects ?") answered with chosen patches kept, and the signed error of the count
     python benchmarks/toy2_counting.py [--seed 3000] [--questions 400] [--budget 26]
 
 Kept sets: one patch per object (the one it covers most) or every patch an object covers at least 10 %
-of, each with some random patches no object touches; then DivPrune and CDPruner at `--budget`. Then
-the mean error by the number of large (2x2-patch) objects in the scene. Last, accuracy on every
-question of the split at `--budget` tokens for DivPrune, CDPruner and a selection told where the
-objects are: every object patch, then DivPrune's farthest-point picks. Positions are kept, as the
+of, each with some random patches no object touches; then DivPrune, CDPruner and two-sided CDPruner
+at `--budget`. Then the mean error by the number of large (2x2-patch) objects in the scene. Last,
+accuracy on every question of the split at `--budget` tokens for the same pruners and a selection told
+where the objects are: every object patch, then DivPrune's farthest-point picks. Positions are kept, as the
 pruners keep them.
 """
 
@@ -24,6 +24,8 @@ from tokenprune import registry, zoo
 from tokenprune.eval.harness import is_correct, normalise
 from tokenprune.pruners.base import PreLLMPruner, Selection
 from tokenprune.zoo import scenes2, train
+
+PRUNERS = ("divprune", "cdpruner", "cdpruner-two-sided")
 
 
 @dataclass
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument(
         "--questions", type=int, default=400, help="questions of the split; every fifth is `total`"
     )
-    parser.add_argument("--budget", type=int, default=26, help="tokens DivPrune and CDPruner keep")
+    parser.add_argument("--budget", type=int, default=26, help="tokens each pruner keeps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, processor = zoo.load_vlm("toy-vlm-2")
@@ -141,7 +143,7 @@ def main() -> None:
             if background == 20:
                 by_large[what] = errors
     touched_all = {}
-    for name in ("divprune", "cdpruner"):
+    for name in PRUNERS:
         pruner, kept = registry.build(name, args.budget), []
         print(
             row(
@@ -171,7 +173,7 @@ def main() -> None:
     every = scenes2.samples(args.seed, args.questions)
     every_images = [scenes2.to_pil(image) for image in scenes2.render([s.scene for s in every])]
     told = ObjectsFirst(args.budget)
-    configs = [(name, registry.build(name, args.budget)) for name in ("divprune", "cdpruner")]
+    configs = [(name, registry.build(name, args.budget)) for name in PRUNERS]
     configs.append(("every object patch + farthest points", told))
     kinds = scenes2.QUESTION_TYPES
     print(f"\nAccuracy on the {len(every)} questions of split {args.seed} at {args.budget} tokens:\n")
