@@ -533,6 +533,7 @@ def pooled_count(grid, factor):
             "downsample",
             "adaptive",
             "adaptive-relevance",
+            "adaptive-recycle",
             "adaptive-layer",
             "cdpruner-recycle",
             "dart",
@@ -552,6 +553,9 @@ def test_pooling_adaptive_recycling_and_dart_decode_each_padded_sample_as_alone(
         "adaptive": lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.6, rule="mass"),
         "adaptive-relevance": lambda: tp.Adaptive(
             tp.CDPruner(0.75, two_sided=True), target=0.5, rule="relevance", min_tokens=0.1
+        ),
+        "adaptive-recycle": lambda: tp.Recycle(
+            tp.Adaptive(tp.CDPruner(1.0), target=0.6, rule="mass"), slots=1
         ),
         "adaptive-layer": lambda: tp.AdaptiveLayer(tp.FastV(1.0), target=0.5),
         "cdpruner-recycle": lambda: tp.Recycle(tp.CDPruner(0.5), slots=2),
@@ -575,5 +579,5 @@ def test_pooling_adaptive_recycling_and_dart_decode_each_padded_sample_as_alone(
             assert record.tokens_after == tp.budget.resolve_budget(0.5, count)
     # CDPruner's counts differ between the batch's images; the tiny models' LLM attention is nearly
     # uniform, so FastV's mass share gives every image of a size the same count
-    if pruner_factory == "adaptive":
+    if pruner_factory in ("adaptive", "adaptive-recycle"):
         assert len({r.tokens_after for r in records}) > 1

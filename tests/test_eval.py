@@ -247,11 +247,19 @@ def test_adaptive_configs_keep_their_budget_on_average_over_the_calibration_imag
         ("cdpruner-adaptive", 0.1, harness.visual_pruner("cdpruner-adaptive", 0.1, depth=4)),
         ("divprune", 0.1, tp.DivPrune(0.1)),
         ("cdpruner-relevance", 0.1, harness.visual_pruner("cdpruner-relevance", 0.1, depth=4)),
+        (
+            "cdpruner-relevance-recycle",
+            0.1,
+            harness.visual_pruner("cdpruner-relevance-recycle", 0.1, depth=4),
+        ),
     ]
     calibrated = harness.calibrated(model, calibration, configs)
-    adaptive, relevance = calibrated[0][2], calibrated[2][2]
+    adaptive, relevance, recycled = calibrated[0][2], calibrated[2][2], calibrated[3][2]
     assert adaptive.pruner.budget == relevance.pruner.budget == 1.0 and calibrated[1] == configs[1]
     assert relevance.rule == "relevance" and relevance.min_tokens == configs[2][2].min_tokens
+    # Recycle keeps its slots and wraps the same calibration
+    assert isinstance(recycled, tp.Recycle) and recycled.slots == configs[3][2].slots
+    assert recycled.pruner == relevance and harness.describe(recycled) == harness.describe(relevance)
     assert harness.describe(adaptive) == f"target={adaptive.target:.8g}"
     seen = harness.visual_tokens(model, calibration, adaptive.needs)
     assert len(seen) == 6 and all(t.text is not None and len(t) == 256 for t in seen)

@@ -33,6 +33,8 @@ STAGES = {
     "cdpruner-adaptive": ("pre_llm", tp.Adaptive),
     "fastv-adaptive": ("llm", tp.AdaptiveLayer),
     "cdpruner-relevance": ("pre_llm", tp.Adaptive),
+    "cdpruner-two-sided-recycle": ("pre_llm", tp.Recycle),
+    "cdpruner-relevance-recycle": ("pre_llm", tp.Recycle),
 }
 
 
@@ -73,6 +75,8 @@ def test_names_are_listed_in_registration_order_by_stage_and_tokens():
         "cdpruner-adaptive",
         "fastv-adaptive",
         "cdpruner-relevance",
+        "cdpruner-two-sided-recycle",
+        "cdpruner-relevance-recycle",
     )
     assert registry.pruner_names(drops="prompt") == ("lazyskip", "gemfilter")
     assert registry.pruner_names(stage="llm") == ("fastv", "feather", "lazyskip", "dart", "fastv-adaptive")
@@ -89,7 +93,13 @@ def test_needs_are_read_from_the_class():
 
 def test_methods_that_keep_at_most_their_budget_say_so():
     at_most = {name for name in registry.pruner_names() if not registry.pruner_entry(name).exact}
-    assert at_most == {"downsample", "cdpruner-adaptive", "fastv-adaptive", "cdpruner-relevance"}
+    assert at_most == {
+        "downsample",
+        "cdpruner-adaptive",
+        "fastv-adaptive",
+        "cdpruner-relevance",
+        "cdpruner-relevance-recycle",
+    }
 
 
 def test_two_sided_cdpruner_weighs_relevance_more():
@@ -102,6 +112,8 @@ def test_relevance_adaptive_spans_a_twentieth_of_the_image_to_its_budget():
         assert (pruner.rule, pruner.target, pruner.min_tokens) == ("relevance", 0.7, 0.05)
         assert pruner.pruner == tp.CDPruner(budget, theta=0.8, two_sided=True)
     assert registry.build("cdpruner-relevance", 64).bounds(256) == (13, 64)
+    assert registry.build("cdpruner-relevance-recycle", 64).pruner == registry.build("cdpruner-relevance", 64)
+    assert registry.build("cdpruner-two-sided-recycle", 64).pruner == registry.build("cdpruner-two-sided", 64)
     assert registry.build("cdpruner-relevance", 0.02).bounds(256) == (5, 5)
 
 

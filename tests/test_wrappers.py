@@ -13,6 +13,7 @@ import tokenprune as tp
 from tokenprune.budget import resolve_budget
 from tokenprune.pruners.adaptive import Ranking, calibrate, cover_count, mass_count, outlier_count
 from tokenprune.pruners.base import VisualTokens
+from tokenprune.pruners.recycle import summarize
 from tokenprune.pruners.views import SplitByArea, ViewTokens
 
 
@@ -159,6 +160,41 @@ def test_recycle_keeps_the_inner_choice_and_conserves_the_dropped_mass(inner):
     for c in range(3):
         members = dropped_index[[j for j, k in enumerate(cluster) if k == c]]
         torch.testing.assert_close(recycled.features[summary_rows[c]], tokens.features[members].mean(0))
+
+
+@pytest.mark.parametrize(
+    "adaptive",
+    [
+        lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.5, rule="relevance", min_tokens=6),
+        lambda: tp.Adaptive(tp.CDPruner(1.0), target=0.9, rule="mass"),
+        lambda: tp.Adaptive(tp.FoPru(20), target=0.6, rule="mass", min_tokens=4),
+    ],
+)
+def test_recycle_around_adaptive_recycles_within_the_count_the_rule_chooses(adaptive):
+    """The rule's count per image stays the count; its first picks keep their places and features
+    and the rest of the image becomes the summaries, as Recycle around that many fixed picks."""
+    adaptive = adaptive()
+    for seed in (1, 2, 3):
+        tokens = tokens_with_attention(seed)
+        picks = adaptive.picks(tokens)
+        assert torch.equal(adaptive.select(tokens).indices, picks.sort().values)
+        count = len(picks)
+        assert 6 <= count < 48 if adaptive.rule == "relevance" else 0 < count < 48
+        recycled = tp.Recycle(adaptive, slots=0.25).select(tokens)
+        slots = round(0.25 * count)
+        assert len(recycled.indices) == count and slots > 0
+        stay = picks[: count - slots].sort().values
+        assert set(stay.tolist()) <= set(recycled.indices.tolist())
+        rows = [recycled.indices.tolist().index(i) for i in stay.tolist()]
+        torch.testing.assert_close(recycled.features[rows], tokens.features[stay])
+        dropped = torch.ones(48, dtype=torch.bool)
+        dropped[stay] = False
+        dropped_index = dropped.nonzero().squeeze(1)
+        seeds, summaries = summarize(tokens.features[dropped_index], slots)
+        summary_rows = [r for r in range(count) if r not in rows]
+        assert recycled.indices[summary_rows].tolist() == sorted(dropped_index[seeds].tolist())
+        order = dropped_index[seeds].argsort()
+        torch.testing.assert_close(recycled.features[summary_rows], summaries[order])
 
 
 def test_recycle_full_budget_zero_slots_and_errors():

@@ -229,3 +229,5 @@ def _relevance_share(budget: int | float, depth: int | None) -> dict[str, object
 
 
 register_pruner("cdpruner-relevance", Adaptive, defaults=_relevance_share, exact=False)
+register_pruner("cdpruner-two-sided-recycle", Recycle, defaults=_wrapping("cdpruner-two-sided"))
+register_pruner("cdpruner-relevance-recycle", Recycle, defaults=_wrapping("cdpruner-relevance"), exact=False)

@@ -120,7 +120,14 @@ def test_family_without_a_method_names_what_it_supports():
 
 @pytest.mark.parametrize(
     "method",
-    ["cdpruner", "cdpruner-two-sided", "cdpruner-recycle", "cdpruner-adaptive", "cdpruner-relevance"],
+    [
+        "cdpruner",
+        "cdpruner-two-sided",
+        "cdpruner-recycle",
+        "cdpruner-adaptive",
+        "cdpruner-relevance",
+        "cdpruner-relevance-recycle",
+    ],
 )
 def test_methods_the_plugin_cannot_size_or_feed_are_refused(method):
     """Merged tokens, per-image counts and the instruction are beyond what the plugin gives a pruner."""

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,8 @@ def describe(pruner) -> str:
     """The settings that differ between runs, for the report."""
     if isinstance(pruner, tp.Composed):
         return "; ".join(filter(None, (describe(stage) for stage in pruner.stages)))
+    if isinstance(pruner, tp.Recycle):
+        return describe(pruner.pruner)
     if isinstance(pruner, tp.Adaptive):
         return f"target={pruner.target:.8g}"
     for attribute in ("layer", "layers_at", "schedule", "filter_layer"):
@@ -135,20 +137,23 @@ def visual_tokens(model, examples: list[Example], needs: frozenset[str]) -> list
 
 
 def calibrated(model, examples: list[Example], configs: Iterable[tuple[str, float | None, object]]) -> list:
-    """`configs` with every `Adaptive` at budget b replaced by the same rule capped at the whole image,
-    its target calibrated (`adaptive.calibrate`) so that the images of `examples` (read without their
-    answers) keep b on average: the adaptive configurations then compare with fixed budgets at the
-    same mean token count."""
+    """`configs` with every `Adaptive` at budget b (also one inside `Recycle`) replaced by the same rule
+    capped at the whole image, its target calibrated (`adaptive.calibrate`) so that the images of
+    `examples` (read without their answers) keep b on average: the adaptive configurations then
+    compare with fixed budgets at the same mean token count."""
     from tokenprune.pruners.adaptive import calibrate
 
     configs, samples = list(configs), {}
     out = []
     for name, budget, pruner in configs:
-        if isinstance(pruner, tp.Adaptive) and budget is not None:
-            needs = frozenset(pruner.needs)
+        recycled = isinstance(pruner, tp.Recycle)
+        adaptive = pruner.pruner if recycled else pruner
+        if isinstance(adaptive, tp.Adaptive) and budget is not None:
+            needs = frozenset(adaptive.needs)
             if needs not in samples:
                 samples[needs] = visual_tokens(model, examples, needs)
-            pruner = calibrate(pruner.with_budget(1.0), samples[needs], budget)
+            adaptive = calibrate(adaptive.with_budget(1.0), samples[needs], budget)
+            pruner = replace(pruner, pruner=adaptive) if recycled else adaptive
         out.append((name, budget, pruner))
     return out
 

@@ -131,19 +131,24 @@ class Adaptive(PreLLMPruner):
         """rule="relevance": how many tokens an image keeps at `target`, within [least, most]."""
         return least + round((most - least) * relevant_share(relevance, target))
 
-    def select(self, tokens: VisualTokens) -> Selection:
-        n = len(tokens)
-        if self.rule != "iqr" and self.target == 1.0:
-            return self.pruner.select(tokens)
-        least, most = self.bounds(n)
+    def picks(self, tokens: VisualTokens) -> torch.Tensor:
+        """The tokens this image keeps, in the wrapped ranker's pick order (best first)."""
+        least, most = self.bounds(len(tokens))
         if self.rule == "relevance":
             count = self.relevant_count(self.pruner.relevance(tokens), least, most, self.target)
-            return Selection(self.pruner.rank(tokens, count).order[:count].sort().values)
+            return self.pruner.rank(tokens, count).order[:count]
         if self.rule == "iqr":
-            ranking = self.pruner.rank(tokens, n)
+            ranking = self.pruner.rank(tokens, len(tokens))
+        elif self.target == 1.0:
+            return self.pruner.rank(tokens, most).order[:most]
         else:  # a ranker may stop where the rule is met
             ranking = self.pruner.rank(tokens, most, until=(self.rule, self.target))
-        return Selection(ranking.order[: self.count(ranking, least, most, self.target)].sort().values)
+        return ranking.order[: self.count(ranking, least, most, self.target)]
+
+    def select(self, tokens: VisualTokens) -> Selection:
+        if self.rule != "iqr" and self.target == 1.0:
+            return self.pruner.select(tokens)
+        return Selection(self.picks(tokens).sort().values)
 
 
 def calibrate(adaptive: Adaptive, samples: Sequence[VisualTokens], budget: int | float) -> Adaptive:

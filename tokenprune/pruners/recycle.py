@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from tokenprune.pruners.adaptive import Adaptive
 from tokenprune.pruners.base import Positions, PreLLMPruner, Selection, VisualTokens
 from tokenprune.pruners.divprune import max_min_diverse
 from tokenprune.pruners.downsample import Downsample
@@ -35,7 +36,8 @@ class Recycle(PreLLMPruner):
     (farthest-point on cosine distance), each to its most similar seed, and each cluster becomes the
     mean of its projected features. A summary token takes the place (and position id) of its seed, a
     dropped token. slots: a number of tokens, or a fraction in (0, 1) of the kept tokens; at most
-    budget - 1.
+    budget - 1. Around an `Adaptive` pruner the count is the one its rule chooses for each image:
+    its first count - slots picks stay and the rest of the image is recycled.
     """
 
     budget: int | float = field(init=False)
@@ -75,13 +77,21 @@ class Recycle(PreLLMPruner):
 
     def select(self, tokens: VisualTokens) -> Selection:
         n = len(tokens)
-        keep = self.keep_count(n)
-        if keep >= n:
-            return Selection(torch.arange(n, device=tokens.features.device))
-        slots = self.slot_count(keep)
-        inner = self.pruner.with_budget(keep - slots).select(tokens)
-        if slots == 0:
-            return inner
+        if isinstance(self.pruner, Adaptive):
+            # the count is the rule's for this image: its best picks stay, the rest is recycled
+            picks = self.pruner.picks(tokens)
+            slots = self.slot_count(len(picks))
+            if slots == 0 or len(picks) >= n:
+                return Selection(picks.sort().values)
+            inner = Selection(picks[: len(picks) - slots].sort().values)
+        else:
+            keep = self.keep_count(n)
+            if keep >= n:
+                return Selection(torch.arange(n, device=tokens.features.device))
+            slots = self.slot_count(keep)
+            inner = self.pruner.with_budget(keep - slots).select(tokens)
+            if slots == 0:
+                return inner
         kept_features = inner.features if inner.features is not None else tokens.features[inner.indices]
         dropped = torch.ones(n, dtype=torch.bool, device=inner.indices.device)
         dropped[inner.indices] = False
