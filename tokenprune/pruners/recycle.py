@@ -77,21 +77,18 @@ class Recycle(PreLLMPruner):
 
     def select(self, tokens: VisualTokens) -> Selection:
         n = len(tokens)
-        if isinstance(self.pruner, Adaptive):
-            # the count is the rule's for this image: its best picks stay, the rest is recycled
-            picks = self.pruner.picks(tokens)
-            slots = self.slot_count(len(picks))
-            if slots == 0 or len(picks) >= n:
-                return Selection(picks.sort().values)
-            inner = Selection(picks[: len(picks) - slots].sort().values)
-        else:
-            keep = self.keep_count(n)
-            if keep >= n:
-                return Selection(torch.arange(n, device=tokens.features.device))
-            slots = self.slot_count(keep)
+        # around Adaptive the count is the rule's for this image: its best picks stay
+        picks = self.pruner.picks(tokens) if isinstance(self.pruner, Adaptive) else None
+        keep = self.keep_count(n) if picks is None else len(picks)
+        if keep >= n:
+            return Selection(torch.arange(n, device=tokens.features.device))
+        slots = self.slot_count(keep)
+        if picks is None:
             inner = self.pruner.with_budget(keep - slots).select(tokens)
-            if slots == 0:
-                return inner
+        else:
+            inner = Selection(picks[: keep - slots].sort().values)
+        if slots == 0:
+            return inner
         kept_features = inner.features if inner.features is not None else tokens.features[inner.indices]
         dropped = torch.ones(n, dtype=torch.bool, device=inner.indices.device)
         dropped[inner.indices] = False
